@@ -1,0 +1,52 @@
+"""Checkpoints are plain dicts of tensors and JSON-able values: they load with weights_only=True.
+
+    {"format": 1, "benchmark": "sine"|"omniglot", "method": ..., "config": {...},
+     "state_dict": model.state_dict(), "step": int, "training": {optimizer, scheduler, rng} | absent}
+"""
+from pathlib import Path
+
+import torch
+
+from experiment.files import save_torch
+from utils.errors import UserError
+
+FORMAT = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, *, benchmark: str, config: dict, model, step: int, training: dict | None = None) -> None:
+    payload = {
+        "format": FORMAT,
+        "benchmark": benchmark,
+        "method": config.get("method", "oml"),
+        "config": config,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "step": step,
+    }
+    if training is not None:
+        payload["training"] = training
+    save_torch(path, payload)
+
+
+def resolve_checkpoint_path(model_path) -> Path:
+    """`--model` may name a checkpoint file or a run folder holding one."""
+    path = Path(model_path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise UserError(f"no checkpoint at '{model_path}' (give a .pt file or a run folder containing {CHECKPOINT_NAME})")
+    return path
+
+
+def load_checkpoint(model_path, benchmark: str | None = None) -> dict:
+    path = resolve_checkpoint_path(model_path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a non-checkpoint file
+        raise UserError(f"'{path}' is not a checkpoint this code can read ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
+        raise UserError(f"'{path}' is not a checkpoint written by this repository (no format-{FORMAT} header)")
+    if benchmark is not None and payload["benchmark"] != benchmark:
+        raise UserError(f"'{path}' is a {payload['benchmark']} checkpoint, but this script needs a {benchmark} one")
+    payload["path"] = str(path)
+    return payload

@@ -1,0 +1,31 @@
+"""Atomic writes: a file is either the old version or the complete new one, never half of each."""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    _atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def save_torch(path: Path, obj) -> None:
+    _atomic(path, lambda handle: torch.save(obj, handle))

@@ -1,0 +1,59 @@
+"""The OML meta-objective: online SGD of the PLN along a trajectory, then a loss on a meta set.
+
+The RLN does not change inside the inner loop, so its features for the trajectory and the meta
+set are computed once, in one forward pass with grad enabled. Differentiating through the K
+inner steps (`create_graph=True`) gives the exact second-order meta-gradient of the original
+algorithm, which re-ran the whole network at every step (see `model/reference.py`, and the
+tests that compare the two). `first_order=True` treats the inner gradients as constants: the
+pre-2020 behaviour.
+"""
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call
+
+
+@dataclass
+class InnerLoopRule:
+    lr: float
+    first_order: bool = False
+    clip: float | None = None  # element-wise clamp of each inner gradient (the 2020 sine code)
+
+
+def pln_params(pln: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The PLN's weights as a fast-weight dict: at step 0 these are the meta-parameters themselves."""
+    return dict(pln.named_parameters())
+
+
+def sgd_step(params: dict, loss: torch.Tensor, rule: InnerLoopRule) -> dict:
+    grads = torch.autograd.grad(loss, list(params.values()), create_graph=not rule.first_order)
+    if rule.clip is not None:
+        grads = [g.clamp(-rule.clip, rule.clip) for g in grads]
+    return {name: p - rule.lr * g for (name, p), g in zip(params.items(), grads)}
+
+
+def inner_loop(pln, params: dict, traj_features, traj_targets, loss_fn, rule: InnerLoopRule) -> dict:
+    """K SGD steps, one per leading index of traj_features ([K, B, F], a batch of B per step)."""
+    for feats, targets in zip(traj_features, traj_targets):
+        loss = loss_fn(functional_call(pln, params, (feats,)), targets)
+        params = sgd_step(params, loss, rule)
+    return params
+
+
+def meta_loss(model, x_traj, y_traj, x_meta, y_meta, loss_fn, rule: InnerLoopRule, pln_start: dict | None = None):
+    """Meta-loss after adapting the PLN along (x_traj, y_traj); x_traj is [K, B, ...].
+
+    Returns (loss with graph into the RLN and the PLN initialisation, detached pre-adaptation loss,
+    detached meta-set PLN outputs after adaptation).
+    """
+    k, b = x_traj.shape[:2]
+    feats = model.rln(torch.cat([x_traj.reshape(k * b, *x_traj.shape[2:]), x_meta]))
+    traj_feats, meta_feats = feats[: k * b].reshape(k, b, -1), feats[k * b:]
+    if rule.first_order:
+        traj_feats = traj_feats.detach()  # the inner gradients are constants: nothing flows back through them
+    start = pln_params(model.pln) if pln_start is None else pln_start
+    adapted = inner_loop(model.pln, start, traj_feats, y_traj, loss_fn, rule)
+    outputs = functional_call(model.pln, adapted, (meta_feats,))
+    with torch.no_grad():
+        before = loss_fn(functional_call(model.pln, start, (meta_feats,)), y_meta)
+    return loss_fn(outputs, y_meta), before.detach(), outputs.detach()

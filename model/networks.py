@@ -1,0 +1,97 @@
+"""The networks: a representation network (RLN) and a prediction network (PLN), as two submodules.
+
+At meta-training the PLN is run with explicit ("fast") weights through `functional_call`, keyed
+like `pln.state_dict()`; the RLN is an ordinary module run once per meta-step.
+"""
+import torch
+from torch import nn
+
+from utils.errors import UserError
+
+
+class OMLNet(nn.Module):
+    def __init__(self, rln: nn.Module, pln: nn.Module):
+        super().__init__()
+        self.rln = rln
+        self.pln = pln
+
+    def forward(self, x):
+        return self.pln(self.rln(x))
+
+
+def _init(module: nn.Module) -> nn.Module:
+    """Kaiming-normal weights (fan_in, ReLU gain) and zero biases, as in the original code."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+    return module
+
+
+def _mlp(sizes: list[int], relu_last: bool) -> nn.Sequential:
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if relu_last or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+# --- incremental sine -------------------------------------------------------------------------
+
+def sine_layer_sizes(arch: str, width: int, capacity: int) -> list[int]:
+    """Input is the one-hot task slot (capacity values) followed by x; output is one value."""
+    n_in = capacity + 1
+    if arch == "mrcl2019":  # nine Linear layers: 5 x width, 3 x width, 2 x width, then 1
+        return [n_in] + [width] * 5 + [3 * width, width, width, 1]
+    if arch == "oml2020":   # five hidden layers of `width`, then a linear output
+        return [n_in] + [width] * 5 + [1]
+    raise UserError(f"unknown sine architecture {arch!r} (choose mrcl2019 or oml2020)")
+
+
+def build_sine_net(arch: str, width: int, capacity: int, rln: int) -> OMLNet:
+    sizes = sine_layer_sizes(arch, width, capacity)
+    n_layers = len(sizes) - 1
+    if not 1 <= rln < n_layers:
+        raise UserError(f"--rln {rln} must leave at least one layer on each side of the split (1..{n_layers - 1} for {arch})")
+    return _init(OMLNet(_mlp(sizes[: rln + 1], relu_last=True), _mlp(sizes[rln:], relu_last=False)))
+
+
+# --- Omniglot -----------------------------------------------------------------------------------
+
+def conv_output_size(image_size: int, strides) -> int:
+    size = image_size
+    for stride in strides:
+        size = (size - 3) // stride + 1
+    return size
+
+
+def build_omniglot_net(channels: int, image_size: int, strides, pln_hidden: int, n_outputs: int) -> OMLNet:
+    """RLN: 3x3 unpadded convolutions with ReLU, flattened channel-major; PLN: linear, or
+    one hidden ReLU layer of `pln_hidden` units (the 2019 network) when pln_hidden > 0."""
+    side = conv_output_size(image_size, strides)
+    if side < 1:
+        raise UserError(f"images of {image_size}px are too small for {len(strides)} convolutions with strides {list(strides)}")
+    layers, in_ch = [], 1
+    for stride in strides:
+        layers += [nn.Conv2d(in_ch, channels, 3, stride=stride), nn.ReLU()]
+        in_ch = channels
+    rln = nn.Sequential(*layers, nn.Flatten())
+    n_features = channels * side * side
+    sizes = [n_features, pln_hidden, n_outputs] if pln_hidden else [n_features, n_outputs]
+    return _init(OMLNet(rln, _mlp(sizes, relu_last=False)))
+
+
+def representation_size(model: OMLNet) -> int:
+    first = next(m for m in model.pln.modules() if isinstance(m, nn.Linear))
+    return first.in_features
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@torch.no_grad()
+def features(rln: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Frozen-RLN features in chunks (evaluation computes them once and reuses them)."""
+    return torch.cat([rln(chunk) for chunk in inputs.split(batch_size)]) if len(inputs) else inputs.new_zeros(0)

@@ -1,0 +1,6 @@
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED_OMNIGLOT = REPO.parent / "shared" / "omniglot"
