@@ -1,0 +1,88 @@
+"""Continual-regression evaluation of a sine checkpoint (or of an untrained network).
+
+    python evaluate_regression.py --model RUN_DIR_or_checkpoint.pt --runs 50
+    python evaluate_regression.py --model ckpt.pt --iid --epochs 10     # the Oracle
+    python evaluate_regression.py --preset oml2020                      # no --model: untrained network
+    python evaluate_regression.py --model ckpt.pt --name sine_test_set --rln 6 --tasks 10 --capacity 10 --runs 50
+"""
+import argparse
+
+import torch
+
+from experiment.checkpoint import load_checkpoint
+from experiment.identity import checkpoint_identity
+from experiment.run import Run
+from model.config import as_dict, resolve
+from model.sine import EVAL_SEED, build_model, config_from_checkpoint, evaluate, headline
+from model.sine_presets import SINE_PRESETS, SineConfig
+from utils.cli import add_common, run_main
+from utils.device import resolve_device
+from utils.errors import UserError
+from utils.plotting import plot_sine
+
+# Flags that describe the network: with --model they must agree with the checkpoint.
+SHAPE_FLAGS = ("capacity", "width", "rln")
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common(parser, training=False)
+    parser.add_argument("--model", default=None, help="checkpoint .pt or run folder; absent: an untrained network")
+    parser.add_argument("--runs", type=int, default=None, help="independent runs (default 50)")
+    parser.add_argument("--reset", action="store_true", help="start the PLN from a fresh random init, not the learned one")
+    parser.add_argument("--iid", action="store_true", help="shuffle the trajectory (with --epochs: the Oracle)")
+    parser.add_argument("--epochs", type=int, default=1, help="passes over the trajectory")
+    parser.add_argument("--lr", "--update_lr", "--update-lr", dest="lr", type=float, default=None,
+                        help="online SGD step (default: the checkpoint's inner learning rate)")
+    parser.add_argument("--tasks", type=int, default=None, help="functions per run (default: as trained)")
+    parser.add_argument("--update_step", "--update-step", dest="update_step", type=int, default=None,
+                        help="batches per function (default: as trained)")
+    parser.add_argument("--test-samples", dest="test_samples", type=int, default=None, help="held-out samples per function")
+    parser.add_argument("--run-batch", dest="run_batch", type=int, default=10, help="runs trained together (1: a plain loop)")
+    for flag in SHAPE_FLAGS:
+        parser.add_argument(f"--{flag}", type=int, default=None, help="must match the checkpoint (accepted for the original's command)")
+    return parser
+
+
+def _model_and_config(args):
+    if args.model is None:
+        config = resolve(SineConfig, SINE_PRESETS, args.preset or "quick", vars(args))
+        torch.manual_seed(config.seed)
+        return build_model(config), config, None
+    payload = load_checkpoint(args.model, benchmark="sine")
+    config = config_from_checkpoint(payload)
+    for flag in SHAPE_FLAGS:
+        given = getattr(args, flag)
+        if given is not None and given != getattr(config, flag):
+            raise UserError(f"--{flag} {given} does not match the checkpoint, which has {flag} {getattr(config, flag)}")
+    model = build_model(config)
+    model.load_state_dict(payload["state_dict"])
+    for key in ("tasks", "update_step"):
+        if getattr(args, key) is not None:
+            setattr(config, key, getattr(args, key))
+    config.validate()
+    return model, config, payload
+
+
+def main(args):
+    device = resolve_device(args.device)
+    model, config, payload = _model_and_config(args)
+    runs = args.runs or config.eval_runs
+    seed = EVAL_SEED if args.seed is None else args.seed
+    result = evaluate(model, config, runs=runs, seed=seed, reset=args.reset, iid=args.iid, epochs=args.epochs,
+                      lr=args.lr, test_samples=args.test_samples, run_batch=args.run_batch, device=device)
+    method = payload["method"] if payload else "untrained"
+    label = f"{method} ({config.preset})" + (f", iid x{args.epochs}" if args.iid or args.epochs > 1 else "")
+    result = {"benchmark": "sine", "label": label, "model": checkpoint_identity(payload, as_dict(config)), **result}
+    run = Run.create({"evaluated": as_dict(config), "args": {k: v for k, v in vars(args).items()}},
+                     dataset="sine_eval", name=args.name or "evaluation", results_dir=args.results_dir, device=device)
+    run.write_json("results.json", result)
+    figure = plot_sine([result], [label], run.dir / "mse.png")
+    run.save_metadata()
+    print(headline(result))
+    print(f"results: {run.dir / 'results.json'}\nfigure: {figure}")
+    return run.dir
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())

@@ -1,0 +1,78 @@
+"""Incremental-sine configurations.
+
+- `mrcl2019`: the seed README's command (`--update_step 40 --meta_lr 0.0001 --update_lr 0.003
+  --tasks 10 --capacity 10 --width 300 --rln 6`): the 9-layer network, trajectory slot = position,
+  40 batches of 32 per function, meta set 32 per function, first-order, MultiStepLR
+  [1500, 2500, 3500] x 0.3, 20,000 steps.
+- `oml2020`: the July-2020 code defaults: 50 random slots, width 400, 5 RLN layers and a linear
+  PLN, 5 batches of 10 per function plus 10 for the meta set, second-order, inner gradients
+  clamped to +-10, 300,000 steps.
+- `quick`: the quick start, chosen by measurement to show the effect within minutes on 2 CPU
+  cores (see README "Choosing the quick preset").
+"""
+from dataclasses import dataclass
+
+from utils.errors import UserError
+
+
+@dataclass
+class SineConfig:
+    preset: str = "oml2020"
+    method: str = "oml"          # oml | pretraining | srnn
+    arch: str = "oml2020"        # layer layout, see model.networks.sine_layer_sizes
+    width: int = 400
+    capacity: int = 50           # one-hot task slots; the input has capacity + 1 values
+    rln: int = 5                 # how many Linear layers form the RLN
+    tasks: int = 10              # functions per trajectory
+    update_step: int = 5         # inner batches per function
+    batch_size: int = 10         # samples per inner batch
+    meta_batch: int = 10         # meta-set samples per function
+    slot_mode: str = "random"    # random | position
+    update_lr: float = 0.003
+    meta_lr: float = 1e-4
+    lr_milestones: tuple = ()
+    lr_gamma: float = 0.3
+    first_order: bool = False
+    inner_clip: float | None = 10.0
+    steps: int = 300_000
+    n_train_functions: int = 400
+    n_eval_functions: int = 500
+    seed: int = 90
+    iid_functions: int = 10      # pretraining / SR-NN: functions per batch
+    iid_samples: int = 10        # pretraining / SR-NN: samples per function per batch
+    srnn_beta: float = 0.05
+    srnn_weight: float = 1.0
+    eval_runs: int = 50
+    eval_test_samples: int = 1000
+
+    def validate(self):
+        if self.method not in ("oml", "pretraining", "srnn"):
+            raise UserError(f"unknown --method {self.method!r} (choose oml, pretraining or srnn)")
+        if self.slot_mode not in ("random", "position"):
+            raise UserError(f"unknown slot mode {self.slot_mode!r}")
+        if self.tasks > self.capacity:
+            raise UserError(f"--tasks {self.tasks} needs at least as many one-hot slots, but --capacity is {self.capacity}")
+        if self.tasks > self.n_eval_functions or self.tasks > self.n_train_functions:
+            raise UserError(f"--tasks {self.tasks} is more than the function pools hold")
+        for name in ("steps", "update_step", "batch_size", "meta_batch", "width", "tasks", "capacity"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("update_lr", "meta_lr"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
+        if self.inner_clip is not None and self.inner_clip <= 0:
+            raise UserError("--inner-clip must be positive (or 0 in the flag to turn clipping off)")
+
+
+SINE_PRESETS = {
+    "mrcl2019": dict(arch="mrcl2019", width=300, capacity=10, rln=6, update_step=40, batch_size=32,
+                     meta_batch=32, slot_mode="position", update_lr=0.003, meta_lr=1e-4,
+                     lr_milestones=(1500, 2500, 3500), lr_gamma=0.3, first_order=True, inner_clip=None,
+                     steps=20_000, seed=1000),
+    "oml2020": dict(arch="oml2020", width=400, capacity=50, rln=5, update_step=5, batch_size=10,
+                    meta_batch=10, slot_mode="random", update_lr=0.003, meta_lr=1e-4,
+                    first_order=False, inner_clip=10.0, steps=300_000, seed=90),
+}
+# The quick start: the oml2020 layout and update rule, but a 10x larger inner learning rate and
+# a 10x larger meta learning rate, so the effect shows within minutes (measured in the README).
+SINE_PRESETS["quick"] = {**SINE_PRESETS["oml2020"], "update_lr": 0.03, "meta_lr": 1e-3, "steps": 6000, "seed": 1}

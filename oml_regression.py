@@ -1,0 +1,118 @@
+"""Learn a representation for incremental sine waves (OML), or a baseline one, then evaluate it.
+
+    python oml_regression.py                       # the quick start (preset `quick`)
+    python oml_regression.py --preset oml2020      # the 2020 code's configuration (300k steps)
+    python oml_regression.py --update_step 40 --meta_lr 0.0001 --update_lr 0.003 --tasks 10 \
+        --capacity 10 --width 300 --rln 6          # the seed README's command (selects mrcl2019)
+    python oml_regression.py --method pretraining  # the i.i.d. baseline (srnn: + sparsity)
+"""
+import argparse
+from pathlib import Path
+
+import torch
+
+from experiment.checkpoint import load_checkpoint
+from experiment.identity import checkpoint_identity
+from experiment.run import Run
+from experiment.trainer import fit, intervals, restore_training
+from model.config import as_dict, resolve
+from model.sine import EVAL_SEED, build_model, config_from_checkpoint, evaluate, headline, make_training
+from model.sine_presets import SINE_PRESETS, SineConfig
+from utils.cli import add_common, run_main
+from utils.device import resolve_device
+from utils.plotting import plot_sine
+
+SEED_README_FLAGS = {"capacity": 10, "width": 300, "rln": 6}  # the 2019 README command's signature
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common(parser, training=True)
+    parser.add_argument("--method", default=None, choices=["oml", "pretraining", "srnn"])
+    parser.add_argument("--update_lr", "--update-lr", dest="update_lr", type=float, default=None, help="inner SGD step")
+    parser.add_argument("--meta_lr", "--meta-lr", dest="meta_lr", type=float, default=None, help="Adam step of the outer loop")
+    parser.add_argument("--update_step", "--update-step", dest="update_step", type=int, default=None,
+                        help="inner batches per function")
+    parser.add_argument("--tasks", type=int, default=None, help="functions per trajectory")
+    parser.add_argument("--capacity", type=int, default=None, help="one-hot task slots")
+    parser.add_argument("--width", type=int, default=None)
+    parser.add_argument("--rln", type=int, default=None, help="Linear layers in the RLN")
+    parser.add_argument("--arch", default=None, choices=["mrcl2019", "oml2020"])
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None)
+    parser.add_argument("--meta-batch", dest="meta_batch", type=int, default=None, help="meta-set samples per function")
+    parser.add_argument("--slot-mode", dest="slot_mode", default=None, choices=["random", "position"])
+    parser.add_argument("--first-order", dest="first_order", action="store_const", const=True, default=None,
+                        help="detach the inner gradients (the pre-2020 meta-gradient)")
+    parser.add_argument("--second-order", dest="first_order", action="store_const", const=False)
+    parser.add_argument("--inner-clip", dest="inner_clip", type=float, default=None, help="0 turns clipping off")
+    parser.add_argument("--srnn-beta", dest="srnn_beta", type=float, default=None)
+    parser.add_argument("--eval-runs", dest="eval_runs", type=int, default=None,
+                        help="runs of the evaluation after training (0: no evaluation)")
+    parser.add_argument("--eval-test-samples", dest="eval_test_samples", type=int, default=None,
+                        help="held-out samples per function in that evaluation")
+    return parser
+
+
+def _config(args) -> SineConfig:
+    overrides = vars(args).copy()
+    if overrides.get("inner_clip") == 0:
+        overrides["inner_clip"] = None
+    preset = args.preset
+    if preset is None:
+        # The seed README's regression command names no preset but is the 2019 configuration.
+        signature = all(overrides.get(k) == v for k, v in SEED_README_FLAGS.items())
+        preset = "mrcl2019" if signature else "quick"
+    config = resolve(SineConfig, SINE_PRESETS, preset, overrides)
+    if overrides.get("inner_clip", 1) is None:
+        config.inner_clip = None
+    return config
+
+
+def main(args):
+    device = resolve_device(args.device)
+    if args.resume:
+        payload = load_checkpoint(args.resume, benchmark="sine")
+        config = config_from_checkpoint(payload)
+        if args.steps is not None:
+            config.steps = args.steps
+        folder = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+        run = Run(folder, as_dict(config), device, resumed=True)
+        task = make_training(config, device)
+        start = restore_training(task, payload)
+        run.truncate_log(start)
+        print(f"resuming {run.dir} at step {start} of {config.steps}")
+    else:
+        config = _config(args)
+        torch.manual_seed(config.seed)
+        name = args.name or f"{config.method}_{config.preset}"
+        run = Run.create(as_dict(config), dataset="sine", name=name, results_dir=args.results_dir, device=device)
+        task = make_training(config, device)
+        start, payload = 0, None
+        print(f"run folder: {run.dir}")
+    fit(task, run, benchmark="sine", config=as_dict(config), start_step=start, total_steps=config.steps,
+        progress=args.progress, **intervals(args, payload))
+    run.save_metadata(train_finished=True)
+    runs = config.eval_runs if args.eval_runs is None else args.eval_runs
+    if runs > 0:
+        payload = load_checkpoint(run.dir, benchmark="sine")
+        model = task.export() if hasattr(task, "export") else task.model
+        result = _evaluate(model, config, runs, device, checkpoint_identity(payload, as_dict(config)), f"{config.method.upper()} ({config.preset})")
+        run.write_json("results.json", result)
+        torch.manual_seed(config.seed + 1)
+        scratch = build_model(config)  # the untrained network of the same shape: the scratch reference
+        reference = _evaluate(scratch, config, runs, device, checkpoint_identity(None, as_dict(config)), "untrained network")
+        run.write_json("results_untrained.json", reference)
+        figure = plot_sine([result, reference], [result["label"], reference["label"]], run.dir / "mse.png")
+        print(headline(result) + "\n" + headline(reference))
+        print(f"results: {run.dir / 'results.json'}\nfigure: {figure}")
+    run.save_metadata()
+    return run.dir
+
+
+def _evaluate(model, config, runs, device, identity, label):
+    result = evaluate(model, config, runs=runs, seed=EVAL_SEED, device=device)
+    return {"benchmark": "sine", "label": label, "model": identity, **result}
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())

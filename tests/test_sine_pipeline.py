@@ -1,0 +1,164 @@
+"""End-to-end checks of the incremental-sine scripts on tiny settings (in-process)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import evaluate_regression
+import oml_regression
+import plot_results
+from experiment.checkpoint import load_checkpoint
+from model.sine import build_model, config_from_checkpoint, evaluate
+from tests.conftest import REPO
+from utils.errors import UserError
+
+TINY = ["--preset", "oml2020", "--width", "16", "--steps", "30", "--eval-runs", "3", "--eval-test-samples", "100", "--no-progress",
+        "--log-every", "5", "--save-every", "10"]
+
+
+def train(tmp_path, *extra):
+    args = oml_regression.get_args_parser().parse_args(TINY + ["--results-dir", str(tmp_path)] + list(extra))
+    return oml_regression.main(args)
+
+
+def test_training_writes_a_complete_run_folder(tmp_path):
+    run = train(tmp_path)
+    for name in ("config.json", "metadata.json", "metrics.jsonl", "results.json", "results_untrained.json",
+                 "checkpoint.pt", "mse.png"):
+        assert (run / name).is_file(), name
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert payload["benchmark"] == "sine" and payload["step"] == 30
+    results = json.loads((run / "results.json").read_text())
+    assert len(results["curve"]["mean"]) == 10 and len(results["runs"]["curve"]) == 3
+    assert all(lo <= m <= hi for lo, m, hi in zip(results["curve"]["ci_low"], results["curve"]["mean"], results["curve"]["ci_high"]))
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [5, 10, 15, 20, 25, 30]
+
+
+def test_same_seed_gives_byte_identical_results(tmp_path):
+    first, second = train(tmp_path / "a"), train(tmp_path / "b")
+    for name in ("results.json", "results_untrained.json", "metrics.jsonl", "config.json"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    other = train(tmp_path / "c", "--seed", "7")
+    assert (other / "results.json").read_bytes() != (first / "results.json").read_bytes()
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    whole = train(tmp_path / "whole", "--eval-runs", "0")
+    from model import sine
+    original_step = sine.OMLTraining.step
+    calls = {"n": 0}
+
+    def dying_step(self):
+        calls["n"] += 1
+        if calls["n"] == 17:  # killed between the checkpoints at 10 and 20
+            raise KeyboardInterrupt
+        return original_step(self)
+
+    monkeypatch.setattr(sine.OMLTraining, "step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "killed", "--eval-runs", "0")
+    monkeypatch.setattr(sine.OMLTraining, "step", original_step)
+    killed = next((tmp_path / "killed").glob("*/sine/*"))
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 10
+    args = oml_regression.get_args_parser().parse_args(["--resume", str(killed), "--eval-runs", "0", "--no-progress"])
+    oml_regression.main(args)
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)["state_dict"]
+    b = torch.load(killed / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / "metrics.jsonl").read_bytes() == (killed / "metrics.jsonl").read_bytes()
+
+
+def test_baselines_train_and_evaluate_like_oml(tmp_path):
+    for method in ("pretraining", "srnn"):
+        run = train(tmp_path / method, "--method", method)
+        payload = load_checkpoint(run, benchmark="sine")
+        assert payload["method"] == method
+        model = build_model(config_from_checkpoint(payload))
+        model.load_state_dict(payload["state_dict"])  # same shape as an OML network
+        assert json.loads((run / "results.json").read_text())["model"]["method"] == method
+
+
+def test_batched_evaluation_equals_the_loop(tmp_path):
+    payload = load_checkpoint(train(tmp_path, "--eval-runs", "0"), benchmark="sine")
+    config = config_from_checkpoint(payload)
+    model = build_model(config)
+    model.load_state_dict(payload["state_dict"])
+    for kwargs in ({}, {"iid": True, "epochs": 2}, {"reset": True}):
+        looped = evaluate(model, config, runs=4, seed=5, run_batch=1, test_samples=50, **kwargs)
+        batched = evaluate(model, config, runs=4, seed=5, run_batch=4, test_samples=50, **kwargs)
+        torch.testing.assert_close(torch.tensor(looped["runs"]["curve"]), torch.tensor(batched["runs"]["curve"]), rtol=1e-4, atol=1e-6)
+
+
+def test_evaluation_script_and_figure_overlay(tmp_path):
+    run = train(tmp_path, "--eval-runs", "0")
+    common = ["--model", str(run), "--runs", "3", "--test-samples", "50", "--results-dir", str(tmp_path / "eval")]
+    seq = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(common))
+    oracle = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(common + ["--iid", "--epochs", "3"]))
+    scratch = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(
+        ["--preset", "oml2020", "--width", "16", "--runs", "3", "--test-samples", "50", "--results-dir", str(tmp_path / "eval")]))
+    assert json.loads((scratch / "results.json").read_text())["model"]["method"] == "random"
+    out = plot_results.main(plot_results.get_args_parser().parse_args(
+        [str(seq), str(oracle), str(scratch), "--labels", "OML", "Oracle", "Scratch", "--out", str(tmp_path / "fig.png")]))
+    assert Path(out).stat().st_size > 10_000
+
+
+def _cli(script, *args, cwd=REPO):
+    return subprocess.run([sys.executable, script, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda tmp: ["--model", str(tmp / "missing.pt")], "no checkpoint at"),
+    (lambda tmp: ["--model", str(_write(tmp / "junk.pt", b"not a checkpoint"))], "not a checkpoint"),
+    (lambda tmp: ["--model", str(_fake_checkpoint(tmp, "omniglot"))], "is a omniglot checkpoint"),
+])
+def test_bad_model_is_a_one_line_error(tmp_path, make_bad, message):
+    result = _cli("evaluate_regression.py", *make_bad(tmp_path), "--results-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and message in result.stderr
+
+
+def test_inconsistent_flags_are_errors(tmp_path):
+    run = train(tmp_path, "--eval-runs", "0")
+    with pytest.raises(UserError, match="--capacity 10 does not match"):
+        evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(["--model", str(run), "--capacity", "10"]))
+    with pytest.raises(UserError, match="needs at least as many one-hot slots"):
+        train(tmp_path, "--tasks", "60")
+    result = _cli("oml_regression.py", "--preset", "nope", "--results-dir", str(tmp_path))
+    assert result.returncode == 2 and "unknown preset" in result.stderr
+
+
+def test_diverging_loss_stops_with_an_error(tmp_path):
+    result = _cli("oml_regression.py", *TINY, "--update_lr", "1e6", "--inner-clip", "0", "--results-dir", str(tmp_path))
+    assert result.returncode == 2 and "training diverged" in result.stderr
+
+
+def test_seed_readme_commands_select_the_2019_configuration(tmp_path):
+    args = oml_regression.get_args_parser().parse_args(
+        "--update_step 40 --meta_lr 0.0001 --update_lr 0.003 --tasks 10 --capacity 10 --width 300 --rln 6".split())
+    config = oml_regression._config(args)
+    assert (config.preset, config.arch, config.first_order, config.batch_size, config.slot_mode) == ("mrcl2019", "mrcl2019", True, 32, "position")
+    assert config.lr_milestones == (1500, 2500, 3500)
+    # The same command runs as written (with a short --steps and evaluation so the suite stays fast),
+    # and the seed README's evaluation command runs on its checkpoint as written.
+    run = oml_regression.main(oml_regression.get_args_parser().parse_args(
+        "--update_step 40 --meta_lr 0.0001 --update_lr 0.003 --tasks 10 --capacity 10 --width 300 --rln 6 "
+        f"--steps 2 --eval-runs 0 --results-dir {tmp_path}".split()))
+    result = _cli("evaluate_regression.py", "--model", str(run / "checkpoint.pt"), "--name", "sine_test_set", "--rln", "6",
+                  "--tasks", "10", "--capacity", "10", "--runs", "50", "--results-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "50 runs" in result.stdout
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _fake_checkpoint(tmp, benchmark):
+    path = tmp / "other.pt"
+    torch.save({"format": 1, "benchmark": benchmark, "method": "oml", "config": {}, "state_dict": {}, "step": 0}, path)
+    return path

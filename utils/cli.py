@@ -1,0 +1,37 @@
+"""Flags shared by the scripts, and the wrapper that turns a UserError into one line + exit 2."""
+import argparse
+import sys
+
+from utils.errors import UserError
+
+
+def add_common(parser: argparse.ArgumentParser, *, training: bool) -> None:
+    parser.add_argument("--preset", default=None, help="named configuration; flags override it")
+    parser.add_argument("--seed", type=int, default=None, help="the one seed for torch, random and numpy streams")
+    parser.add_argument("--name", default=None, help="run name (folder <results-dir>/<date>/<dataset>/<name>_<n>)")
+    parser.add_argument("--results-dir", "--results_dir", dest="results_dir", default="../results",
+                        help="root of the dated run folders (default: ../results, as the original)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                        help="no progress bar (it is off anyway when output is not a terminal)")
+    if training:
+        parser.add_argument("--steps", "--epoch", "--epochs_meta", dest="steps", type=int, default=None,
+                            help="meta-training steps (the original's --epoch is accepted)")
+        parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                            help="continue a killed run from its folder (or its checkpoint.pt)")
+        parser.add_argument("--save-every", dest="save_every", type=int, default=None,
+                            help="checkpoint interval in steps (default 1000; a resumed run keeps its own)")
+        parser.add_argument("--log-every", dest="log_every", type=int, default=None,
+                            help="metrics interval in steps (default 50; a resumed run keeps its own)")
+
+
+def run_main(main, parser: argparse.ArgumentParser, argv=None):
+    args = parser.parse_args(argv)
+    try:
+        return main(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the last checkpoint is kept; continue with --resume RUN_DIR", file=sys.stderr)
+        sys.exit(130)
