@@ -42,6 +42,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from utils.errors import UserError
+
 log = logging.getLogger(__name__)
 
 TRAIN_DRAWERS = 15  # drawers 1-15 are the within-class training images, 16-20 held out
@@ -61,7 +63,7 @@ _FILE_NAME = re.compile(r"(\d{4})_(\d{2})\.png", re.IGNORECASE)
 _warned_unwritable: set[str] = set()
 
 
-class OmniglotDataError(RuntimeError):
+class OmniglotDataError(UserError):
     """A problem with the Omniglot files; the message names the file and what to do."""
 
 
