@@ -20,6 +20,7 @@ from model.sine import EVAL_SEED, build_model, config_from_checkpoint, evaluate,
 from model.sine_presets import SINE_PRESETS, SineConfig
 from utils.cli import add_common, run_main
 from utils.device import resolve_device
+from utils.errors import UserError
 from utils.plotting import plot_sine
 
 SEED_README_FLAGS = {"capacity": 10, "width": 300, "rln": 6}  # the 2019 README command's signature
@@ -96,14 +97,27 @@ def main(args):
     if runs > 0:
         payload = load_checkpoint(run.dir, benchmark="sine")
         model = task.export() if hasattr(task, "export") else task.model
-        result = _evaluate(model, config, runs, device, checkpoint_identity(payload, as_dict(config)), f"{config.method.upper()} ({config.preset})")
+        try:
+            result = _evaluate(model, config, runs, device, checkpoint_identity(payload, as_dict(config)),
+                               f"{config.method.upper()} ({config.preset})")
+        except UserError as err:
+            raise UserError(f"{err}; the trained checkpoint is kept in {run.dir} "
+                            f"(evaluate it with evaluate_regression.py --model {run.dir} --lr ...)") from None
         run.write_json("results.json", result)
         torch.manual_seed(config.seed + 1)
         scratch = build_model(config)  # the untrained network of the same shape: the scratch reference
-        reference = _evaluate(scratch, config, runs, device, checkpoint_identity(None, as_dict(config)), "untrained network")
+        shown = [result]
+        try:
+            reference = _evaluate(scratch, config, runs, device, checkpoint_identity(None, as_dict(config)), "untrained network")
+            shown.append(reference)
+        except UserError as err:
+            # A reference that cannot learn at this rate is a finding, not a reason to fail the run.
+            reference = {"benchmark": "sine", "label": "untrained network", "diverged": True, "error": str(err)}
         run.write_json("results_untrained.json", reference)
-        figure = plot_sine([result, reference], [result["label"], reference["label"]], run.dir / "mse.png")
-        print(headline(result) + "\n" + headline(reference))
+        figure = plot_sine(shown, [r["label"] for r in shown], run.dir / "mse.png")
+        print("\n".join(headline(r) for r in shown))
+        if reference.get("diverged"):
+            print(f"untrained network: {reference['error']}")
         print(f"results: {run.dir / 'results.json'}\nfigure: {figure}")
     run.save_metadata()
     return run.dir

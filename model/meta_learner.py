@@ -47,10 +47,16 @@ def meta_loss(model, x_traj, y_traj, x_meta, y_meta, loss_fn, rule: InnerLoopRul
     detached meta-set PLN outputs after adaptation).
     """
     k, b = x_traj.shape[:2]
-    feats = model.rln(torch.cat([x_traj.reshape(k * b, *x_traj.shape[2:]), x_meta]))
-    traj_feats, meta_feats = feats[: k * b].reshape(k, b, -1), feats[k * b:]
+    flat_traj = x_traj.reshape(k * b, *x_traj.shape[2:])
     if rule.first_order:
-        traj_feats = traj_feats.detach()  # the inner gradients are constants: nothing flows back through them
+        # The inner gradients are constants, so nothing flows back through the trajectory's
+        # features: computing them without a graph saves the RLN backward over the trajectory.
+        with torch.no_grad():
+            traj_feats = model.rln(flat_traj).reshape(k, b, -1)
+        meta_feats = model.rln(x_meta)
+    else:
+        feats = model.rln(torch.cat([flat_traj, x_meta]))
+        traj_feats, meta_feats = feats[: k * b].reshape(k, b, -1), feats[k * b:]
     start = pln_params(model.pln) if pln_start is None else pln_start
     adapted = inner_loop(model.pln, start, traj_feats, y_traj, loss_fn, rule)
     outputs = functional_call(model.pln, adapted, (meta_feats,))

@@ -204,6 +204,8 @@ def evaluate(model, cfg: SineConfig, *, runs: int, seed: int, reset: bool = Fals
                 curve[:, t] = _test_mse(params, feats_test, y_test, t + 1).mean(1)
         curves.append(curve.cpu())
         finals.append(_test_mse(params, feats_test, y_test, cfg.tasks).cpu())
+        if not (torch.isfinite(curves[-1]).all() and torch.isfinite(finals[-1]).all()):
+            break  # diverged: stop early, the check below reports it
         if progress is not None:
             progress.update(len(rngs))
     curve, final = torch.cat(curves).double().numpy(), torch.cat(finals).double().numpy()
