@@ -1,0 +1,218 @@
+"""Split-Omniglot: the OML meta-training step, the i.i.d. baselines (pretraining, SR-NN), and a
+quick meta-test check.
+
+Meta-training uses the background split's classes 0..n_classes-1 (963: the original never uses
+the 964th) with all 20 images of each class, as the original's `all=True`.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from datasets.omniglot import load_omniglot
+from datasets.omniglot_sampler import ImageBank, iid_batch, sample_oml, steps_per_epoch
+from model.baselines import set_kl_sparsity
+from model.config import from_dict
+from model.meta_learner import InnerLoopRule, meta_loss
+from model.networks import build_omniglot_net, features
+from model.omniglot_presets import OmniglotConfig
+from utils.errors import UserError
+from utils.seeding import STREAM_TAGS, stream
+
+
+def build_model(cfg: OmniglotConfig):
+    return build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
+
+
+def load_meta_training_images(cfg: OmniglotConfig, path, *, cache_dir=None, download=False, progress=True) -> np.ndarray:
+    """uint8 [n_classes, 20, H, W]: background classes 0..n_classes-1, all 20 drawers."""
+    background = load_omniglot(path, "background", cfg.image_size, cache_dir=cache_dir, download=download, progress=progress)
+    if background.n_classes < cfg.n_classes:
+        raise UserError(f"the background split at '{path}' has {background.n_classes} classes, "
+                        f"fewer than the {cfg.n_classes} meta-training classes of the config")
+    return background.images[: cfg.n_classes]
+
+
+def iid_default_steps(cfg: OmniglotConfig) -> int:
+    return cfg.iid_epochs * steps_per_epoch(cfg.n_classes, cfg.iid_batch)
+
+
+class _CrossEntropy:
+    """F.cross_entropy that also keeps the logits of its one no-grad call inside `meta_loss` (the
+    meta set before adaptation), so the accuracy before the inner loop costs no extra forward."""
+
+    def __init__(self):
+        self.unadapted = None
+
+    def __call__(self, logits, targets):
+        if not torch.is_grad_enabled():
+            self.unadapted = logits
+        return F.cross_entropy(logits, targets)
+
+
+class _Training:
+    """What the generic trainer needs: step() -> metrics, and state to checkpoint and resume."""
+
+    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray):
+        if images.shape[0] != cfg.n_classes or images.shape[-1] != cfg.image_size:
+            raise UserError(f"images of shape {images.shape} do not match the config "
+                            f"({cfg.n_classes} classes of {cfg.image_size}px)")
+        self.cfg, self.device = cfg, device
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg).to(device)
+        self.bank = ImageBank(images, device)
+        self.rng = stream(cfg.seed, "data")
+
+    def _labels(self, classes):
+        return torch.as_tensor(classes, dtype=torch.int64, device=self.device)
+
+    def training_state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_training_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class OMLTraining(_Training):
+    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray):
+        super().__init__(cfg, device, images)
+        self.rule = InnerLoopRule(cfg.update_lr, cfg.first_order)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.meta_lr)
+
+    def sample(self):
+        cfg = self.cfg
+        return sample_oml(self.rng, n_classes=cfg.n_classes, tasks=cfg.tasks, update_step=cfg.update_step,
+                          held_out=cfg.held_out, meta_random=cfg.meta_random, class_split=cfg.class_split,
+                          meta_repeats_trajectory=cfg.meta_repeats_trajectory)
+
+    @torch.no_grad()
+    def reset_rows(self, classes) -> None:
+        """Re-initialise the output row of each trajectory class on the meta-parameters
+        (Kaiming-normal over a 1 x fan_in row; the bias is kept), as the original does.
+
+        The original re-draws the row for every image of the class it samples; all draws happen
+        before the inner loop, so only the last survives: one draw per class is the same thing.
+        The draw comes from the numpy stream, so it is the same on every device and resumes exactly."""
+        last = self.model.pln[-1]
+        std = math.sqrt(2.0 / last.in_features)
+        rows = self.rng.standard_normal((len(classes), last.in_features)).astype(np.float32) * std
+        last.weight[self._labels(classes)] = torch.from_numpy(rows).to(self.device)
+
+    def step(self) -> dict:
+        cfg = self.cfg
+        s = self.sample()
+        if cfg.reset:
+            self.reset_rows(s.classes)
+        k = len(s.traj_classes)
+        x = self.bank.gather(np.concatenate([s.traj_classes, s.meta_classes]),
+                             np.concatenate([s.traj_drawers, s.meta_drawers]))
+        y_traj, y_meta = self._labels(s.traj_classes).reshape(k, 1), self._labels(s.meta_classes)
+        loss_fn = _CrossEntropy()
+        loss, before, outputs = meta_loss(self.model, x[:k].unsqueeze(1), y_traj, x[k:], y_meta, loss_fn, self.rule)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        correct_after = (outputs.argmax(1) == y_meta).float()
+        metrics = {"loss": loss.item(), "meta_loss_before": before.item(),
+                   "accuracy_before": (loss_fn.unadapted.argmax(1) == y_meta).float().mean().item(),
+                   "accuracy_after": correct_after.mean().item()}
+        n_random = cfg.meta_random
+        if n_random and len(y_meta) > n_random:  # both parts present: learning vs remembering
+            metrics["accuracy_after_trajectory_classes"] = correct_after[n_random:].mean().item()
+            metrics["accuracy_after_random"] = correct_after[:n_random].mean().item()
+        return metrics
+
+
+class IIDTraining(_Training):
+    """Pretraining (and SR-NN with method='srnn'): the whole network, i.i.d. cross-entropy over
+    the same classes and images, Adam(iid_lr), batches of iid_batch (original-code.md 5.3, 5.4)."""
+
+    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray):
+        super().__init__(cfg, device, images)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.iid_lr)
+        self.steps_done = 0
+        self.entropy = (cfg.seed, STREAM_TAGS["data"], 1)  # batches: epochs of permutations, see iid_batch
+
+    def step(self) -> dict:
+        cfg = self.cfg
+        classes, drawers = iid_batch(self.entropy, self.steps_done, n_classes=cfg.n_classes, batch_size=cfg.iid_batch)
+        self.steps_done += 1
+        x, y = self.bank.gather(classes, drawers), self._labels(classes)
+        rep = self.model.rln(x)
+        logits = self.model.pln(rep)
+        ce = F.cross_entropy(logits, y)
+        metrics = {"cross_entropy": ce.item(), "accuracy": (logits.argmax(1) == y).float().mean().item()}
+        loss = ce
+        if cfg.method == "srnn":
+            sparsity = set_kl_sparsity(rep, cfg.srnn_beta)
+            loss = ce + cfg.srnn_weight * sparsity
+            metrics["sparsity_penalty"] = sparsity.item()
+        with torch.no_grad():
+            metrics["active_fraction"] = (rep > 0).float().mean().item()  # instance sparsity
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.item(), **metrics}
+
+    def training_state(self) -> dict:
+        return {**super().training_state(), "steps_done": self.steps_done}
+
+    def load_training_state(self, state: dict) -> None:
+        super().load_training_state(state)
+        self.steps_done = int(state["steps_done"])
+
+
+def make_training(cfg: OmniglotConfig, device, images: np.ndarray):
+    return OMLTraining(cfg, device, images) if cfg.method == "oml" else IIDTraining(cfg, device, images)
+
+
+def config_from_checkpoint(payload: dict) -> OmniglotConfig:
+    benchmark = payload.get("benchmark")
+    if benchmark != "omniglot":
+        where = payload.get("path", "the checkpoint")
+        raise UserError(f"'{where}' is a {benchmark} checkpoint, but this needs an omniglot one")
+    return from_dict(OmniglotConfig, payload["config"])
+
+
+# --- a quick meta-test check ---------------------------------------------------------------------
+
+def quick_evaluation(model, images_eval: np.ndarray, *, n_classes: int, seed: int = 0,
+                     lrs=(3e-4, 1e-3, 3e-3), device="cpu", runs: int = 1) -> dict:
+    """A fast stand-in for the full protocol (evaluate_omniglot.py): freeze the RLN, train a fresh
+    linear PLN (zero output weights of n_classes units on the RLN features) online with Adam,
+    batch 1, over the 15 training images of n_classes evaluation classes in class order (one
+    pass), then measure accuracy on their 5 held-out images. The learning rate is chosen among
+    `lrs` by accuracy on the training images seen (never on the test images).
+
+    images_eval: uint8 [C, 20, H, W] of the evaluation split (drawers 1-15 train, 16-20 test)."""
+    model = model.to(device).eval()
+    rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_TAGS["eval"], 7]))
+    accs, train_accs, chosen = [], [], []
+    for _ in range(runs):
+        classes = np.sort(rng.choice(images_eval.shape[0], size=n_classes, replace=False))
+        bank = ImageBank(images_eval[classes], device)
+        c = np.repeat(np.arange(n_classes), 20)
+        d = np.tile(np.arange(20), n_classes)
+        feats = features(model.rln, bank.gather(c, d), batch_size=256).reshape(n_classes, 20, -1)
+        train_x, test_x = feats[:, :15].reshape(n_classes * 15, -1), feats[:, 15:].reshape(n_classes * 5, -1)
+        train_y = torch.arange(n_classes, device=device).repeat_interleave(15)
+        test_y = torch.arange(n_classes, device=device).repeat_interleave(5)
+        best = None
+        for lr in lrs:
+            head = torch.nn.Linear(feats.shape[-1], n_classes).to(device)
+            torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
+            opt = torch.optim.Adam(head.parameters(), lr=lr)
+            for i in range(len(train_x)):
+                loss = F.cross_entropy(head(train_x[i:i + 1]), train_y[i:i + 1])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                train_acc = (head(train_x).argmax(1) == train_y).float().mean().item()
+                test_acc = (head(test_x).argmax(1) == test_y).float().mean().item()
+            if best is None or train_acc > best[0]:
+                best = (train_acc, test_acc, lr)
+        train_accs.append(best[0]), accs.append(best[1]), chosen.append(best[2])
+    return {"n_classes": n_classes, "runs": runs, "test_accuracy": float(np.mean(accs)),
+            "train_accuracy": float(np.mean(train_accs)), "lrs": chosen}

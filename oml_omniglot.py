@@ -1,0 +1,159 @@
+"""Learn a representation on the Omniglot background classes with OML (or a baseline one).
+
+    python oml_omniglot.py --preset cpu                 # the 2-core CPU preset (about 30 min)
+    python oml_omniglot.py                              # oml2020: the 2020 code's configuration
+    python oml_omniglot.py --preset oml2020paper        # the same without the class split
+    python oml_omniglot.py --rln 6 --update_lr 0.03 --name mrcl_omniglot --update_step 20 \
+        --steps 15000                                   # the seed README's command (selects mrcl2019)
+    python oml_omniglot.py --preset cpu --method pretraining   # i.i.d. baseline (srnn: + sparsity)
+    python oml_omniglot.py --resume RUN_DIR             # continue a killed run
+
+Data: --path names a folder holding images_background.zip and images_evaluation.zip (or the
+extracted folders, or torchvision's omniglot-py/ nesting); default ../shared/omniglot.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from datasets.omniglot import load_omniglot
+from experiment.checkpoint import load_checkpoint
+from experiment.run import Run
+from experiment.trainer import fit, intervals, restore_training
+from model.config import as_dict, resolve
+from model.omniglot import (build_model, config_from_checkpoint, iid_default_steps, load_meta_training_images,
+                            make_training, quick_evaluation)
+from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from utils.cli import add_common, run_main
+from utils.device import resolve_device
+from utils.errors import UserError
+
+DEFAULT_PATH = "../shared/omniglot"
+SEED_README_RLN = 6  # the 2019 README command passes --rln 6 and no preset: that is mrcl2019
+
+
+def _class_split(text):
+    if text.lower() in ("none", "off", "0"):
+        return -1  # sentinel: no split (resolved to None in _config)
+    return int(text)
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common(parser, training=True)
+    parser.add_argument("--path", "--data-path", dest="path", default=None,
+                        help=f"folder holding the Omniglot zips or folders (default {DEFAULT_PATH})")
+    parser.add_argument("--download", action="store_true", help="fetch the official archives into --path if missing")
+    parser.add_argument("--cache-dir", dest="cache_dir", default=None,
+                        help="decoded-image cache (default $OML_CACHE_DIR or ./.oml_cache)")
+    parser.add_argument("--method", default=None, choices=["oml", "pretraining", "srnn"])
+    parser.add_argument("--update_lr", "--update-lr", dest="update_lr", type=float, default=None, help="inner SGD step")
+    parser.add_argument("--meta_lr", "--meta-lr", dest="meta_lr", type=float, default=None, help="Adam step of the outer loop")
+    parser.add_argument("--update_step", "--update-step", dest="update_step", type=int, default=None,
+                        help="one-image inner steps per trajectory class")
+    parser.add_argument("--tasks", type=int, default=None, help="classes per trajectory")
+    parser.add_argument("--rln", type=int, default=None,
+                        help="layers in the RLN: only 6 (the six convolutions), the seed README's value")
+    parser.add_argument("--rank", type=int, default=0, help="the 2020 code's sweep index; only 0 (no sweeps) exists here")
+    parser.add_argument("--no-reset", dest="reset", action="store_const", const=False, default=None,
+                        help="do not re-initialise the output row of each trajectory class")
+    parser.add_argument("--first-order", dest="first_order", action="store_const", const=True, default=None,
+                        help="detach the inner gradients (the pre-2020 meta-gradient)")
+    parser.add_argument("--second-order", dest="first_order", action="store_const", const=False)
+    parser.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None)
+    parser.add_argument("--channels", type=int, default=None)
+    parser.add_argument("--strides", type=int, nargs="+", default=None, help="one per 3x3 convolution")
+    parser.add_argument("--pln-hidden", dest="pln_hidden", type=int, default=None, help="0: linear PLN; 1024: the 2019 PLN")
+    parser.add_argument("--n-classes", dest="n_classes", type=int, default=None, help="meta-training classes (963)")
+    parser.add_argument("--held-out", dest="held_out", type=int, default=None, help="held-out images per trajectory class in the meta set")
+    parser.add_argument("--meta-random", dest="meta_random", type=int, default=None, help="random images in the meta set")
+    parser.add_argument("--class-split", dest="class_split", type=_class_split, default=None,
+                        help="trajectory classes >= N, random images < N; 'none' for no split")
+    parser.add_argument("--iid-lr", "--iid_lr", dest="iid_lr", type=float, default=None, help="Adam step of pretraining / SR-NN")
+    parser.add_argument("--iid-batch", dest="iid_batch", type=int, default=None)
+    parser.add_argument("--iid-epochs", dest="iid_epochs", type=int, default=None,
+                        help="pretraining / SR-NN length in epochs (when --steps is not given)")
+    parser.add_argument("--srnn-beta", dest="srnn_beta", type=float, default=None)
+    parser.add_argument("--quick-eval", dest="quick_eval", type=int, default=0, metavar="N",
+                        help="after training, a quick meta-test check on N evaluation classes, against a random RLN")
+    return parser
+
+
+def _config(args) -> OmniglotConfig:
+    if args.rln is not None and args.rln != SEED_README_RLN:
+        raise UserError(f"--rln {args.rln} is not supported: the RLN is the six convolutions (--rln 6), "
+                        "the PLN the layers after them")
+    if args.rank != 0:
+        raise UserError("--rank selects a sweep point in the 2020 code; there are no sweeps here (use --rank 0)")
+    overrides = vars(args).copy()
+    if overrides.get("strides") is not None:
+        overrides["strides"] = tuple(overrides["strides"])
+    preset = args.preset
+    if preset is None:
+        preset = "mrcl2019" if args.rln == SEED_README_RLN else "oml2020"
+    config = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, overrides)
+    if args.class_split == -1:
+        config.class_split = None
+        config.validate()
+    if config.method != "oml" and args.steps is None:
+        config.steps = iid_default_steps(config)
+    return config
+
+
+def _load_images(config, path, args):
+    start = time.perf_counter()
+    images = load_meta_training_images(config, path, cache_dir=args.cache_dir, download=args.download,
+                                       progress=args.progress is not False)
+    return images, round(time.perf_counter() - start, 2)
+
+
+def main(args):
+    device = resolve_device(args.device)
+    if args.resume:
+        payload = load_checkpoint(args.resume, benchmark="omniglot")
+        config = config_from_checkpoint(payload)
+        if args.steps is not None:
+            config.steps = args.steps
+        folder = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
+        run = Run(folder, as_dict(config), device, resumed=True)
+        path = args.path or run.metadata.get("data_path") or DEFAULT_PATH
+        images, load_seconds = _load_images(config, path, args)
+        task = make_training(config, device, images)
+        start = restore_training(task, payload)
+        run.truncate_log(start)
+        print(f"resuming {run.dir} at step {start} of {config.steps}")
+    else:
+        config = _config(args)
+        path = args.path or DEFAULT_PATH
+        images, load_seconds = _load_images(config, path, args)  # before the folder: bad data leaves none
+        name = (args.name or f"{config.method}_{config.preset}").strip("/").replace("/", "_") or "run"
+        run = Run.create(as_dict(config), dataset="omniglot", name=name, results_dir=args.results_dir, device=device)
+        task = make_training(config, device, images)
+        start, payload = 0, None
+        print(f"run folder: {run.dir}")
+    run.save_metadata(data_path=str(Path(path).resolve()), data_load_seconds=load_seconds)
+    fit(task, run, benchmark="omniglot", config=as_dict(config), start_step=start, total_steps=config.steps,
+        progress=args.progress, **intervals(args, payload))
+    run.save_metadata(train_finished=True)
+    if args.quick_eval:
+        result = quick_check(task.model, config, path, args.quick_eval, device, args)
+        run.write_json("quick_eval.json", result)
+        print(f"quick check on {args.quick_eval} evaluation classes: test accuracy {result['trained']['test_accuracy']:.3f} "
+              f"(random RLN {result['random']['test_accuracy']:.3f})")
+    run.save_metadata()
+    return run.dir
+
+
+def quick_check(model, config, path, n_classes, device, args) -> dict:
+    evaluation = load_omniglot(path, "evaluation", config.image_size, cache_dir=args.cache_dir,
+                               progress=args.progress is not False)
+    torch.manual_seed(config.seed + 1)
+    random = build_model(config)  # the untrained network of the same shape
+    return {name: quick_evaluation(net, evaluation.images, n_classes=n_classes, seed=config.seed, device=device)
+            for name, net in (("trained", model), ("random", random))}
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())
