@@ -1,6 +1,11 @@
 """Overlay results files in the paper's figure layout (Fig. 3 for sine, Fig. 4 for Omniglot).
 
     python plot_results.py RUN/results.json OTHER/results.json --labels OML Pretraining --out fig.png
+    python plot_results.py OML_RUN PRE_RUN SRNN_RUN RANDOM_RUN ORACLE_RUN \
+        --labels OML Pretraining SR-NN "Random RLN" "Oracle (iid x5)" --out fig4.png
+
+A run folder stands for its results.json (or, while an evaluation is still running, its
+results.partial.json: the class counts finished so far). Labels default to each file's label.
 """
 import argparse
 import json
@@ -15,19 +20,29 @@ def get_args_parser():
     parser.add_argument("results", nargs="+", help="results.json files (or run folders holding one)")
     parser.add_argument("--labels", nargs="+", default=None)
     parser.add_argument("--out", default="figure.png")
+    parser.add_argument("--title", default=None, help="figure title (Omniglot)")
     return parser
+
+
+def _results_file(path):
+    if not path.is_dir():
+        return path
+    if not (path / "results.json").is_file() and (path / "results.partial.json").is_file():
+        print(f"note: {path} has no results.json yet; plotting its results.partial.json")
+        return path / "results.partial.json"
+    return path / "results.json"
 
 
 def main(args):
     from pathlib import Path
-    paths = [Path(p) / "results.json" if Path(p).is_dir() else Path(p) for p in args.results]
+    paths = [_results_file(Path(p)) for p in args.results]
     for path in paths:
         if not path.is_file():
             raise UserError(f"no results file at '{path}'")
     if args.labels and len(args.labels) != len(paths):
         raise UserError(f"{len(args.labels)} labels for {len(paths)} results files")
     try:
-        out = plot_files(paths, args.labels, args.out)
+        out = plot_files(paths, args.labels, args.out, args.title)
     except (ValueError, KeyError, json.JSONDecodeError) as err:
         raise UserError(f"cannot plot these files: {err}") from None
     print(f"figure: {out}")

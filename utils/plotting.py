@@ -41,21 +41,28 @@ def plot_sine(results: list[dict], labels: list[str], out_path) -> Path:
     return out_path
 
 
-def plot_omniglot(results: list[dict], labels: list[str], out_path) -> Path:
-    """The paper's Fig. 4 layout: accuracy against number of classes learned, on the trajectory
-    images (left) and the held-out images of the same classes (right)."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+def plot_omniglot(results: list[dict], labels: list[str], out_path, title: str | None = None) -> Path:
+    """The paper's Fig. 4 layout: mean accuracy (95% bootstrap band over runs) against the number
+    of classes learned, on the trajectory images (left: forgetting) and on the held-out images of
+    the same classes (right: generalisation); one line per results file (representation)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    ticks = set()
     for res, label in zip(results, labels):
-        classes = [int(n) for n in res["schedule"]]
+        classes = [int(n) for n in res["schedule"] if str(n) in res["by_classes"]]
+        ticks.update(classes)
         for ax, key in zip(axes, ("train_accuracy", "test_accuracy")):
             stats = [res["by_classes"][str(n)][key] for n in classes]
-            mean = [s["mean"] for s in stats]
-            line, = ax.plot(classes, mean, marker="o", ms=3, label=label)
+            line, = ax.plot(classes, [s["mean"] for s in stats], marker="o", ms=3, label=label)
             ax.fill_between(classes, [s["ci_low"] for s in stats], [s["ci_high"] for s in stats],
-                            color=line.get_color(), alpha=0.2)
-    axes[0].set(xlabel="number of classes", ylabel="accuracy", title="Trajectory images (forgetting)", ylim=(0, 1.02))
-    axes[1].set(xlabel="number of classes", title="Held-out images (generalisation)")
-    axes[0].legend()
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+    for ax, name in zip(axes, ("(a) Trajectory images (forgetting)", "(b) Held-out images (generalisation)")):
+        ax.set(xlabel="number of classes learned", title=name, ylim=(0, 1.02))
+        ax.set_xticks(sorted(ticks))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (mean, 95% CI)")
+    axes[1].legend(loc="upper right", fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     out_path = Path(out_path)
     fig.savefig(out_path, dpi=110)
@@ -63,11 +70,14 @@ def plot_omniglot(results: list[dict], labels: list[str], out_path) -> Path:
     return out_path
 
 
-def plot_files(paths, labels, out_path) -> Path:
+def plot_files(paths, labels, out_path, title: str | None = None) -> Path:
     results = load_results(paths)
     labels = labels or [r.get("label", Path(p).parent.name) for r, p in zip(results, paths)]
     kinds = {r.get("benchmark") for r in results}
     if len(kinds) != 1:
         raise ValueError(f"cannot overlay results of different benchmarks: {sorted(map(str, kinds))}")
-    draw = plot_sine if kinds == {"sine"} else plot_omniglot
-    return draw(results, labels, out_path)
+    if kinds == {"sine"}:
+        return plot_sine(results, labels, out_path)
+    if kinds == {"omniglot"}:
+        return plot_omniglot(results, labels, out_path, title)
+    raise ValueError(f"unknown benchmark {sorted(map(str, kinds))[0]!r} in the results files")

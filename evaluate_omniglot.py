@@ -1,0 +1,149 @@
+"""Split-Omniglot continual-classification evaluation of a checkpoint (or of a random RLN).
+
+    python evaluate_omniglot.py --model RUN_DIR_or_checkpoint.pt            # 10:50:100:200:600, 50 runs
+    python evaluate_omniglot.py --preset cpu                                 # no --model: random RLN
+    python evaluate_omniglot.py --model ckpt.pt --iid --epochs 5             # the Oracle (i.i.d., 5 passes)
+    python evaluate_omniglot.py --model ckpt.pt --lr 1e-3 --optimizer sgd    # fixed rate, the paper's SGD
+    python evaluate_omniglot.py --rln 6 --model ckpt.pt --name Omni_test_traj --test --runs 50   # seed README
+
+The RLN is frozen and its features of all evaluation images are computed once and cached; the
+PLN is reset and trained online (batch 1, one class-sorted pass) per run; accuracy is reported on
+the trajectory images and on the held-out images of the same classes. Protocol details and the
+learning-rate rule: model/omniglot_eval.py.
+"""
+import argparse
+import time
+
+import torch
+
+from datasets.omniglot import load_omniglot
+from experiment.checkpoint import load_checkpoint
+from experiment.identity import checkpoint_identity
+from experiment.run import Run
+from model.config import as_dict, from_dict, resolve
+from model.networks import build_omniglot_net
+from model.omniglot_eval import (DEFAULT_SCHEDULE, EVAL_SEED, Protocol, check_schedule, evaluate, feature_bank,
+                                 headline, parse_schedule, total_steps)
+from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from utils.cli import add_common, run_main
+from utils.device import resolve_device
+from utils.errors import UserError
+from utils.plotting import plot_omniglot
+
+DEFAULT_PATH = "../shared/omniglot"
+RANDOM_RLN_PRESET = "cpu"
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common(parser, training=False)
+    parser.add_argument("--model", "--model-path", "--model_path", dest="model", default=None,
+                        help="checkpoint .pt or run folder; absent: a random RLN of --preset (default cpu)")
+    parser.add_argument("--path", "--data-path", dest="path", default=DEFAULT_PATH,
+                        help=f"folder with the Omniglot zips or folders (default {DEFAULT_PATH})")
+    parser.add_argument("--cache-dir", dest="cache_dir", default=None,
+                        help="image, feature and kernel cache (default $OML_CACHE_DIR or ./.oml_cache)")
+    parser.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
+                        help="keep the RLN features in memory only")
+    parser.add_argument("--schedule", nargs="+", default=None,
+                        help="class counts, colon-separated (default 10:50:100:200:600)")
+    parser.add_argument("--runs", type=int, default=50, help="reported runs per class count (default 50)")
+    parser.add_argument("--search-runs", dest="search_runs", type=int, default=5,
+                        help="learning-rate search runs per class count (default 5)")
+    parser.add_argument("--lr", type=float, default=None, help="fixed online learning rate: skips the search")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                        help="online optimiser: adam (the 2020 code, default) or sgd (the paper's text)")
+    parser.add_argument("--iid", action="store_true", help="shuffle the trajectory (with --epochs: the Oracle)")
+    parser.add_argument("--epochs", "--epoch", dest="epochs", type=int, default=1, help="passes over the trajectory")
+    parser.add_argument("--reset", choices=["all", "last"], default="all",
+                        help="re-initialise the whole PLN (2020 code, default) or only its last layer (2019 code)")
+    parser.add_argument("--run-batch", dest="run_batch", type=int, default=1,
+                        help="torch engine: runs trained together (default 1, a loop: faster on CPU for a 1000-way head)")
+    parser.add_argument("--engine", choices=["auto", "c", "torch"], default="auto",
+                        help="online learner: the fused C loop (linear PLN, CPU) or torch; auto picks c when it can")
+    parser.add_argument("--rln", type=int, default=None,
+                        help="accepted for the seed README's command; the RLN/PLN split is read from the checkpoint")
+    parser.add_argument("--test", action="store_true",
+                        help="accepted for the seed README's command; both accuracies are always reported")
+    return parser
+
+
+def _network(args):
+    """(net, config, payload): the checkpoint's network, or a seeded random one of --preset."""
+    if args.model is None:
+        preset = args.preset or RANDOM_RLN_PRESET
+        config = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, {})
+        torch.manual_seed(config.seed)
+        net = build_omniglot_net(config.channels, config.image_size, config.strides, config.pln_hidden, config.n_outputs)
+        return net, config, None
+    payload = load_checkpoint(args.model, benchmark="omniglot")
+    config = from_dict(OmniglotConfig, payload["config"])
+    if args.preset is not None and args.preset != config.preset:
+        print(f"note: --preset {args.preset} ignored; the checkpoint's network is preset {config.preset}")
+    net = build_omniglot_net(config.channels, config.image_size, config.strides, config.pln_hidden, config.n_outputs)
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"checkpoint '{payload['path']}' does not fit its own config ({str(err).splitlines()[0]})") from None
+    return net, config, payload
+
+
+def _label(payload, config, args) -> str:
+    method = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN"}.get(payload["method"], payload["method"]) \
+        if payload else "Random RLN"
+    extra = []
+    if args.iid:
+        extra.append("iid")
+    if args.epochs > 1:
+        extra.append(f"x{args.epochs}")
+    if args.optimizer != "adam":
+        extra.append(args.optimizer)
+    return f"{method} ({config.preset})" + (f", {' '.join(extra)}" if extra else "")
+
+
+def main(args):
+    schedule = parse_schedule(args.schedule) if args.schedule else DEFAULT_SCHEDULE
+    protocol = Protocol(optimizer=args.optimizer, iid=args.iid, epochs=args.epochs, reset=args.reset, lr=args.lr,
+                        runs=args.runs, search_runs=args.search_runs,
+                        seed=EVAL_SEED if args.seed is None else args.seed, run_batch=args.run_batch, engine=args.engine)
+    protocol.validate()
+    device = resolve_device(args.device)
+    net, config, payload = _network(args)
+    n_convs = len(config.strides)
+    if args.rln is not None and args.rln != n_convs:
+        print(f"note: --rln {args.rln} ignored; this network's RLN is its {n_convs} convolutions (from the checkpoint)")
+    if args.test:
+        print("note: --test accepted; trajectory and held-out accuracy are both always reported")
+    progress = args.progress is not False
+    split = load_omniglot(args.path, "evaluation", config.image_size, cache_dir=args.cache_dir, progress=progress)
+    check_schedule(schedule, split.n_classes, config.n_outputs, f"the evaluation split at '{args.path}'")
+    label = _label(payload, config, args)
+    run = Run.create({"evaluated": as_dict(config), "args": vars(args), "schedule": list(schedule)},
+                     dataset="omniglot_eval", name=args.name or "evaluation", results_dir=args.results_dir, device=device)
+    start = time.perf_counter()
+    bank = feature_bank(net.rln, split, cache_dir=False if not args.feature_cache else args.cache_dir,
+                        device=device, progress=progress)
+    print(f"{label}: features {tuple(bank.train.shape)} + {tuple(bank.test.shape)} ({bank.source}, {bank.seconds:.1f} s); "
+          f"{total_steps(schedule, protocol):,} online steps")
+    done = {}
+
+    def report(n, entry):  # a line per class count, and the numbers so far on disk
+        print(headline(n, entry), flush=True)
+        done[str(n)] = entry
+        run.write_json("results.partial.json", {"benchmark": "omniglot", "label": label,
+                                                "schedule": [int(k) for k in done], "by_classes": done})
+
+    result = evaluate(net.pln, bank, schedule, protocol, device=device, cache_dir=args.cache_dir, progress=progress,
+                      report=report)
+    result = {"benchmark": "omniglot", "label": label, "model": checkpoint_identity(payload, as_dict(config)), **result}
+    run.write_json("results.json", result)
+    (run.dir / "results.partial.json").unlink(missing_ok=True)
+    figure = plot_omniglot([result], [label], run.dir / "fig4.png")
+    run.save_metadata(feature_seconds=bank.seconds, feature_source=bank.source,
+                      evaluation_seconds=round(time.perf_counter() - start, 2), engine=result["protocol"]["engine"])
+    print(f"results: {run.dir / 'results.json'}\nfigure: {figure}")
+    return run.dir
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())

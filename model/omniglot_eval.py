@@ -1,0 +1,601 @@
+"""Split-Omniglot continual classification on a frozen RLN: the fixed 2020 protocol, fast.
+
+Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made explicit):
+
+* The RLN is frozen, so the features of every evaluation image are computed **once** per
+  checkpoint and cached (in memory, and on disk keyed by the RLN weights, the image size and the
+  pixels). Learning-rate trials and runs train only the PLN on those features; nothing re-runs
+  the network.
+* A run draws n classes **without replacement** from the whole evaluation split (659 classes in
+  the official data; the original drew from 0..649) and sorts them: the trajectory is the 15
+  training images (drawers 1-15) of each class, class after class in ascending class id.
+  The target of an image is its evaluation class id, one of the network's output units (1000),
+  and the loss is cross-entropy over **all** outputs, as in the original.
+* The PLN is reset, then trained online with batch size 1, one pass (`epochs`, `iid` shuffles
+  each pass), with Adam (the code; betas 0.9/0.999, eps 1e-8) or plain SGD (the paper's text).
+  Reset `all` re-initialises every PLN layer (Kaiming-normal weights, zero biases: the 2020
+  code); `last` keeps a 2-layer (2019) PLN's meta-learned hidden layer and re-initialises only the
+  output layer (the 2019 code). With a linear PLN both are the same.
+* Reported: accuracy (argmax over all outputs) on the trajectory's images (forgetting) and on
+  the 5 held-out images (drawers 16-20) of the same classes (generalisation).
+* Learning rate, per class count n: `search_runs` (5) search runs, each on its own class set
+  drawn from the `lr_search` stream (apart from the reported runs' `eval` stream), try every
+  rate in LR_GRID from the same PLN initialisation and score it by **trajectory accuracy only**
+  (the held-out features are not even passed in). Each search run's best rate is the first
+  maximum in grid order (0.03 first, so ties go to the larger rate, as the original's strict
+  `>`); the chosen rate is the most frequent best; a tie in frequency goes to the rate with the
+  higher mean search accuracy over all search runs, then to the smaller rate.
+* Every run (search or reported) has its own numpy stream (`utils.seeding.stream(seed, purpose,
+  n, i)`) that fixes its classes, its PLN initialisation and its shuffles, so the batched and
+  looped engines, and any `runs` count, give the same numbers for the same run.
+
+Engines (all exact implementations of the same maths):
+
+* `c`: a small C loop (compiled once with the system C compiler, loaded with ctypes) that runs a
+  whole trajectory of a linear PLN in one call, fusing the Adam (or SGD) update of each output
+  row with the next step's logit of that row: one pass over the weights and Adam state per step.
+* `torch`: leading-run-dimension PLN weights (`model.online.forward`), autograd and
+  `torch.optim.Adam(fused=True)` / `SGD`; `run_batch` runs share one tensor (the loss is the sum
+  of the runs' losses, and both optimisers are element-wise, so each run gets its own update).
+  Used for the 2-layer PLN, on GPU, or when no C compiler is available.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from datasets.omniglot import TRAIN_DRAWERS, OmniglotSplit, to_float
+from experiment.files import save_torch
+from model import online
+from utils.errors import UserError
+from utils.seeding import stream
+from utils.stats import bootstrap_ci
+
+log = logging.getLogger(__name__)
+
+LR_GRID = (0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4, 3e-5, 1e-5)
+DEFAULT_SCHEDULE = (10, 50, 100, 200, 600)
+SEARCH_RUNS = 5
+EVAL_SEED = 90
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+FEATURE_CACHE_VERSION = 1
+
+
+# --- schedule ----------------------------------------------------------------------------------
+
+def parse_schedule(text) -> tuple[int, ...]:
+    """'10:50:100' (or '10 50 100', or a list of such strings) -> (10, 50, 100)."""
+    parts = text if isinstance(text, (list, tuple)) else [text]
+    raw = " ".join(str(p) for p in parts).replace(":", " ").replace(",", " ").split()
+    try:
+        values = tuple(int(v) for v in raw)
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        shown = ":".join(str(p) for p in parts)
+        raise UserError(f"--schedule {shown!r} is not a list of positive class counts like 10:50:100:200:600")
+    return values
+
+
+# --- features, computed once per RLN -------------------------------------------------------------
+
+@dataclass
+class FeatureBank:
+    """Frozen-RLN features of the evaluation split: train [C, 15, F] (drawers 1-15) and
+    test [C, 5, F] (drawers 16-20). `source` says whether they were computed or read."""
+    train: torch.Tensor
+    test: torch.Tensor
+    key: str
+    source: str = "computed"
+    seconds: float = 0.0
+
+    @property
+    def n_classes(self) -> int:
+        return self.train.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.train.shape[-1]
+
+
+_MEMORY_CACHE: dict[str, FeatureBank] = {}
+
+
+def rln_digest(rln: nn.Module) -> str:
+    """sha256 of the RLN's architecture and weights: the same digest means the same features."""
+    digest = hashlib.sha256(repr(rln).encode())
+    for name, tensor in rln.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def feature_key(rln: nn.Module, split: OmniglotSplit) -> str:
+    digest = hashlib.sha256(f"v{FEATURE_CACHE_VERSION}:{rln_digest(rln)}:{split.image_size}:".encode())
+    digest.update(np.ascontiguousarray(split.images).tobytes())
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("OML_CACHE_DIR", ".oml_cache"))
+
+
+def feature_bank(rln: nn.Module, split: OmniglotSplit, *, cache_dir=None, device="cpu",
+                 batch_size: int = 256, progress: bool = False) -> FeatureBank:
+    """Features of every evaluation image, from memory, from disk (`cache_dir`, None: the default,
+    False: no disk cache), or computed with the frozen RLN in `no_grad` chunks."""
+    key = feature_key(rln, split)
+    if key in _MEMORY_CACHE:
+        bank = _MEMORY_CACHE[key]
+        return FeatureBank(bank.train.to(device), bank.test.to(device), key, "memory", 0.0)
+    start = time.perf_counter()
+    path = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / f"omniglot_features_{key[:24]}.pt"
+    bank = _read_features(path, key) if path is not None else None
+    if bank is None:
+        feats = _compute(rln, split.images, device, batch_size, progress)
+        bank = FeatureBank(feats[:, :TRAIN_DRAWERS].contiguous(), feats[:, TRAIN_DRAWERS:].contiguous(), key)
+        if path is not None:
+            try:
+                save_torch(path, {"version": FEATURE_CACHE_VERSION, "key": key,
+                                  "train": bank.train.cpu(), "test": bank.test.cpu()})
+            except OSError as err:
+                log.warning("cannot write the feature cache %s (%s); going on without it", path, err)
+    bank.seconds = round(time.perf_counter() - start, 2)
+    _MEMORY_CACHE[key] = FeatureBank(bank.train.cpu(), bank.test.cpu(), key)
+    return FeatureBank(bank.train.to(device), bank.test.to(device), key, bank.source, bank.seconds)
+
+
+def _read_features(path: Path, key: str) -> FeatureBank | None:
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        if data.get("key") == key and data.get("version") == FEATURE_CACHE_VERSION:
+            return FeatureBank(data["train"], data["test"], key, "disk")
+    except Exception as err:  # a truncated or foreign file: recompute
+        log.warning("feature cache %s is unreadable (%s); recomputing", path, type(err).__name__)
+    return None
+
+
+@torch.no_grad()
+def _compute(rln, images: np.ndarray, device, batch_size: int, progress: bool) -> torch.Tensor:
+    rln = rln.to(device).eval()
+    n_classes, per_class = images.shape[:2]
+    flat = images.reshape(n_classes * per_class, *images.shape[2:])
+    chunks = range(0, len(flat), batch_size)
+    if progress:
+        from tqdm import tqdm
+        chunks = tqdm(chunks, desc="features", unit="batch")
+    out = [rln(to_float(flat[i:i + batch_size]).to(device)).float() for i in chunks]
+    return torch.cat(out).reshape(n_classes, per_class, -1)
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+@dataclass
+class RunSpec:
+    """One run: sorted class ids, the visiting order of the 15n trajectory images (all epochs),
+    and the seed of its PLN initialisation."""
+    classes: np.ndarray
+    order: np.ndarray
+    init_seed: int
+
+
+def draw_run(rng: np.random.Generator, n_pool: int, n: int, iid: bool, epochs: int) -> RunSpec:
+    classes = np.sort(rng.choice(n_pool, size=n, replace=False))
+    init_seed = int(rng.integers(2**62))
+    base = np.arange(TRAIN_DRAWERS * n)
+    order = np.concatenate([rng.permutation(base) if iid else base for _ in range(epochs)])
+    return RunSpec(classes, order, init_seed)
+
+
+def run_specs(seed: int, purpose: str, n: int, count: int, n_pool: int, iid: bool, epochs: int) -> list[RunSpec]:
+    return [draw_run(stream(seed, purpose, n, i), n_pool, n, iid, epochs) for i in range(count)]
+
+
+class PLNInit:
+    """Initial PLN parameters [W0, b0, (W1, b1)] of one run: re-initialised layers get
+    Kaiming-normal weights (fan_in, ReLU gain) from the run's own generator and zero biases."""
+
+    def __init__(self, pln: nn.Module, reset: str = "all"):
+        if reset not in ("all", "last"):
+            raise UserError(f"--reset must be 'all' or 'last', got {reset!r}")
+        self.layers = online.pln_linears(pln)
+        self.reset = reset
+
+    @property
+    def linear(self) -> bool:
+        return len(self.layers) == 1
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].out_features
+
+    def __call__(self, seed: int) -> list[torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        params = []
+        for i, layer in enumerate(self.layers):
+            if self.reset == "all" or i == len(self.layers) - 1:
+                std = (2.0 / layer.in_features) ** 0.5
+                params += [torch.randn(layer.weight.shape, generator=gen) * std, torch.zeros(layer.out_features)]
+            else:
+                params += [layer.weight.detach().cpu().float().clone(), layer.bias.detach().cpu().float().clone()]
+        return params
+
+
+def _run_data(feats_train: torch.Tensor, spec: RunSpec):
+    """Trajectory features [15n, F] in class-sorted order and their labels (class ids)."""
+    x = feats_train[torch.as_tensor(spec.classes, device=feats_train.device)].reshape(-1, feats_train.shape[-1])
+    y = torch.as_tensor(np.repeat(spec.classes, TRAIN_DRAWERS), device=feats_train.device)
+    return x, y
+
+
+@torch.no_grad()
+def _accuracy(params, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> float:
+    correct = 0
+    for i in range(0, len(x), chunk):
+        out = online.forward([p.unsqueeze(0) for p in params], x[i:i + chunk].unsqueeze(0))[0]
+        correct += (out.argmax(1) == y[i:i + chunk]).sum().item()
+    return correct / len(x)
+
+
+# --- engines -------------------------------------------------------------------------------------
+
+def train_torch(inits: list[list[torch.Tensor]], xs: torch.Tensor, ys: torch.Tensor, orders: np.ndarray,
+                lr: float, optimizer: str) -> list[list[torch.Tensor]]:
+    """R runs at once: inits[r] the run's start params, xs [R, 15n, F], ys [R, 15n], orders [R, T]."""
+    device = xs.device
+    params = [torch.stack([init[k] for init in inits]).to(device).requires_grad_() for k in range(len(inits[0]))]
+    if optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
+    else:
+        opt = torch.optim.SGD(params, lr=lr)
+    runs = torch.arange(xs.shape[0], device=device)
+    orders = torch.as_tensor(orders, device=device)
+    for t in range(orders.shape[1]):
+        rows = orders[:, t]
+        out = online.forward(params, xs[runs, rows].unsqueeze(1)).squeeze(1)
+        loss = F.cross_entropy(out, ys[runs, rows], reduction="sum")
+        opt.zero_grad(set_to_none=False)
+        loss.backward()
+        opt.step()
+    return [[p[r].detach() for p in params] for r in range(xs.shape[0])]
+
+
+_C_SOURCE = r"""
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* One pass of online learning of a linear softmax head (O outputs, F features), batch size 1,
+   over T steps: step t uses feature row order[t] of X and its label. Adam matches
+   torch.optim.Adam (no weight decay, no amsgrad); adam == 0 is plain SGD. The update of output
+   row i at step t is fused with row i's logit for step t+1, so each step reads and writes the
+   weights and the Adam state once. */
+int oml_online(float *W, float *b, float *m, float *v, float *mb, float *vb,
+               const float *X, const int64_t *order, const int64_t *labels,
+               int64_t O, int64_t F, int64_t T, int adam,
+               double lr, double beta1, double beta2, double eps) {
+    float *z = (float *)malloc(sizeof(float) * O), *e = (float *)malloc(sizeof(float) * O);
+    if (!z || !e) { free(z); free(e); return -1; }
+    const float c1 = (float)(1.0 - beta1), fb2 = (float)beta2, c2 = (float)(1.0 - beta2);
+    const float feps = (float)eps, flr = (float)lr;
+    if (T > 0) {
+        const float *x0 = X + order[0] * F;
+        for (int64_t i = 0; i < O; ++i) {
+            const float *w = W + i * F; float acc = 0.f;
+            #pragma omp simd reduction(+:acc)
+            for (int64_t j = 0; j < F; ++j) acc += w[j] * x0[j];
+            z[i] = acc + b[i];
+        }
+    }
+    for (int64_t t = 0; t < T; ++t) {
+        float mx = z[0];
+        for (int64_t i = 1; i < O; ++i) mx = z[i] > mx ? z[i] : mx;
+        double s = 0.0;
+        for (int64_t i = 0; i < O; ++i) { e[i] = expf(z[i] - mx); s += e[i]; }
+        const float inv = (float)(1.0 / s);
+        for (int64_t i = 0; i < O; ++i) e[i] *= inv;
+        e[labels[order[t]]] -= 1.f;
+        const float *xt = X + order[t] * F;
+        const float *xn = X + order[t + 1 < T ? t + 1 : t] * F;
+        const double step = (double)(t + 1);
+        const float ss = adam ? (float)(lr / (1.0 - pow(beta1, step))) : flr;
+        const float bc2s = (float)sqrt(1.0 - pow(beta2, step));
+        for (int64_t i = 0; i < O; ++i) {
+            const float ei = e[i];
+            float *w = W + i * F;
+            float acc = 0.f;
+            if (adam) {
+                float *mi = m + i * F, *vi = v + i * F;
+                #pragma omp simd reduction(+:acc)
+                for (int64_t j = 0; j < F; ++j) {
+                    const float g = ei * xt[j];
+                    const float mj = mi[j] + c1 * (g - mi[j]);
+                    const float vj = fb2 * vi[j] + c2 * g * g;
+                    mi[j] = mj; vi[j] = vj;
+                    const float wj = w[j] - ss * mj / (sqrtf(vj) / bc2s + feps);
+                    w[j] = wj;
+                    acc += wj * xn[j];
+                }
+                const float mj = mb[i] + c1 * (ei - mb[i]);
+                const float vj = fb2 * vb[i] + c2 * ei * ei;
+                mb[i] = mj; vb[i] = vj;
+                b[i] -= ss * mj / (sqrtf(vj) / bc2s + feps);
+            } else {
+                #pragma omp simd reduction(+:acc)
+                for (int64_t j = 0; j < F; ++j) {
+                    const float wj = w[j] - flr * (ei * xt[j]);
+                    w[j] = wj;
+                    acc += wj * xn[j];
+                }
+                b[i] -= flr * ei;
+            }
+            z[i] = acc + b[i];
+        }
+    }
+    free(z); free(e);
+    return 0;
+}
+"""
+_C_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC"]
+_C_LIB = None  # None: not tried; False: unavailable; else the ctypes library
+
+
+def _cpu_signature() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))][:2]
+        return "\n".join(lines)
+    except OSError:
+        return platform.processor()
+
+
+def c_engine(cache_dir=None):
+    """The compiled C loop (ctypes), built once into the cache folder; None when it cannot be."""
+    global _C_LIB
+    if _C_LIB is not None:
+        return _C_LIB or None
+    _C_LIB = False
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None or platform.system() == "Windows":
+        log.info("no C compiler; the online learner uses the torch engine")
+        return None
+    tag = hashlib.sha256("\n".join([_C_SOURCE, " ".join(_C_FLAGS), compiler, platform.machine(),
+                                    _cpu_signature()]).encode()).hexdigest()[:16]
+    folder = Path(cache_dir or default_cache_dir()) / "kernels"
+    lib_path = folder / f"oml_online_{tag}.so"
+    try:
+        if not lib_path.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
+                src = Path(tmp) / "oml_online.c"
+                src.write_text(_C_SOURCE)
+                out = Path(tmp) / lib_path.name
+                subprocess.run([compiler, *_C_FLAGS, str(src), "-o", str(out), "-lm"], check=True,
+                               capture_output=True, timeout=120)
+                os.replace(out, lib_path)
+        lib = ctypes.CDLL(str(lib_path))
+    except (OSError, subprocess.SubprocessError) as err:
+        log.warning("cannot build the C online learner (%s); using the torch engine", err)
+        return None
+    fn = lib.oml_online
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 3 + [ctypes.c_int] + [ctypes.c_double] * 4
+    _C_LIB = fn
+    return fn
+
+
+def train_c(fn, init: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, order: np.ndarray,
+            lr: float, optimizer: str) -> list[torch.Tensor]:
+    """One run of a linear PLN with the C loop. x [15n, F] float32 CPU, y [15n] int64 labels."""
+    w_full = init[0].float().contiguous().clone()
+    b = init[1].float().contiguous().clone()
+    # A feature that is 0 on every trajectory image has zero gradient in its weight column at
+    # every step, so Adam's moments stay 0 and the column never moves (0 / (0 + eps) = 0), and it
+    # adds nothing to a trajectory logit: leaving such columns out is exact, not an approximation.
+    active = (x != 0).any(0)
+    compact = bool((~active).any())
+    w = w_full[:, active].contiguous() if compact else w_full
+    x = (x[:, active] if compact else x).float().contiguous()
+    adam = optimizer == "adam"
+    m, v = (torch.zeros_like(w), torch.zeros_like(w)) if adam else (w, w)
+    mb, vb = (torch.zeros_like(b), torch.zeros_like(b)) if adam else (b, b)
+    y = y.to(torch.int64).contiguous()
+    order = torch.as_tensor(np.ascontiguousarray(order, dtype=np.int64))
+    rc = fn(w.data_ptr(), b.data_ptr(), m.data_ptr(), v.data_ptr(), mb.data_ptr(), vb.data_ptr(),
+            x.data_ptr(), order.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], len(order), int(adam),
+            lr, ADAM_BETAS[0], ADAM_BETAS[1], ADAM_EPS)
+    if rc != 0:
+        raise MemoryError("the C online learner could not allocate its buffers")
+    if compact:
+        w_full[:, active] = w
+    return [w_full, b]
+
+
+# --- the protocol --------------------------------------------------------------------------------
+
+@dataclass
+class Protocol:
+    optimizer: str = "adam"        # adam (the 2020 code) | sgd (the paper's text)
+    iid: bool = False              # shuffle the trajectory (each epoch)
+    epochs: int = 1                # passes over the trajectory (Oracle: iid + several epochs)
+    reset: str = "all"             # all: re-initialise the whole PLN; last: only its output layer
+    lr: float | None = None        # None: search LR_GRID per class count
+    runs: int = 50
+    search_runs: int = SEARCH_RUNS
+    seed: int = EVAL_SEED
+    run_batch: int = 1             # torch engine: runs trained together (1: a loop; faster on CPU)
+    engine: str = "auto"           # auto | c | torch
+
+    def validate(self):
+        if self.optimizer not in ("adam", "sgd"):
+            raise UserError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
+        if self.engine not in ("auto", "c", "torch"):
+            raise UserError(f"--engine must be auto, c or torch, got {self.engine!r}")
+        for name in ("runs", "epochs", "search_runs", "run_batch"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr is not None and not self.lr > 0:
+            raise UserError(f"--lr must be positive, got {self.lr}")
+
+
+class OnlineLearner:
+    """Trains fresh PLNs on cached features and scores them; the one place the engines meet."""
+
+    def __init__(self, pln: nn.Module, protocol: Protocol, device="cpu", cache_dir=None):
+        protocol.validate()
+        self.init = PLNInit(pln, protocol.reset)
+        self.protocol = protocol
+        self.device = torch.device(device)
+        self.c_fn = None
+        if protocol.engine != "torch" and self.init.linear and self.device.type == "cpu":
+            self.c_fn = c_engine(cache_dir)
+        if protocol.engine == "c" and self.c_fn is None:
+            raise UserError("--engine c needs a linear PLN on the CPU and a working C compiler (cc)")
+        self.engine = "c" if self.c_fn is not None else "torch"
+
+    def train(self, feats_train: torch.Tensor, specs: list[RunSpec], lr: float):
+        """Final PLN params of each run (the trajectory data of a run come from feats_train only)."""
+        data = [_run_data(feats_train, s) for s in specs]
+        finals = []
+        if self.engine == "c":
+            for spec, (x, y) in zip(specs, data):
+                finals.append(train_c(self.c_fn, self.init(spec.init_seed), x, y, spec.order, lr,
+                                      self.protocol.optimizer))
+            return finals
+        step = self.protocol.run_batch
+        for start in range(0, len(specs), step):
+            chunk = specs[start:start + step]
+            xs = torch.stack([d[0] for d in data[start:start + step]])
+            ys = torch.stack([d[1] for d in data[start:start + step]])
+            orders = np.stack([s.order for s in chunk])
+            finals += train_torch([self.init(s.init_seed) for s in chunk], xs, ys, orders, lr, self.protocol.optimizer)
+        return finals
+
+    def trajectory_accuracy(self, feats_train, specs, params) -> list[float]:
+        return [_accuracy([p.to(self.device) for p in ps], *_run_data(feats_train, s)) for s, ps in zip(specs, params)]
+
+    def test_accuracy(self, feats_test, specs, params) -> list[float]:
+        out = []
+        for s, ps in zip(specs, params):
+            x = feats_test[torch.as_tensor(s.classes, device=feats_test.device)].reshape(-1, feats_test.shape[-1])
+            y = torch.as_tensor(np.repeat(s.classes, feats_test.shape[1]), device=feats_test.device)
+            out.append(_accuracy([p.to(self.device) for p in ps], x, y))
+        return out
+
+
+def choose_lr(scores: np.ndarray, grid=LR_GRID) -> tuple[float, list[float]]:
+    """scores [search_runs, len(grid)] trajectory accuracies -> (chosen rate, best rate per run).
+
+    Best per run: the first maximum in grid order (larger rates first). Chosen: the most frequent
+    best; ties in frequency -> higher mean score over all search runs -> smaller rate."""
+    scores = np.asarray(scores, dtype=np.float64)
+    best = [grid[int(np.argmax(row))] for row in scores]
+    counts = Counter(best)
+    top = max(counts.values())
+    mean = dict(zip(grid, scores.mean(axis=0)))
+    chosen = max((lr for lr in counts if counts[lr] == top), key=lambda lr: (mean[lr], -lr))
+    return chosen, best
+
+
+def search_lr(learner: OnlineLearner, feats_train: torch.Tensor, n: int, progress=None) -> dict:
+    """The learning-rate search for n classes. It sees only the training-drawer features."""
+    p = learner.protocol
+    specs = run_specs(p.seed, "lr_search", n, p.search_runs, feats_train.shape[0], p.iid, p.epochs)
+    scores = np.zeros((len(specs), len(LR_GRID)))
+    for j, lr in enumerate(LR_GRID):
+        finals = learner.train(feats_train, specs, lr)
+        scores[:, j] = learner.trajectory_accuracy(feats_train, specs, finals)
+        if progress is not None:
+            progress.update(len(specs) * len(specs[0].order))
+    chosen, best = choose_lr(scores)
+    return {"lr": chosen, "grid": list(LR_GRID), "best_per_search_run": best,
+            "scores": np.round(scores, 8).tolist(), "mean_scores": np.round(scores.mean(axis=0), 8).tolist(),
+            "classes": [s.classes.tolist() for s in specs]}
+
+
+def total_steps(schedule, protocol: Protocol) -> int:
+    trials = protocol.runs + (0 if protocol.lr is not None else protocol.search_runs * len(LR_GRID))
+    return sum(trials * TRAIN_DRAWERS * n * protocol.epochs for n in schedule)
+
+
+def check_schedule(schedule, n_classes: int, n_outputs: int, where: str = "the evaluation split") -> None:
+    too_many = [n for n in schedule if n > n_classes]
+    if too_many:
+        raise UserError(f"--schedule asks for {max(too_many)} classes, but {where} has only {n_classes}")
+    if n_outputs < n_classes:
+        raise UserError(f"the network has {n_outputs} outputs, fewer than the {n_classes} evaluation classes "
+                        "it would have to label (labels are evaluation class ids)")
+
+
+def evaluate(pln: nn.Module, bank: FeatureBank, schedule, protocol: Protocol, *, device="cpu",
+             cache_dir=None, progress: bool = False, report=None) -> dict:
+    """The whole protocol for every class count in `schedule`; `report(n, entry)` after each."""
+    schedule = tuple(int(n) for n in schedule)
+    learner = OnlineLearner(pln, protocol, device, cache_dir)
+    check_schedule(schedule, bank.n_classes, learner.init.n_outputs)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total_steps(schedule, protocol), desc="online steps", unit="step", unit_scale=True)
+    by_classes = {}
+    for n in schedule:
+        search = None if protocol.lr is not None else search_lr(learner, bank.train, n, bar)
+        lr = protocol.lr if search is None else search["lr"]
+        specs = run_specs(protocol.seed, "eval", n, protocol.runs, bank.n_classes, protocol.iid, protocol.epochs)
+        finals = learner.train(bank.train, specs, lr)
+        train_acc = np.array(learner.trajectory_accuracy(bank.train, specs, finals))
+        test_acc = np.array(learner.test_accuracy(bank.test, specs, finals))
+        if bar is not None:
+            bar.update(len(specs) * len(specs[0].order))
+        entry = {"lr": lr, "lr_search": search,
+                 "train_accuracy": bootstrap_ci(train_acc), "test_accuracy": bootstrap_ci(test_acc),
+                 "runs": {"train_accuracy": np.round(train_acc, 8).tolist(),
+                          "test_accuracy": np.round(test_acc, 8).tolist(),
+                          "classes": [s.classes.tolist() for s in specs]}}
+        by_classes[str(n)] = entry
+        if report is not None:
+            report(n, entry)
+    if bar is not None:
+        bar.close()
+    return {
+        "schedule": list(schedule),
+        "by_classes": by_classes,
+        "protocol": {**asdict(protocol), "engine": learner.engine, "lr_grid": list(LR_GRID),
+                     "lr_choice": "per search run the first best in grid order; then the most frequent; "
+                                  "frequency ties -> higher mean search accuracy -> smaller rate",
+                     "lr_judged_on": "trajectory (training-drawer) accuracy of the search runs only",
+                     "classes_from": bank.n_classes, "train_images_per_class": TRAIN_DRAWERS,
+                     "test_images_per_class": bank.test.shape[1], "n_outputs": learner.init.n_outputs,
+                     "loss": "cross-entropy over all outputs; label = evaluation class id",
+                     "pln_layers": len(learner.init.layers), "batch_size": 1,
+                     "adam": {"betas": list(ADAM_BETAS), "eps": ADAM_EPS}, "bootstrap_resamples": 1000},
+        "features": {"key": bank.key, "n_features": bank.n_features},
+    }
+
+
+def headline(n: int, entry: dict) -> str:
+    tr, te = entry["train_accuracy"], entry["test_accuracy"]
+    search = entry.get("lr_search")
+    votes = ""
+    if search:
+        votes = f" ({search['best_per_search_run'].count(entry['lr'])}/{len(search['best_per_search_run'])} searches)"
+    return (f"n={n:4d}  lr {entry['lr']:.0e}{votes}  trajectory {tr['mean']:.3f} [{tr['ci_low']:.3f}, {tr['ci_high']:.3f}]"
+            f"  held-out {te['mean']:.3f} [{te['ci_low']:.3f}, {te['ci_high']:.3f}]")
