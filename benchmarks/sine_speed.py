@@ -1,0 +1,124 @@
+"""Incremental sine: meta-step time and peak memory, this repository vs the original's algorithm,
+and evaluation with runs batched vs looped. Prints a table; all ratios are from the same run.
+
+    python benchmarks/sine_speed.py                  # both presets, a few steps each (~3 min on 2 cores)
+    python benchmarks/sine_speed.py --steps 20 --threads 2
+
+The reference (model/reference.py) is the original's computation: the whole network re-run for
+every inner step and the meta-set loss recomputed (with graph) after every step. Each measurement
+runs in a fresh subprocess, so its peak memory (max RSS, or CUDA max allocated) is its own.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from datasets.sine import sample_trajectory  # noqa: E402
+from model.config import resolve  # noqa: E402
+from model.meta_learner import InnerLoopRule, meta_loss  # noqa: E402
+from model.reference import reference_meta_loss  # noqa: E402
+from model.sine import build_model, evaluate, training_functions  # noqa: E402
+from model.sine_presets import SINE_PRESETS, SineConfig  # noqa: E402
+from utils.device import resolve_device  # noqa: E402
+from utils.seeding import stream  # noqa: E402
+
+
+def _peak_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_step(preset: str, impl: str, steps: int, device) -> dict:
+    cfg = resolve(SineConfig, SINE_PRESETS, preset, {})
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.meta_lr)
+    rule = InnerLoopRule(cfg.update_lr, cfg.first_order, cfg.inner_clip)
+    functions, rng = training_functions(cfg), stream(0, "data")
+    sample_seconds, step_seconds = 0.0, []
+    baseline = _peak_mb(device)
+    for i in range(steps + 1):  # the first step warms up and is not counted
+        t0 = time.perf_counter()
+        b = sample_trajectory(functions, rng, tasks=cfg.tasks, update_step=cfg.update_step, batch_size=cfg.batch_size,
+                              extra_per_task=cfg.meta_batch, capacity=cfg.capacity, slot_mode=cfg.slot_mode)
+        x_traj, y_traj = (torch.as_tensor(b[k], device=device) for k in ("x_traj", "y_traj"))
+        x_meta, y_meta = (torch.as_tensor(b[k], device=device).flatten(0, 1) for k in ("x_extra", "y_extra"))
+        t1 = time.perf_counter()
+        if impl == "ours":
+            loss = meta_loss(model, x_traj, y_traj, x_meta, y_meta, F.mse_loss, rule)[0]
+        else:
+            loss = reference_meta_loss(model, x_traj, y_traj, x_meta, y_meta, F.mse_loss, rule)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t2 = time.perf_counter()
+        if i:
+            sample_seconds += t1 - t0
+            step_seconds.append(t2 - t0)
+    total = sum(step_seconds)
+    return {"ms_per_step": 1000 * total / steps, "sampling_share": sample_seconds / total,
+            "peak_mb": _peak_mb(device), "baseline_mb": baseline}
+
+
+def measure_eval(run_batch: int, runs: int, device) -> dict:
+    cfg = resolve(SineConfig, SINE_PRESETS, "oml2020", {})
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    t0 = time.perf_counter()
+    result = evaluate(model, cfg, runs=runs, seed=1, run_batch=run_batch, device=device)
+    return {"seconds": time.perf_counter() - t0, "final": result["final_mse"]["mean"], "peak_mb": _peak_mb(device)}
+
+
+def _child(kind: str, *args) -> dict:
+    """Run one measurement in a fresh interpreter so peak memory is not shared between them."""
+    out = subprocess.run([sys.executable, __file__, "--child", kind, *map(str, args)],
+                         capture_output=True, text=True, check=True, env=os.environ)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5, help="timed meta-steps per measurement (reference: at most 2)")
+    parser.add_argument("--eval-runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.child:
+        kind, *rest = args.child
+        result = measure_step(rest[0], rest[1], int(rest[2]), device) if kind == "step" else measure_eval(int(rest[0]), int(rest[1]), device)
+        print(json.dumps(result))
+        return
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{'meta-step':<28}{'ours ms':>10}{'reference ms':>14}{'speed-up':>10}{'ours MB':>10}{'ref MB':>10}{'sampling':>10}")
+    for preset in ("oml2020", "mrcl2019"):
+        ours = _child("step", preset, "ours", args.steps)
+        ref = _child("step", preset, "reference", min(args.steps, 2))
+        print(f"{preset:<28}{ours['ms_per_step']:>10.1f}{ref['ms_per_step']:>14.1f}{ref['ms_per_step'] / ours['ms_per_step']:>9.1f}x"
+              f"{ours['peak_mb']:>10.0f}{ref['peak_mb']:>10.0f}{100 * ours['sampling_share']:>9.1f}%")
+    looped = _child("eval", 1, args.eval_runs)
+    batched = _child("eval", 10, args.eval_runs)
+    same = "identical" if looped["final"] == batched["final"] else f"DIFFER {looped['final']} vs {batched['final']}"
+    print(f"\nevaluation, oml2020 network, {args.eval_runs} runs: looped {looped['seconds']:.1f} s, "
+          f"batched (10 runs at once) {batched['seconds']:.1f} s, {looped['seconds'] / batched['seconds']:.1f}x; "
+          f"final MSE {same}")
+
+
+if __name__ == "__main__":
+    main()
