@@ -32,8 +32,10 @@ Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made ex
 Engines (all exact implementations of the same maths):
 
 * `c`: a small C loop (compiled once with the system C compiler, loaded with ctypes) that runs a
-  whole trajectory of a linear PLN in one call, fusing the Adam (or SGD) update of each output
-  row with the next step's logit of that row: one pass over the weights and Adam state per step.
+  whole trajectory of a linear PLN in one call. It keeps the weights feature-major and touches,
+  per step, only the columns of the image's non-zero features; the zero-gradient Adam steps of
+  the other columns are replayed, with the same arithmetic, when a column is next read (see the
+  C source). Every weight takes exactly the dense loop's steps; the memory traffic drops.
 * `torch`: leading-run-dimension PLN weights (`model.online.forward`), autograd and
   `torch.optim.Adam(fused=True)` / `SGD`; `run_batch` runs share one tensor (the loss is the sum
   of the runs' losses, and both optimisers are element-wise, so each run gets its own update).
@@ -283,74 +285,111 @@ _C_SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 
-/* One pass of online learning of a linear softmax head (O outputs, F features), batch size 1,
-   over T steps: step t uses feature row order[t] of X and its label. Adam matches
-   torch.optim.Adam (no weight decay, no amsgrad); adam == 0 is plain SGD. The update of output
-   row i at step t is fused with row i's logit for step t+1, so each step reads and writes the
-   weights and the Adam state once. */
-int oml_online(float *W, float *b, float *m, float *v, float *mb, float *vb,
+/* Online learning of a linear softmax head (O outputs, F features), batch size 1, T steps: step
+   t (1-based) uses feature row order[t-1] of X and its label. Adam as torch.optim.Adam (no weight
+   decay, no amsgrad); adam == 0 is plain SGD.
+
+   The weights and Adam moments are stored feature-major (WT[j*O + i] = W[i][j]) and updated
+   lazily: at a step where feature j is 0 its gradient column is 0, so the step only decays the
+   moments and moves the column by m / (sqrt(v) + eps); nothing reads that column until feature j
+   is non-zero again (a logit needs only the columns of the image's non-zero features). Those
+   zero-gradient steps are applied, with the same arithmetic and in the same order, when the
+   column is next needed (and at the end), so every weight takes exactly the steps the dense loop
+   would take; only the memory traffic shrinks to the non-zero features of each image. SGD needs
+   no catching up: a zero gradient does not move an SGD weight. */
+static void catch_up(float *w, float *m, float *v, int64_t O, int64_t s0, int64_t s1,
+                     const float *ss, const float *bc2s, float c1, float fb2, float c2, float feps) {
+    for (int64_t s = s0; s <= s1; ++s) {
+        const float st = ss[s], bc = bc2s[s];
+        #pragma omp simd
+        for (int64_t i = 0; i < O; ++i) {
+            const float g = 0.f;
+            const float mi = m[i] + c1 * (g - m[i]);
+            const float vi = fb2 * v[i] + c2 * g * g;
+            m[i] = mi; v[i] = vi;
+            w[i] = w[i] - st * mi / (sqrtf(vi) / bc + feps);
+        }
+    }
+}
+
+int oml_online(float *WT, float *b, float *mT, float *vT, float *mb, float *vb,
                const float *X, const int64_t *order, const int64_t *labels,
                int64_t O, int64_t F, int64_t T, int adam,
                double lr, double beta1, double beta2, double eps) {
     float *z = (float *)malloc(sizeof(float) * O), *e = (float *)malloc(sizeof(float) * O);
-    if (!z || !e) { free(z); free(e); return -1; }
+    float *ss = (float *)malloc(sizeof(float) * (T + 1)), *bc2s = (float *)malloc(sizeof(float) * (T + 1));
+    int64_t *last = (int64_t *)calloc(F, sizeof(int64_t)), *act = (int64_t *)malloc(sizeof(int64_t) * F);
+    if (!z || !e || !ss || !bc2s || !last || !act) {
+        free(z); free(e); free(ss); free(bc2s); free(last); free(act); return -1;
+    }
     const float c1 = (float)(1.0 - beta1), fb2 = (float)beta2, c2 = (float)(1.0 - beta2);
     const float feps = (float)eps, flr = (float)lr;
-    if (T > 0) {
-        const float *x0 = X + order[0] * F;
-        for (int64_t i = 0; i < O; ++i) {
-            const float *w = W + i * F; float acc = 0.f;
-            #pragma omp simd reduction(+:acc)
-            for (int64_t j = 0; j < F; ++j) acc += w[j] * x0[j];
-            z[i] = acc + b[i];
-        }
+    for (int64_t s = 1; s <= T; ++s) {
+        ss[s] = adam ? (float)(lr / (1.0 - pow(beta1, (double)s))) : flr;
+        bc2s[s] = (float)sqrt(1.0 - pow(beta2, (double)s));
     }
-    for (int64_t t = 0; t < T; ++t) {
+    for (int64_t t = 1; t <= T; ++t) {
+        const float *x = X + order[t - 1] * F;
+        int64_t na = 0;
+        for (int64_t j = 0; j < F; ++j) if (x[j] != 0.f) act[na++] = j;
+        for (int64_t i = 0; i < O; ++i) z[i] = b[i];
+        for (int64_t a = 0; a < na; ++a) {
+            const int64_t j = act[a];
+            float *w = WT + j * O;
+            if (adam && last[j] < t - 1) {
+                if (last[j] > 0)  /* a column never touched has m = v = 0: its idle steps are no-ops */
+                    catch_up(w, mT + j * O, vT + j * O, O, last[j] + 1, t - 1, ss, bc2s, c1, fb2, c2, feps);
+                last[j] = t - 1;
+            }
+            const float xj = x[j];
+            #pragma omp simd
+            for (int64_t i = 0; i < O; ++i) z[i] += w[i] * xj;
+        }
         float mx = z[0];
         for (int64_t i = 1; i < O; ++i) mx = z[i] > mx ? z[i] : mx;
-        double s = 0.0;
-        for (int64_t i = 0; i < O; ++i) { e[i] = expf(z[i] - mx); s += e[i]; }
-        const float inv = (float)(1.0 / s);
+        double sum = 0.0;
+        for (int64_t i = 0; i < O; ++i) { e[i] = expf(z[i] - mx); sum += e[i]; }
+        const float inv = (float)(1.0 / sum);
         for (int64_t i = 0; i < O; ++i) e[i] *= inv;
-        e[labels[order[t]]] -= 1.f;
-        const float *xt = X + order[t] * F;
-        const float *xn = X + order[t + 1 < T ? t + 1 : t] * F;
-        const double step = (double)(t + 1);
-        const float ss = adam ? (float)(lr / (1.0 - pow(beta1, step))) : flr;
-        const float bc2s = (float)sqrt(1.0 - pow(beta2, step));
-        for (int64_t i = 0; i < O; ++i) {
-            const float ei = e[i];
-            float *w = W + i * F;
-            float acc = 0.f;
+        e[labels[order[t - 1]]] -= 1.f;
+        const float st = ss[t], bc = bc2s[t];
+        for (int64_t a = 0; a < na; ++a) {
+            const int64_t j = act[a];
+            float *w = WT + j * O;
+            const float xj = x[j];
             if (adam) {
-                float *mi = m + i * F, *vi = v + i * F;
-                #pragma omp simd reduction(+:acc)
-                for (int64_t j = 0; j < F; ++j) {
-                    const float g = ei * xt[j];
-                    const float mj = mi[j] + c1 * (g - mi[j]);
-                    const float vj = fb2 * vi[j] + c2 * g * g;
-                    mi[j] = mj; vi[j] = vj;
-                    const float wj = w[j] - ss * mj / (sqrtf(vj) / bc2s + feps);
-                    w[j] = wj;
-                    acc += wj * xn[j];
+                float *m = mT + j * O, *v = vT + j * O;
+                #pragma omp simd
+                for (int64_t i = 0; i < O; ++i) {
+                    const float g = e[i] * xj;
+                    const float mi = m[i] + c1 * (g - m[i]);
+                    const float vi = fb2 * v[i] + c2 * g * g;
+                    m[i] = mi; v[i] = vi;
+                    w[i] = w[i] - st * mi / (sqrtf(vi) / bc + feps);
                 }
-                const float mj = mb[i] + c1 * (ei - mb[i]);
-                const float vj = fb2 * vb[i] + c2 * ei * ei;
-                mb[i] = mj; vb[i] = vj;
-                b[i] -= ss * mj / (sqrtf(vj) / bc2s + feps);
             } else {
-                #pragma omp simd reduction(+:acc)
-                for (int64_t j = 0; j < F; ++j) {
-                    const float wj = w[j] - flr * (ei * xt[j]);
-                    w[j] = wj;
-                    acc += wj * xn[j];
-                }
-                b[i] -= flr * ei;
+                #pragma omp simd
+                for (int64_t i = 0; i < O; ++i) w[i] = w[i] - flr * (e[i] * xj);
             }
-            z[i] = acc + b[i];
+            last[j] = t;
+        }
+        for (int64_t i = 0; i < O; ++i) {  /* the bias sees a gradient at every step */
+            const float g = e[i];
+            if (adam) {
+                const float mi = mb[i] + c1 * (g - mb[i]);
+                const float vi = fb2 * vb[i] + c2 * g * g;
+                mb[i] = mi; vb[i] = vi;
+                b[i] = b[i] - st * mi / (sqrtf(vi) / bc + feps);
+            } else {
+                b[i] = b[i] - flr * g;
+            }
         }
     }
-    free(z); free(e);
+    if (adam)
+        for (int64_t j = 0; j < F; ++j)
+            if (last[j] > 0 && last[j] < T)
+                catch_up(WT + j * O, mT + j * O, vT + j * O, O, last[j] + 1, T, ss, bc2s, c1, fb2, c2, feps);
+    free(z); free(e); free(ss); free(bc2s); free(last); free(act);
     return 0;
 }
 """
@@ -405,28 +444,20 @@ def c_engine(cache_dir=None):
 def train_c(fn, init: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, order: np.ndarray,
             lr: float, optimizer: str) -> list[torch.Tensor]:
     """One run of a linear PLN with the C loop. x [15n, F] float32 CPU, y [15n] int64 labels."""
-    w_full = init[0].float().contiguous().clone()
+    wt = init[0].float().t().contiguous()  # feature-major [F, O]: a feature's column is contiguous
     b = init[1].float().contiguous().clone()
-    # A feature that is 0 on every trajectory image has zero gradient in its weight column at
-    # every step, so Adam's moments stay 0 and the column never moves (0 / (0 + eps) = 0), and it
-    # adds nothing to a trajectory logit: leaving such columns out is exact, not an approximation.
-    active = (x != 0).any(0)
-    compact = bool((~active).any())
-    w = w_full[:, active].contiguous() if compact else w_full
-    x = (x[:, active] if compact else x).float().contiguous()
     adam = optimizer == "adam"
-    m, v = (torch.zeros_like(w), torch.zeros_like(w)) if adam else (w, w)
+    m, v = (torch.zeros_like(wt), torch.zeros_like(wt)) if adam else (wt, wt)
     mb, vb = (torch.zeros_like(b), torch.zeros_like(b)) if adam else (b, b)
+    x = x.float().contiguous()
     y = y.to(torch.int64).contiguous()
     order = torch.as_tensor(np.ascontiguousarray(order, dtype=np.int64))
-    rc = fn(w.data_ptr(), b.data_ptr(), m.data_ptr(), v.data_ptr(), mb.data_ptr(), vb.data_ptr(),
-            x.data_ptr(), order.data_ptr(), y.data_ptr(), w.shape[0], w.shape[1], len(order), int(adam),
+    rc = fn(wt.data_ptr(), b.data_ptr(), m.data_ptr(), v.data_ptr(), mb.data_ptr(), vb.data_ptr(),
+            x.data_ptr(), order.data_ptr(), y.data_ptr(), wt.shape[1], wt.shape[0], len(order), int(adam),
             lr, ADAM_BETAS[0], ADAM_BETAS[1], ADAM_EPS)
     if rc != 0:
         raise MemoryError("the C online learner could not allocate its buffers")
-    if compact:
-        w_full[:, active] = w
-    return [w_full, b]
+    return [wt.t().contiguous(), b]
 
 
 # --- the protocol --------------------------------------------------------------------------------

@@ -110,6 +110,25 @@ def test_batched_equals_looped_and_engines_agree(tiny, optimizer, iid, epochs):
     assert fewer["by_classes"]["4"]["runs"]["train_accuracy"] == loop[1][:2]
 
 
+def test_c_engine_replays_idle_steps_exactly(tiny):
+    """Very sparse features (columns idle for tens of steps, some never active): the C loop's lazy
+    per-column Adam gives the dense torch loop's weights, for both optimisers."""
+    if c_engine(tiny["cache"]) is None:
+        pytest.skip("no C compiler")
+    gen = torch.Generator().manual_seed(1)
+    train = torch.rand(6, 15, 24, generator=gen)
+    train = train * (torch.rand(6, 15, 24, generator=gen) < 0.15)
+    train[..., :3] = 0
+    specs = run_specs(2, "eval", 6, 2, 6, True, 3)
+    pln = torch.nn.Sequential(torch.nn.Linear(24, 10))
+    for optimizer, lr in (("adam", 0.01), ("sgd", 0.5)):
+        c_out, t_out = (OnlineLearner(pln, Protocol(engine=e, optimizer=optimizer), cache_dir=tiny["cache"])
+                        .train(train, specs, lr) for e in ("c", "torch"))
+        for a, b in zip(c_out, t_out):
+            assert all(torch.allclose(x, y, atol=2e-6) for x, y in zip(a, b))
+            assert torch.equal(a[0][:, :3], b[0][:, :3])  # never-active columns keep their initial weights
+
+
 def test_perfect_features_reach_full_accuracy():
     n_classes = 12
     eye = torch.eye(n_classes)
