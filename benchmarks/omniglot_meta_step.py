@@ -1,0 +1,160 @@
+"""Omniglot: meta-step time and peak memory, this repository vs the original's algorithm, plus the
+data-sampling share of a step and the decode-and-cache time of the data set. Prints tables; the
+speed-ups are from the same run.
+
+    python benchmarks/omniglot_meta_step.py                      # oml2020 (paper network) and cpu
+    python benchmarks/omniglot_meta_step.py --presets oml2020 mrcl2019 cpu --steps 5
+
+The reference (model/reference.py) is the original's computation: the whole network re-run for
+every one-image inner step, and the meta-set loss recomputed through the whole network (with its
+graph kept) after every inner step. Ours runs the RLN once per meta-step on the trajectory and
+meta-set images together. Both take the same sampled images, output-row resets and Adam step.
+Each measurement runs in a fresh subprocess, so its peak memory (max RSS on CPU, max allocated on
+CUDA) is its own; the first step of each is a warm-up with our step and is not counted.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from model.config import resolve  # noqa: E402
+from model.meta_learner import meta_loss  # noqa: E402
+from model.networks import count_parameters  # noqa: E402
+from model.omniglot import OMLTraining  # noqa: E402
+from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig  # noqa: E402
+from model.reference import reference_meta_loss  # noqa: E402
+from utils.device import resolve_device  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_OMNIGLOT = REPO.parent / "shared" / "omniglot"
+
+
+def _peak_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_step(preset: str, impl: str, steps: int, device) -> dict:
+    cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, {})
+    # Synthetic pixels of the real shape: timing does not depend on what the strokes look like.
+    images = np.random.default_rng(0).integers(0, 256, (cfg.n_classes, 20, cfg.image_size, cfg.image_size), dtype=np.uint8)
+    task = OMLTraining(cfg, device, images)
+    model, rule = task.model, task.rule
+
+    def one_step(which):
+        t0 = time.perf_counter()
+        s = task.sample()
+        if cfg.reset:
+            task.reset_rows(s.classes)
+        k = len(s.traj_classes)
+        x = task.bank.gather(np.concatenate([s.traj_classes, s.meta_classes]), np.concatenate([s.traj_drawers, s.meta_drawers]))
+        y_traj, y_meta = task._labels(s.traj_classes).reshape(k, 1), task._labels(s.meta_classes)
+        _sync(device)
+        t1 = time.perf_counter()
+        if which == "ours":
+            loss = meta_loss(model, x[:k].unsqueeze(1), y_traj, x[k:], y_meta, F.cross_entropy, rule)[0]
+        else:
+            loss = reference_meta_loss(model, x[:k].unsqueeze(1), y_traj, x[k:], y_meta, F.cross_entropy, rule)
+        task.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        task.optimizer.step()
+        _sync(device)
+        return t1 - t0, time.perf_counter() - t0
+
+    one_step("ours")  # warm-up (allocator, oneDNN/cuDNN primitives), not counted
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    baseline = _peak_mb(device)
+    sampled = [one_step(impl) for _ in range(steps)]
+    total = sum(t for _, t in sampled)
+    return {"ms_per_step": 1000 * total / steps, "sampling_share": sum(s for s, _ in sampled) / total,
+            "peak_mb": _peak_mb(device), "baseline_mb": baseline,
+            "rln_params": count_parameters(model.rln), "pln_params": count_parameters(model.pln),
+            "trajectory": cfg.tasks * cfg.update_step,
+            "meta_set": cfg.meta_random + cfg.tasks * (cfg.held_out + (cfg.update_step if cfg.meta_repeats_trajectory else 0))}
+
+
+def measure_decode(path: str, size: int) -> dict:
+    from datasets.omniglot import load_both
+    with tempfile.TemporaryDirectory() as cache:
+        t0 = time.perf_counter()
+        background, evaluation = load_both(path, size, cache_dir=cache, progress=False)
+        t1 = time.perf_counter()
+        load_both(path, size, cache_dir=cache, progress=False)
+        t2 = time.perf_counter()
+    return {"decode_and_cache_s": t1 - t0, "warm_load_s": t2 - t1,
+            "images": int(background.images.shape[0] * 20 + evaluation.images.shape[0] * 20),
+            "mb": (background.images.nbytes + evaluation.images.nbytes) / 2**20}
+
+
+def _child(kind: str, *args) -> dict:
+    """Run one measurement in a fresh interpreter so peak memory is not shared between them."""
+    out = subprocess.run([sys.executable, __file__, "--child", kind, *map(str, args)],
+                         capture_output=True, text=True, env=os.environ)
+    if out.returncode:
+        raise SystemExit(f"measurement {kind} {args} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["oml2020", "cpu"], choices=sorted(OMNIGLOT_PRESETS))
+    parser.add_argument("--steps", type=int, default=3, help="timed meta-steps of ours (cpu preset: 10x as many)")
+    parser.add_argument("--reference-steps", type=int, default=1, help="timed meta-steps of the reference (cpu preset: 10x)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--path", default=str(SHARED_OMNIGLOT), help="Omniglot data for the decode timing")
+    parser.add_argument("--no-decode", dest="decode", action="store_false", help="skip the decode-and-cache timing")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.child:
+        kind, *rest = args.child
+        result = measure_step(rest[0], rest[1], int(rest[2]), device) if kind == "step" else measure_decode(rest[0], int(rest[1]))
+        print(json.dumps(result))
+        return
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, load average at start {load:.1f}")
+    print(f"{'meta-step':<11}{'K+M imgs':>9}{'ours ms':>10}{'reference ms':>14}{'speed-up':>10}"
+          f"{'ours +MB':>10}{'ref +MB':>10}{'sampling':>10}")
+    for preset in args.presets:
+        scale = 10 if preset == "cpu" else 1
+        ours = _child("step", preset, "ours", args.steps * scale)
+        ref = _child("step", preset, "reference", args.reference_steps * scale)
+        print(f"{preset:<11}{ours['trajectory']:>4}+{ours['meta_set']:<4}{ours['ms_per_step']:>10.0f}{ref['ms_per_step']:>14.0f}"
+              f"{ref['ms_per_step'] / ours['ms_per_step']:>9.1f}x"
+              f"{ours['peak_mb'] - ours['baseline_mb']:>10.0f}{ref['peak_mb'] - ref['baseline_mb']:>10.0f}"
+              f"{100 * ours['sampling_share']:>9.2f}%", flush=True)
+    print("(+MB: peak memory of the timed steps above the process's peak before them; sampling: share of our "
+          "step spent sampling indices, resetting rows and gathering + converting the images)")
+    if args.decode and Path(args.path).exists():
+        print(f"\ndecode and cache, both splits, from {args.path}:")
+        for size in sorted({84, *(OMNIGLOT_PRESETS[p]["image_size"] for p in args.presets)}):
+            d = _child("decode", args.path, size)
+            print(f"  {size}px: {d['images']} images decoded and cached in {d['decode_and_cache_s']:.1f} s "
+                  f"({d['images'] / d['decode_and_cache_s']:.0f} img/s, {d['mb']:.0f} MB); warm load from the cache "
+                  f"{d['warm_load_s']:.2f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
