@@ -287,7 +287,8 @@ _C_SOURCE = r"""
 
 /* Online learning of a linear softmax head (O outputs, F features), batch size 1, T steps: step
    t (1-based) uses feature row order[t-1] of X and its label. Adam as torch.optim.Adam (no weight
-   decay, no amsgrad); adam == 0 is plain SGD.
+   decay, no amsgrad; sqrt(v)/sqrt(1-beta2^t) is computed as sqrt(v) * (1/sqrt(1-beta2^t)), one
+   division fewer, a last-bit rounding difference); adam == 0 is plain SGD.
 
    The weights and Adam moments are stored feature-major (WT[j*O + i] = W[i][j]) and updated
    lazily: at a step where feature j is 0 its gradient column is 0, so the step only decays the
@@ -298,16 +299,16 @@ _C_SOURCE = r"""
    would take; only the memory traffic shrinks to the non-zero features of each image. SGD needs
    no catching up: a zero gradient does not move an SGD weight. */
 static void catch_up(float *w, float *m, float *v, int64_t O, int64_t s0, int64_t s1,
-                     const float *ss, const float *bc2s, float c1, float fb2, float c2, float feps) {
+                     const float *ss, const float *ibc, float c1, float fb2, float c2, float feps) {
     for (int64_t s = s0; s <= s1; ++s) {
-        const float st = ss[s], bc = bc2s[s];
+        const float st = ss[s], bc = ibc[s];
         #pragma omp simd
         for (int64_t i = 0; i < O; ++i) {
             const float g = 0.f;
             const float mi = m[i] + c1 * (g - m[i]);
             const float vi = fb2 * v[i] + c2 * g * g;
             m[i] = mi; v[i] = vi;
-            w[i] = w[i] - st * mi / (sqrtf(vi) / bc + feps);
+            w[i] = w[i] - st * mi / (sqrtf(vi) * bc + feps);
         }
     }
 }
@@ -317,16 +318,16 @@ int oml_online(float *WT, float *b, float *mT, float *vT, float *mb, float *vb,
                int64_t O, int64_t F, int64_t T, int adam,
                double lr, double beta1, double beta2, double eps) {
     float *z = (float *)malloc(sizeof(float) * O), *e = (float *)malloc(sizeof(float) * O);
-    float *ss = (float *)malloc(sizeof(float) * (T + 1)), *bc2s = (float *)malloc(sizeof(float) * (T + 1));
+    float *ss = (float *)malloc(sizeof(float) * (T + 1)), *ibc = (float *)malloc(sizeof(float) * (T + 1));
     int64_t *last = (int64_t *)calloc(F, sizeof(int64_t)), *act = (int64_t *)malloc(sizeof(int64_t) * F);
-    if (!z || !e || !ss || !bc2s || !last || !act) {
-        free(z); free(e); free(ss); free(bc2s); free(last); free(act); return -1;
+    if (!z || !e || !ss || !ibc || !last || !act) {
+        free(z); free(e); free(ss); free(ibc); free(last); free(act); return -1;
     }
     const float c1 = (float)(1.0 - beta1), fb2 = (float)beta2, c2 = (float)(1.0 - beta2);
     const float feps = (float)eps, flr = (float)lr;
     for (int64_t s = 1; s <= T; ++s) {
         ss[s] = adam ? (float)(lr / (1.0 - pow(beta1, (double)s))) : flr;
-        bc2s[s] = (float)sqrt(1.0 - pow(beta2, (double)s));
+        ibc[s] = (float)(1.0 / sqrt(1.0 - pow(beta2, (double)s)));  /* sqrt(v_hat) = sqrt(v) * ibc */
     }
     for (int64_t t = 1; t <= T; ++t) {
         const float *x = X + order[t - 1] * F;
@@ -338,7 +339,7 @@ int oml_online(float *WT, float *b, float *mT, float *vT, float *mb, float *vb,
             float *w = WT + j * O;
             if (adam && last[j] < t - 1) {
                 if (last[j] > 0)  /* a column never touched has m = v = 0: its idle steps are no-ops */
-                    catch_up(w, mT + j * O, vT + j * O, O, last[j] + 1, t - 1, ss, bc2s, c1, fb2, c2, feps);
+                    catch_up(w, mT + j * O, vT + j * O, O, last[j] + 1, t - 1, ss, ibc, c1, fb2, c2, feps);
                 last[j] = t - 1;
             }
             const float xj = x[j];
@@ -352,7 +353,7 @@ int oml_online(float *WT, float *b, float *mT, float *vT, float *mb, float *vb,
         const float inv = (float)(1.0 / sum);
         for (int64_t i = 0; i < O; ++i) e[i] *= inv;
         e[labels[order[t - 1]]] -= 1.f;
-        const float st = ss[t], bc = bc2s[t];
+        const float st = ss[t], bc = ibc[t];
         for (int64_t a = 0; a < na; ++a) {
             const int64_t j = act[a];
             float *w = WT + j * O;
@@ -365,7 +366,7 @@ int oml_online(float *WT, float *b, float *mT, float *vT, float *mb, float *vb,
                     const float mi = m[i] + c1 * (g - m[i]);
                     const float vi = fb2 * v[i] + c2 * g * g;
                     m[i] = mi; v[i] = vi;
-                    w[i] = w[i] - st * mi / (sqrtf(vi) / bc + feps);
+                    w[i] = w[i] - st * mi / (sqrtf(vi) * bc + feps);
                 }
             } else {
                 #pragma omp simd
@@ -379,7 +380,7 @@ int oml_online(float *WT, float *b, float *mT, float *vT, float *mb, float *vb,
                 const float mi = mb[i] + c1 * (g - mb[i]);
                 const float vi = fb2 * vb[i] + c2 * g * g;
                 mb[i] = mi; vb[i] = vi;
-                b[i] = b[i] - st * mi / (sqrtf(vi) / bc + feps);
+                b[i] = b[i] - st * mi / (sqrtf(vi) * bc + feps);
             } else {
                 b[i] = b[i] - flr * g;
             }
@@ -388,8 +389,8 @@ int oml_online(float *WT, float *b, float *mT, float *vT, float *mb, float *vb,
     if (adam)
         for (int64_t j = 0; j < F; ++j)
             if (last[j] > 0 && last[j] < T)
-                catch_up(WT + j * O, mT + j * O, vT + j * O, O, last[j] + 1, T, ss, bc2s, c1, fb2, c2, feps);
-    free(z); free(e); free(ss); free(bc2s); free(last); free(act);
+                catch_up(WT + j * O, mT + j * O, vT + j * O, O, last[j] + 1, T, ss, ibc, c1, fb2, c2, feps);
+    free(z); free(e); free(ss); free(ibc); free(last); free(act);
     return 0;
 }
 """
