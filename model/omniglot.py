@@ -178,7 +178,7 @@ def config_from_checkpoint(payload: dict) -> OmniglotConfig:
 # --- a quick meta-test check ---------------------------------------------------------------------
 
 def quick_evaluation(model, images_eval: np.ndarray, *, n_classes: int, seed: int = 0,
-                     lrs=(3e-4, 1e-3, 3e-3), device="cpu", runs: int = 1) -> dict:
+                     lrs=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3), device="cpu", runs: int = 1) -> dict:
     """A fast stand-in for the full protocol (evaluate_omniglot.py): freeze the RLN, train a fresh
     linear PLN (zero output weights of n_classes units on the RLN features) online with Adam,
     batch 1, over the 15 training images of n_classes evaluation classes in class order (one

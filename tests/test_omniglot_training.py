@@ -152,8 +152,8 @@ def test_iid_methods_reduce_their_loss(data, method):
 
 
 def test_run_folder_and_checkpoint(run_args):
-    run = oml_omniglot.main(run_args("--steps", "4", "--class-split", "6"))
-    for name in ("config.json", "metadata.json", "metrics.jsonl", "checkpoint.pt"):
+    run = oml_omniglot.main(run_args("--steps", "4", "--class-split", "6", "--quick-eval", "4"))
+    for name in ("config.json", "metadata.json", "metrics.jsonl", "checkpoint.pt", "quick_eval.json"):
         assert (run / name).is_file(), name
     assert run.parent.name == "omniglot"
     payload = load_checkpoint(run, benchmark="omniglot")
@@ -164,6 +164,8 @@ def test_run_folder_and_checkpoint(run_args):
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [2, 4]
     assert json.loads((run / "metadata.json").read_text())["data_path"]
+    quick = json.loads((run / "quick_eval.json").read_text())
+    assert set(quick) == {"trained", "random"} and all(0 <= q["test_accuracy"] <= 1 for q in quick.values())
 
 
 def test_default_iid_steps_are_epochs(run_args):
