@@ -3,13 +3,17 @@
     python evaluate_omniglot.py --model RUN_DIR_or_checkpoint.pt            # 10:50:100:200:600, 50 runs
     python evaluate_omniglot.py --preset cpu                                 # no --model: random RLN
     python evaluate_omniglot.py --model ckpt.pt --iid --epochs 5             # the Oracle (i.i.d., 5 passes)
+    python evaluate_omniglot.py --model ckpt.pt --reset last                 # 2019 two-layer PLN: keep its hidden layer
     python evaluate_omniglot.py --model ckpt.pt --lr 1e-3 --optimizer sgd    # fixed rate, the paper's SGD
     python evaluate_omniglot.py --rln 6 --model ckpt.pt --name Omni_test_traj --test --runs 50   # seed README
 
 The RLN is frozen and its features of all evaluation images are computed once and cached; the
 PLN is reset and trained online (batch 1, one class-sorted pass) per run; accuracy is reported on
 the trajectory images and on the held-out images of the same classes. Protocol details and the
-learning-rate rule: model/omniglot_eval.py.
+learning-rate rule: model/omniglot_eval.py. The Oracle is the same representation learned
+i.i.d. with several passes (`--iid --epochs E`; E = 5 as the paper's Fig. 4c/d "IID, 5 epochs"),
+with its own learning-rate search under that regime. Without --model the RLN is a random network
+of --preset (default cpu), seeded by the preset's seed: the scratch baseline.
 """
 import argparse
 import time
