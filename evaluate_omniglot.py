@@ -59,8 +59,9 @@ def get_args_parser():
                         help="online optimiser: adam (the 2020 code, default) or sgd (the paper's text)")
     parser.add_argument("--iid", action="store_true", help="shuffle the trajectory (with --epochs: the Oracle)")
     parser.add_argument("--epochs", "--epoch", dest="epochs", type=int, default=1, help="passes over the trajectory")
-    parser.add_argument("--reset", choices=["all", "last"], default="all",
-                        help="re-initialise the whole PLN (2020 code, default) or only its last layer (2019 code)")
+    parser.add_argument("--reset", choices=["all", "last", "zero"], default="all",
+                        help="re-initialise the whole PLN (2020 code, default) or only its last layer (2019 code); "
+                             "zero: a zero output layer (a sensitivity check, not the original protocol)")
     parser.add_argument("--run-batch", dest="run_batch", type=int, default=1,
                         help="torch engine: runs trained together (default 1, a loop: faster on CPU for a 1000-way head)")
     parser.add_argument("--engine", choices=["auto", "c", "torch"], default="auto",

@@ -216,8 +216,8 @@ class PLNInit:
     Kaiming-normal weights (fan_in, ReLU gain) from the run's own generator and zero biases."""
 
     def __init__(self, pln: nn.Module, reset: str = "all"):
-        if reset not in ("all", "last"):
-            raise UserError(f"--reset must be 'all' or 'last', got {reset!r}")
+        if reset not in ("all", "last", "zero"):
+            raise UserError(f"--reset must be 'all', 'last' or 'zero', got {reset!r}")
         self.layers = online.pln_linears(pln)
         self.reset = reset
 
@@ -233,7 +233,11 @@ class PLNInit:
         gen = torch.Generator().manual_seed(seed)
         params = []
         for i, layer in enumerate(self.layers):
-            if self.reset == "all" or i == len(self.layers) - 1:
+            if self.reset == "zero" and i == len(self.layers) - 1:
+                # A sensitivity check, not the original protocol: a zero output layer starts every
+                # representation from uniform predictions, whatever the scale of its features.
+                params += [torch.zeros(layer.weight.shape), torch.zeros(layer.out_features)]
+            elif self.reset in ("all", "zero") or i == len(self.layers) - 1:
                 std = (2.0 / layer.in_features) ** 0.5
                 params += [torch.randn(layer.weight.shape, generator=gen) * std, torch.zeros(layer.out_features)]
             else:
@@ -468,7 +472,7 @@ class Protocol:
     optimizer: str = "adam"        # adam (the 2020 code) | sgd (the paper's text)
     iid: bool = False              # shuffle the trajectory (each epoch)
     epochs: int = 1                # passes over the trajectory (Oracle: iid + several epochs)
-    reset: str = "all"             # all: re-initialise the whole PLN; last: only its output layer
+    reset: str = "all"             # all: re-initialise the whole PLN; last: only its output layer; zero: zero output layer
     lr: float | None = None        # None: search LR_GRID per class count
     runs: int = 50
     search_runs: int = SEARCH_RUNS

@@ -141,16 +141,22 @@ def test_seed_readme_commands_select_the_2019_configuration(tmp_path):
         "--update_step 40 --meta_lr 0.0001 --update_lr 0.003 --tasks 10 --capacity 10 --width 300 --rln 6".split())
     config = oml_regression._config(args)
     assert (config.preset, config.arch, config.first_order, config.batch_size, config.slot_mode) == ("mrcl2019", "mrcl2019", True, 32, "position")
-    assert config.lr_milestones == (1500, 2500, 3500)
-    # The same command runs as written (with a short --steps and evaluation so the suite stays fast),
-    # and the seed README's evaluation command runs on its checkpoint as written.
+    assert config.lr_milestones == (1500, 2500, 3500) and config.inner_clip is None
+    # The same command runs as written (only shortened by --steps and --eval-runs, to stay fast).
     run = oml_regression.main(oml_regression.get_args_parser().parse_args(
         "--update_step 40 --meta_lr 0.0001 --update_lr 0.003 --tasks 10 --capacity 10 --width 300 --rln 6 "
         f"--steps 2 --eval-runs 0 --results-dir {tmp_path}".split()))
-    result = _cli("evaluate_regression.py", "--model", str(run / "checkpoint.pt"), "--name", "sine_test_set", "--rln", "6",
-                  "--tasks", "10", "--capacity", "10", "--runs", "50", "--results-dir", str(tmp_path))
+    assert load_checkpoint(run, benchmark="sine")["step"] == 2
+
+
+def test_seed_readme_evaluation_command_runs_on_the_shipped_2019_model(tmp_path):
+    # As written, with --runs 50 shortened to 3 and fewer held-out samples.
+    result = _cli("evaluate_regression.py", "--model", "trained_models/sine_mrcl2019_oml.pt", "--name", "sine_test_set",
+                  "--rln", "6", "--tasks", "10", "--capacity", "10", "--runs", "50", "--results-dir", str(tmp_path),
+                  "--runs", "3", "--test-samples", "100")
     assert result.returncode == 0, result.stderr
-    assert "50 runs" in result.stdout
+    assert "3 runs" in result.stdout
+    assert list(tmp_path.glob("*/sine_eval/sine_test_set_1/results.json"))
 
 
 def _write(path, data):
