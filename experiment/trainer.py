@@ -11,6 +11,7 @@ from utils.seeding import capture_rng_state, restore_rng_state
 
 
 DEFAULT_INTERVALS = {"log_every": 50, "save_every": 1000}
+DEFAULT_HINT = "lower --meta_lr or --update_lr"
 
 
 def intervals(args, payload: dict | None = None) -> dict:
@@ -46,7 +47,7 @@ def fit(task, run, *, benchmark: str, config: dict, start_step: int, total_steps
         metrics = task.step()
         if not math.isfinite(metrics["loss"]):
             raise UserError(f"training diverged: the loss became {metrics['loss']} at step {step + 1} "
-                            f"(the last good checkpoint is kept; lower --meta_lr or --update_lr)")
+                            f"(the last good checkpoint is kept; {getattr(task, 'divergence_hint', DEFAULT_HINT)})")
         for key, value in metrics.items():
             window.setdefault(key, []).append(value)
         done = step + 1

@@ -49,6 +49,9 @@ class OMLTraining(_Training):
     def __init__(self, cfg: SineConfig, device):
         super().__init__(cfg, device)
         self.rule = InnerLoopRule(cfg.update_lr, cfg.first_order, cfg.inner_clip)
+        if cfg.inner_clip is None:
+            # Long unclipped inner loops (mrcl2019: 400 steps) blow up on some trajectories.
+            self.divergence_hint = "clamp the inner gradients with --inner-clip 10 (the 2020 code's), or lower --update_lr"
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.meta_lr)
         self.scheduler = (torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(cfg.lr_milestones), cfg.lr_gamma)
                           if cfg.lr_milestones else None)
