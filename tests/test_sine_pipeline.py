@@ -168,3 +168,12 @@ def _fake_checkpoint(tmp, benchmark):
     path = tmp / "other.pt"
     torch.save({"format": 1, "benchmark": benchmark, "method": "oml", "config": {}, "state_dict": {}, "step": 0}, path)
     return path
+
+
+def test_online_blow_up_is_reported_as_divergence_not_a_number(tmp_path):
+    payload = load_checkpoint(train(tmp_path, "--eval-runs", "0"), benchmark="sine")
+    config = config_from_checkpoint(payload)
+    model = build_model(config)
+    model.load_state_dict(payload["state_dict"])
+    with pytest.raises(UserError, match="online learning diverged"):
+        evaluate(model, config, runs=2, seed=5, lr=10.0, test_samples=20)
