@@ -12,7 +12,6 @@ Data: --path names a folder holding images_background.zip and images_evaluation.
 extracted folders, or torchvision's omniglot-py/ nesting); default ../shared/omniglot.
 """
 import argparse
-import json
 import time
 from pathlib import Path
 

@@ -5,7 +5,6 @@ though only the last one is back-propagated).
 It exists for the tests (the fast meta-gradient must equal this one) and for the benchmarks
 (speed is quoted against it). Nothing else should call it.
 """
-import torch
 from torch.func import functional_call
 
 from model.meta_learner import InnerLoopRule, pln_params, sgd_step

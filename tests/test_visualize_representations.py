@@ -154,7 +154,7 @@ def test_several_models_side_by_side_with_subset_and_random(tmp_path, omniglot_r
 
 
 def test_default_labels_tell_equal_methods_apart(tmp_path, omniglot_root):
-    a = _omniglot_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    _omniglot_checkpoint(tmp_path / "a" / "checkpoint.pt")
     b = _omniglot_checkpoint(tmp_path / "b" / "checkpoint.pt", seed=1)
     run = run_script(tmp_path, "--model", str(tmp_path / "a"), str(b), "--path", str(omniglot_root), "--images", "20")
     labels = [m["label"] for m in json.loads((run / "statistics.json").read_text())["models"]]
