@@ -18,9 +18,8 @@ from pathlib import Path
 import torch
 
 from datasets.omniglot import load_omniglot
-from experiment.checkpoint import load_checkpoint
 from experiment.run import Run
-from experiment.trainer import fit, intervals, restore_training
+from experiment.trainer import fit, intervals, reopen_run, restore_training
 from model.config import as_dict, resolve
 from model.omniglot import (build_model, config_from_checkpoint, iid_default_steps, load_meta_training_images,
                             make_training, quick_evaluation)
@@ -111,12 +110,8 @@ def _load_images(config, path, args):
 def main(args):
     device = resolve_device(args.device)
     if args.resume:
-        payload = load_checkpoint(args.resume, benchmark="omniglot")
-        config = config_from_checkpoint(payload)
-        if args.steps is not None:
-            config.steps = args.steps
-        folder = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
-        run = Run(folder, as_dict(config), device, resumed=True)
+        payload, config, run = reopen_run(args.resume, benchmark="omniglot", config_from_checkpoint=config_from_checkpoint,
+                                          steps=args.steps, device=device)
         path = args.path or run.metadata.get("data_path") or DEFAULT_PATH
         images, load_seconds = _load_images(config, path, args)
         task = make_training(config, device, images)

@@ -7,14 +7,13 @@
     python oml_regression.py --method pretraining  # the i.i.d. baseline (srnn: + sparsity)
 """
 import argparse
-from pathlib import Path
 
 import torch
 
 from experiment.checkpoint import load_checkpoint
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
-from experiment.trainer import fit, intervals, restore_training
+from experiment.trainer import fit, intervals, reopen_run, restore_training
 from model.config import as_dict, resolve
 from model.sine import EVAL_SEED, build_model, config_from_checkpoint, evaluate, headline, make_training
 from model.sine_presets import SINE_PRESETS, SineConfig
@@ -72,12 +71,8 @@ def _config(args) -> SineConfig:
 def main(args):
     device = resolve_device(args.device)
     if args.resume:
-        payload = load_checkpoint(args.resume, benchmark="sine")
-        config = config_from_checkpoint(payload)
-        if args.steps is not None:
-            config.steps = args.steps
-        folder = Path(args.resume) if Path(args.resume).is_dir() else Path(args.resume).parent
-        run = Run(folder, as_dict(config), device, resumed=True)
+        payload, config, run = reopen_run(args.resume, benchmark="sine", config_from_checkpoint=config_from_checkpoint,
+                                          steps=args.steps, device=device)
         task = make_training(config, device)
         start = restore_training(task, payload)
         run.truncate_log(start)

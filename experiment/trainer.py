@@ -5,7 +5,11 @@ import math
 import numpy as np
 from tqdm import tqdm
 
-from experiment.checkpoint import CHECKPOINT_NAME, save_checkpoint
+from pathlib import Path
+
+from experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from experiment.run import Run
+from model.config import as_dict
 from utils.errors import UserError
 from utils.seeding import capture_rng_state, restore_rng_state
 
@@ -25,6 +29,17 @@ def save_training(run, task, *, benchmark: str, config: dict, step: int, interva
     model = task.export() if hasattr(task, "export") else task.model
     save_checkpoint(run.dir / CHECKPOINT_NAME, benchmark=benchmark, config=config, model=model,
                     step=step, training=training)
+
+
+def reopen_run(resume: str, *, benchmark: str, config_from_checkpoint, steps: int | None, device):
+    """(payload, config, run) of a killed run: its checkpoint, its config (`--steps` may extend
+    it), and its folder, reopened for appending."""
+    payload = load_checkpoint(resume, benchmark=benchmark)
+    config = config_from_checkpoint(payload)
+    if steps is not None:
+        config.steps = steps
+    folder = Path(resume) if Path(resume).is_dir() else Path(resume).parent
+    return payload, config, Run(folder, as_dict(config), device, resumed=True)
 
 
 def restore_training(task, payload: dict) -> int:
