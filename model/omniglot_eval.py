@@ -183,7 +183,7 @@ def _compute(rln, images: np.ndarray, device, batch_size: int, progress: bool) -
     chunks = range(0, len(flat), batch_size)
     if progress:
         from tqdm import tqdm
-        chunks = tqdm(chunks, desc="features", unit="batch")
+        chunks = tqdm(chunks, desc="features", unit="batch", disable=None)  # None: only in a terminal
     out = [rln(to_float(flat[i:i + batch_size]).to(device)).float() for i in chunks]
     return torch.cat(out).reshape(n_classes, per_class, -1)
 
@@ -590,7 +590,8 @@ def evaluate(pln: nn.Module, bank: FeatureBank, schedule, protocol: Protocol, *,
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=total_steps(schedule, protocol), desc="online steps", unit="step", unit_scale=True)
+        bar = tqdm(total=total_steps(schedule, protocol), desc="online steps", unit="step", unit_scale=True,
+                   disable=None)  # None: only in a terminal
     by_classes = {}
     for n in schedule:
         search = None if protocol.lr is not None else search_lr(learner, bank.train, n, bar)
