@@ -1,6 +1,6 @@
 """Learn a representation on the Omniglot background classes with OML (or a baseline one).
 
-    python oml_omniglot.py --preset cpu                 # the 2-core CPU preset (about 21 min)
+    python oml_omniglot.py --preset cpu                 # the 2-core CPU preset (9-21 min)
     python oml_omniglot.py                              # oml2020: the 2020 code's configuration
     python oml_omniglot.py --preset oml2020paper        # the same without the class split
     python oml_omniglot.py --rln 6 --update_lr 0.03 --name mrcl_omniglot --update_step 20 \
