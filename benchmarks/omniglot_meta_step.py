@@ -15,8 +15,6 @@ CUDA) is its own; the first step of each is a warm-up with our step and is not c
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from isolated import add_flags, apply_threads, peak_mb, run_child  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from model.config import resolve  # noqa: E402
@@ -40,10 +39,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_OMNIGLOT = REPO.parent / "shared" / "omniglot"
 
 
-def _peak_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _sync(device):
@@ -81,11 +76,11 @@ def measure_step(preset: str, impl: str, steps: int, device) -> dict:
     one_step("ours")  # warm-up (allocator, oneDNN/cuDNN primitives), not counted
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    baseline = _peak_mb(device)
+    baseline = peak_mb(device)
     sampled = [one_step(impl) for _ in range(steps)]
     total = sum(t for _, t in sampled)
     return {"ms_per_step": 1000 * total / steps, "sampling_share": sum(s for s, _ in sampled) / total,
-            "peak_mb": _peak_mb(device), "baseline_mb": baseline,
+            "peak_mb": peak_mb(device), "baseline_mb": baseline,
             "rln_params": count_parameters(model.rln), "pln_params": count_parameters(model.pln),
             "trajectory": cfg.tasks * cfg.update_step,
             "meta_set": cfg.meta_random + cfg.tasks * (cfg.held_out + (cfg.update_step if cfg.meta_repeats_trajectory else 0))}
@@ -104,13 +99,6 @@ def measure_decode(path: str, size: int) -> dict:
             "mb": (background.images.nbytes + evaluation.images.nbytes) / 2**20}
 
 
-def _child(kind: str, *args) -> dict:
-    """Run one measurement in a fresh interpreter so peak memory is not shared between them."""
-    out = subprocess.run([sys.executable, __file__, "--child", kind, *map(str, args)],
-                         capture_output=True, text=True, env=os.environ)
-    if out.returncode:
-        raise SystemExit(f"measurement {kind} {args} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
@@ -118,15 +106,11 @@ def main():
     parser.add_argument("--presets", nargs="+", default=["oml2020", "cpu"], choices=sorted(OMNIGLOT_PRESETS))
     parser.add_argument("--steps", type=int, default=3, help="timed meta-steps of ours (cpu preset: 10x as many)")
     parser.add_argument("--reference-steps", type=int, default=1, help="timed meta-steps of the reference (cpu preset: 10x)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--path", default=str(SHARED_OMNIGLOT), help="Omniglot data for the decode timing")
     parser.add_argument("--no-decode", dest="decode", action="store_false", help="skip the decode-and-cache timing")
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    add_flags(parser)
     args = parser.parse_args()
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     device = resolve_device(args.device)
     if args.child:
         kind, *rest = args.child
@@ -139,8 +123,8 @@ def main():
           f"{'ours +MB':>10}{'ref +MB':>10}{'sampling':>10}")
     for preset in args.presets:
         scale = 10 if preset == "cpu" else 1
-        ours = _child("step", preset, "ours", args.steps * scale)
-        ref = _child("step", preset, "reference", args.reference_steps * scale)
+        ours = run_child(__file__, "step", preset, "ours", args.steps * scale)
+        ref = run_child(__file__, "step", preset, "reference", args.reference_steps * scale)
         print(f"{preset:<11}{ours['trajectory']:>4}+{ours['meta_set']:<4}{ours['ms_per_step']:>10.0f}{ref['ms_per_step']:>14.0f}"
               f"{ref['ms_per_step'] / ours['ms_per_step']:>9.1f}x"
               f"{ours['peak_mb'] - ours['baseline_mb']:>10.0f}{ref['peak_mb'] - ref['baseline_mb']:>10.0f}"
@@ -150,7 +134,7 @@ def main():
     if args.decode and Path(args.path).exists():
         print(f"\ndecode and cache, both splits, from {args.path}:")
         for size in sorted({84, *(OMNIGLOT_PRESETS[p]["image_size"] for p in args.presets)}):
-            d = _child("decode", args.path, size)
+            d = run_child(__file__, "decode", args.path, size)
             print(f"  {size}px: {d['images']} images decoded and cached in {d['decode_and_cache_s']:.1f} s "
                   f"({d['images'] / d['decode_and_cache_s']:.0f} img/s, {d['mb']:.0f} MB); warm load from the cache "
                   f"{d['warm_load_s']:.2f} s", flush=True)

@@ -10,9 +10,6 @@ runs in a fresh subprocess, so its peak memory (max RSS, or CUDA max allocated) 
 """
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from isolated import add_flags, apply_threads, peak_mb, run_child  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from datasets.sine import sample_trajectory  # noqa: E402
@@ -32,10 +30,6 @@ from utils.device import resolve_device  # noqa: E402
 from utils.seeding import stream  # noqa: E402
 
 
-def _peak_mb(device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure_step(preset: str, impl: str, steps: int, device) -> dict:
@@ -46,7 +40,7 @@ def measure_step(preset: str, impl: str, steps: int, device) -> dict:
     rule = InnerLoopRule(cfg.update_lr, cfg.first_order, cfg.inner_clip)
     functions, rng = training_functions(cfg), stream(0, "data")
     sample_seconds, step_seconds = 0.0, []
-    baseline = _peak_mb(device)
+    baseline = peak_mb(device)
     for i in range(steps + 1):  # the first step warms up and is not counted
         t0 = time.perf_counter()
         b = sample_trajectory(functions, rng, tasks=cfg.tasks, update_step=cfg.update_step, batch_size=cfg.batch_size,
@@ -69,7 +63,7 @@ def measure_step(preset: str, impl: str, steps: int, device) -> dict:
             step_seconds.append(t2 - t0)
     total = sum(step_seconds)
     return {"ms_per_step": 1000 * total / steps, "sampling_share": sample_seconds / total,
-            "peak_mb": _peak_mb(device), "baseline_mb": baseline}
+            "peak_mb": peak_mb(device), "baseline_mb": baseline}
 
 
 def measure_eval(run_batch: int, runs: int, device) -> dict:
@@ -78,27 +72,18 @@ def measure_eval(run_batch: int, runs: int, device) -> dict:
     model = build_model(cfg)
     t0 = time.perf_counter()
     result = evaluate(model, cfg, runs=runs, seed=1, run_batch=run_batch, device=device)
-    return {"seconds": time.perf_counter() - t0, "final": result["final_mse"]["mean"], "peak_mb": _peak_mb(device)}
+    return {"seconds": time.perf_counter() - t0, "final": result["final_mse"]["mean"], "peak_mb": peak_mb(device)}
 
 
-def _child(kind: str, *args) -> dict:
-    """Run one measurement in a fresh interpreter so peak memory is not shared between them."""
-    out = subprocess.run([sys.executable, __file__, "--child", kind, *map(str, args)],
-                         capture_output=True, text=True, check=True, env=os.environ)
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed meta-steps per measurement (reference: at most 2)")
     parser.add_argument("--eval-runs", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    add_flags(parser)
     args = parser.parse_args()
-    if args.threads:
-        os.environ["OMP_NUM_THREADS"] = str(args.threads)
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     device = resolve_device(args.device)
     if args.child:
         kind, *rest = args.child
@@ -108,12 +93,12 @@ def main():
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'meta-step':<28}{'ours ms':>10}{'reference ms':>14}{'speed-up':>10}{'ours MB':>10}{'ref MB':>10}{'sampling':>10}")
     for preset in ("oml2020", "mrcl2019"):
-        ours = _child("step", preset, "ours", args.steps)
-        ref = _child("step", preset, "reference", min(args.steps, 2))
+        ours = run_child(__file__, "step", preset, "ours", args.steps)
+        ref = run_child(__file__, "step", preset, "reference", min(args.steps, 2))
         print(f"{preset:<28}{ours['ms_per_step']:>10.1f}{ref['ms_per_step']:>14.1f}{ref['ms_per_step'] / ours['ms_per_step']:>9.1f}x"
               f"{ours['peak_mb']:>10.0f}{ref['peak_mb']:>10.0f}{100 * ours['sampling_share']:>9.1f}%")
-    looped = _child("eval", 1, args.eval_runs)
-    batched = _child("eval", 10, args.eval_runs)
+    looped = run_child(__file__, "eval", 1, args.eval_runs)
+    batched = run_child(__file__, "eval", 10, args.eval_runs)
     same = "identical" if looped["final"] == batched["final"] else f"DIFFER {looped['final']} vs {batched['final']}"
     print(f"\nevaluation, oml2020 network, {args.eval_runs} runs: looped {looped['seconds']:.1f} s, "
           f"batched (10 runs at once) {batched['seconds']:.1f} s, {looped['seconds'] / batched['seconds']:.1f}x; "
