@@ -21,8 +21,8 @@ from datasets.omniglot import load_omniglot
 from experiment.run import Run
 from experiment.trainer import fit, intervals, reopen_run, restore_training
 from model.config import as_dict, resolve
-from model.omniglot import (build_model, config_from_checkpoint, iid_default_steps, load_meta_training_images,
-                            make_training, quick_evaluation)
+from model.omniglot import build_model, config_from_checkpoint, iid_default_steps, load_meta_training_images, make_training
+from model.omniglot_eval import Protocol, evaluate, feature_bank
 from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
 from utils.cli import add_common, run_main
 from utils.device import resolve_device
@@ -141,13 +141,22 @@ def main(args):
 
 
 def quick_check(model, config, path, n_classes, device, args) -> dict:
+    """The evaluation protocol, shrunk: n classes, 3 runs, 3 learning-rate search runs, a zero
+    output layer (so the check does not depend on the scale of the features), against a random
+    RLN of the same shape."""
     evaluation = load_omniglot(path, "evaluation", config.image_size, cache_dir=args.cache_dir,
                                progress=args.progress is not False)
     torch.manual_seed(config.seed + 1)
     random = build_model(config)  # the untrained network of the same shape
-    return {name: quick_evaluation(net, evaluation.images, n_classes=n_classes, seed=config.seed, device=device)
-            for name, net in (("trained", model), ("random", random))}
-
+    protocol = Protocol(reset="zero", runs=3, search_runs=3, seed=config.seed)
+    result = {}
+    for name, net in (("trained", model), ("random", random)):
+        bank = feature_bank(net.rln.eval(), evaluation, cache_dir=False, device=device)
+        entry = evaluate(net.pln, bank, (n_classes,), protocol, device=device, cache_dir=args.cache_dir)
+        entry = entry["by_classes"][str(n_classes)]
+        result[name] = {"test_accuracy": entry["test_accuracy"]["mean"], "train_accuracy": entry["train_accuracy"]["mean"],
+                        "lr": entry["lr"]}
+    return result
 
 if __name__ == "__main__":
     run_main(main, get_args_parser())

@@ -1,5 +1,4 @@
-"""Split-Omniglot: the OML meta-training step, the i.i.d. baselines (pretraining, SR-NN), and a
-quick meta-test check.
+"""Split-Omniglot: the OML meta-training step and the i.i.d. baselines (pretraining, SR-NN).
 
 Meta-training uses the background split's classes 0..n_classes-1 (963: the original never uses
 the 964th) with all 20 images of each class, as the original's `all=True`.
@@ -15,7 +14,7 @@ from datasets.omniglot_sampler import ImageBank, iid_batch, sample_oml, steps_pe
 from model.baselines import set_kl_sparsity
 from model.config import from_dict
 from model.meta_learner import InnerLoopRule, meta_loss
-from model.networks import build_omniglot_net, features
+from model.networks import build_omniglot_net
 from model.omniglot_presets import OmniglotConfig
 from utils.errors import UserError
 from utils.seeding import STREAM_TAGS, stream
@@ -173,46 +172,3 @@ def config_from_checkpoint(payload: dict) -> OmniglotConfig:
         where = payload.get("path", "the checkpoint")
         raise UserError(f"'{where}' is a {benchmark} checkpoint, but this needs an omniglot one")
     return from_dict(OmniglotConfig, payload["config"])
-
-
-# --- a quick meta-test check ---------------------------------------------------------------------
-
-def quick_evaluation(model, images_eval: np.ndarray, *, n_classes: int, seed: int = 0,
-                     lrs=(1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3), device="cpu", runs: int = 1) -> dict:
-    """A fast stand-in for the full protocol (evaluate_omniglot.py): freeze the RLN, train a fresh
-    linear PLN (zero output weights of n_classes units on the RLN features) online with Adam,
-    batch 1, over the 15 training images of n_classes evaluation classes in class order (one
-    pass), then measure accuracy on their 5 held-out images. The learning rate is chosen among
-    `lrs` by accuracy on the training images seen (never on the test images).
-
-    images_eval: uint8 [C, 20, H, W] of the evaluation split (drawers 1-15 train, 16-20 test)."""
-    model = model.to(device).eval()
-    rng = np.random.default_rng(np.random.SeedSequence([seed, STREAM_TAGS["eval"], 7]))
-    accs, train_accs, chosen = [], [], []
-    for _ in range(runs):
-        classes = np.sort(rng.choice(images_eval.shape[0], size=n_classes, replace=False))
-        bank = ImageBank(images_eval[classes], device)
-        c = np.repeat(np.arange(n_classes), 20)
-        d = np.tile(np.arange(20), n_classes)
-        feats = features(model.rln, bank.gather(c, d), batch_size=256).reshape(n_classes, 20, -1)
-        train_x, test_x = feats[:, :15].reshape(n_classes * 15, -1), feats[:, 15:].reshape(n_classes * 5, -1)
-        train_y = torch.arange(n_classes, device=device).repeat_interleave(15)
-        test_y = torch.arange(n_classes, device=device).repeat_interleave(5)
-        best = None
-        for lr in lrs:
-            head = torch.nn.Linear(feats.shape[-1], n_classes).to(device)
-            torch.nn.init.zeros_(head.weight), torch.nn.init.zeros_(head.bias)
-            opt = torch.optim.Adam(head.parameters(), lr=lr)
-            for i in range(len(train_x)):
-                loss = F.cross_entropy(head(train_x[i:i + 1]), train_y[i:i + 1])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            with torch.no_grad():
-                train_acc = (head(train_x).argmax(1) == train_y).float().mean().item()
-                test_acc = (head(test_x).argmax(1) == test_y).float().mean().item()
-            if best is None or train_acc > best[0]:
-                best = (train_acc, test_acc, lr)
-        train_accs.append(best[0]), accs.append(best[1]), chosen.append(best[2])
-    return {"n_classes": n_classes, "runs": runs, "test_accuracy": float(np.mean(accs)),
-            "train_accuracy": float(np.mean(train_accs)), "lrs": chosen}
