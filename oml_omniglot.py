@@ -24,7 +24,7 @@ from model.config import as_dict, resolve
 from model.omniglot import build_model, config_from_checkpoint, iid_default_steps, load_meta_training_images, make_training
 from model.omniglot_eval import Protocol, evaluate, feature_bank
 from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
-from utils.cli import add_common, run_main
+from utils.cli import add_common, add_meta_learning, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 
@@ -46,20 +46,12 @@ def get_args_parser():
     parser.add_argument("--download", action="store_true", help="fetch the official archives into --path if missing")
     parser.add_argument("--cache-dir", dest="cache_dir", default=None,
                         help="decoded-image cache (default $OML_CACHE_DIR or ./.oml_cache)")
-    parser.add_argument("--method", default=None, choices=["oml", "pretraining", "srnn"])
-    parser.add_argument("--update_lr", "--update-lr", dest="update_lr", type=float, default=None, help="inner SGD step")
-    parser.add_argument("--meta_lr", "--meta-lr", dest="meta_lr", type=float, default=None, help="Adam step of the outer loop")
-    parser.add_argument("--update_step", "--update-step", dest="update_step", type=int, default=None,
-                        help="one-image inner steps per trajectory class")
-    parser.add_argument("--tasks", type=int, default=None, help="classes per trajectory")
+    add_meta_learning(parser, step_help="one-image inner steps per trajectory class", tasks_help="classes per trajectory")
     parser.add_argument("--rln", type=int, default=None,
                         help="layers in the RLN: only 6 (the six convolutions), the seed README's value")
     parser.add_argument("--rank", type=int, default=0, help="the 2020 code's sweep index; only 0 (no sweeps) exists here")
     parser.add_argument("--no-reset", dest="reset", action="store_const", const=False, default=None,
                         help="do not re-initialise the output row of each trajectory class")
-    parser.add_argument("--first-order", dest="first_order", action="store_const", const=True, default=None,
-                        help="detach the inner gradients (the pre-2020 meta-gradient)")
-    parser.add_argument("--second-order", dest="first_order", action="store_const", const=False)
     parser.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None)
     parser.add_argument("--channels", type=int, default=None)
     parser.add_argument("--strides", type=int, nargs="+", default=None, help="one per 3x3 convolution")

@@ -17,7 +17,7 @@ from experiment.trainer import fit, intervals, reopen_run, restore_training
 from model.config import as_dict, resolve
 from model.sine import EVAL_SEED, build_model, config_from_checkpoint, evaluate, headline, make_training
 from model.sine_presets import SINE_PRESETS, SineConfig
-from utils.cli import add_common, run_main
+from utils.cli import add_common, add_meta_learning, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 from utils.plotting import plot_sine
@@ -28,12 +28,7 @@ SEED_README_FLAGS = {"capacity": 10, "width": 300, "rln": 6}  # the 2019 README 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common(parser, training=True)
-    parser.add_argument("--method", default=None, choices=["oml", "pretraining", "srnn"])
-    parser.add_argument("--update_lr", "--update-lr", dest="update_lr", type=float, default=None, help="inner SGD step")
-    parser.add_argument("--meta_lr", "--meta-lr", dest="meta_lr", type=float, default=None, help="Adam step of the outer loop")
-    parser.add_argument("--update_step", "--update-step", dest="update_step", type=int, default=None,
-                        help="inner batches per function")
-    parser.add_argument("--tasks", type=int, default=None, help="functions per trajectory")
+    add_meta_learning(parser, step_help="inner batches per function", tasks_help="functions per trajectory")
     parser.add_argument("--capacity", type=int, default=None, help="one-hot task slots")
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--rln", type=int, default=None, help="Linear layers in the RLN")
@@ -41,9 +36,6 @@ def get_args_parser():
     parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None)
     parser.add_argument("--meta-batch", dest="meta_batch", type=int, default=None, help="meta-set samples per function")
     parser.add_argument("--slot-mode", dest="slot_mode", default=None, choices=["random", "position"])
-    parser.add_argument("--first-order", dest="first_order", action="store_const", const=True, default=None,
-                        help="detach the inner gradients (the pre-2020 meta-gradient)")
-    parser.add_argument("--second-order", dest="first_order", action="store_const", const=False)
     parser.add_argument("--inner-clip", dest="inner_clip", type=float, default=None, help="0 turns clipping off")
     parser.add_argument("--srnn-beta", dest="srnn_beta", type=float, default=None)
     parser.add_argument("--eval-runs", dest="eval_runs", type=int, default=None,

@@ -35,3 +35,12 @@ def run_child(script: str, kind: str, *args) -> dict:
     if out.returncode:
         raise SystemExit(f"measurement {kind} {args} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def answer_child(args, measure) -> bool:
+    """In a child interpreter: run `measure(kind, *rest)`, print its JSON for the parent; True if so."""
+    if not args.child:
+        return False
+    kind, *rest = args.child
+    print(json.dumps(measure(kind, *rest)))
+    return True

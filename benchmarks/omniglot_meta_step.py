@@ -13,7 +13,6 @@ Each measurement runs in a fresh subprocess, so its peak memory (max RSS on CPU,
 CUDA) is its own; the first step of each is a warm-up with our step and is not counted.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from isolated import add_flags, apply_threads, peak_mb, run_child  # noqa: E402
+from isolated import add_flags, answer_child, apply_threads, peak_mb, run_child  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from model.config import resolve  # noqa: E402
@@ -112,10 +111,8 @@ def main():
     args = parser.parse_args()
     apply_threads(args)
     device = resolve_device(args.device)
-    if args.child:
-        kind, *rest = args.child
-        result = measure_step(rest[0], rest[1], int(rest[2]), device) if kind == "step" else measure_decode(rest[0], int(rest[1]))
-        print(json.dumps(result))
+    if answer_child(args, lambda kind, *rest: measure_step(rest[0], rest[1], int(rest[2]), device) if kind == "step"
+                    else measure_decode(rest[0], int(rest[1]))):
         return
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, load average at start {load:.1f}")

@@ -9,7 +9,6 @@ every inner step and the meta-set loss recomputed (with graph) after every step.
 runs in a fresh subprocess, so its peak memory (max RSS, or CUDA max allocated) is its own.
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from isolated import add_flags, apply_threads, peak_mb, run_child  # noqa: E402
+from isolated import add_flags, answer_child, apply_threads, peak_mb, run_child  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from datasets.sine import sample_trajectory  # noqa: E402
@@ -85,10 +84,8 @@ def main():
     args = parser.parse_args()
     apply_threads(args)
     device = resolve_device(args.device)
-    if args.child:
-        kind, *rest = args.child
-        result = measure_step(rest[0], rest[1], int(rest[2]), device) if kind == "step" else measure_eval(int(rest[0]), int(rest[1]), device)
-        print(json.dumps(result))
+    if answer_child(args, lambda kind, *rest: measure_step(rest[0], rest[1], int(rest[2]), device) if kind == "step"
+                    else measure_eval(int(rest[0]), int(rest[1]), device)):
         return
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'meta-step':<28}{'ours ms':>10}{'reference ms':>14}{'speed-up':>10}{'ours MB':>10}{'ref MB':>10}{'sampling':>10}")

@@ -25,6 +25,18 @@ def add_common(parser: argparse.ArgumentParser, *, training: bool) -> None:
                             help="metrics interval in steps (default 50; a resumed run keeps its own)")
 
 
+def add_meta_learning(parser: argparse.ArgumentParser, *, step_help: str, tasks_help: str) -> None:
+    """The method and update-rule flags both meta-training scripts take, with the original's spellings."""
+    parser.add_argument("--method", default=None, choices=["oml", "pretraining", "srnn"])
+    parser.add_argument("--update_lr", "--update-lr", dest="update_lr", type=float, default=None, help="inner SGD step")
+    parser.add_argument("--meta_lr", "--meta-lr", dest="meta_lr", type=float, default=None, help="Adam step of the outer loop")
+    parser.add_argument("--update_step", "--update-step", dest="update_step", type=int, default=None, help=step_help)
+    parser.add_argument("--tasks", type=int, default=None, help=tasks_help)
+    parser.add_argument("--first-order", dest="first_order", action="store_const", const=True, default=None,
+                        help="detach the inner gradients (the pre-2020 meta-gradient)")
+    parser.add_argument("--second-order", dest="first_order", action="store_const", const=False)
+
+
 def run_main(main, parser: argparse.ArgumentParser, argv=None):
     args = parser.parse_args(argv)
     try:
