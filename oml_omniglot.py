@@ -83,8 +83,11 @@ def _config(args) -> OmniglotConfig:
     preset = args.preset
     if preset is None:
         preset = "mrcl2019" if args.rln == SEED_README_RLN else "oml2020"
+    no_split = overrides.get("class_split") == -1
+    if no_split:
+        overrides["class_split"] = None  # unset for resolve(); applied below
     config = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, overrides)
-    if args.class_split == -1:
+    if no_split:
         config.class_split = None
         config.validate()
     if config.method != "oml" and args.steps is None:

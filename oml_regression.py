@@ -47,7 +47,10 @@ def get_args_parser():
 
 def _config(args) -> SineConfig:
     overrides = vars(args).copy()
-    if overrides.get("inner_clip") == 0:
+    # An unset flag (None) never overrides the preset; --inner-clip 0 is the one way to turn the
+    # preset's clamp off, applied after resolution because None means "unset" to resolve().
+    clip_off = overrides.get("inner_clip") == 0
+    if clip_off:
         overrides["inner_clip"] = None
     preset = args.preset
     if preset is None:
@@ -55,7 +58,7 @@ def _config(args) -> SineConfig:
         signature = all(overrides.get(k) == v for k, v in SEED_README_FLAGS.items())
         preset = "mrcl2019" if signature else "quick"
     config = resolve(SineConfig, SINE_PRESETS, preset, overrides)
-    if overrides.get("inner_clip", 1) is None:
+    if clip_off:
         config.inner_clip = None
     return config
 
