@@ -1,9 +1,14 @@
 """Continual-regression evaluation of a sine checkpoint (or of an untrained network).
 
-    python evaluate_regression.py --model RUN_DIR_or_checkpoint.pt --runs 50
+    python evaluate_regression.py --model RUN_DIR_or_checkpoint.pt --runs 50   # the paper's protocol, rate searched
     python evaluate_regression.py --model ckpt.pt --iid --epochs 10     # the Oracle
+    python evaluate_regression.py --model ckpt.pt --eval-protocol trajectory   # the meta-training trajectory
     python evaluate_regression.py --preset oml2020                      # no --model: untrained network
     python evaluate_regression.py --model ckpt.pt --name sine_test_set --rln 6 --tasks 10 --capacity 10 --runs 50
+
+The protocol (model/sine_eval.py): 40 mini-batches of 32 per function, 10 functions in sequence,
+one pass, the PLN not reset, the online rate chosen per checkpoint on validation trajectories'
+training MSE (`--lr` fixes it).
 """
 import argparse
 
@@ -13,7 +18,8 @@ from experiment.checkpoint import load_checkpoint
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
 from model.config import as_dict, resolve
-from model.sine import EVAL_SEED, build_model, config_from_checkpoint, evaluate, headline
+from model.sine import build_model, config_from_checkpoint
+from model.sine_eval import EVAL_SEED, evaluate, headline, make_protocol
 from model.sine_presets import SINE_PRESETS, SineConfig
 from utils.cli import add_common, run_main
 from utils.device import resolve_device
@@ -29,16 +35,25 @@ def get_args_parser():
     add_common(parser, training=False)
     parser.add_argument("--model", default=None, help="checkpoint .pt or run folder; absent: an untrained network")
     parser.add_argument("--runs", type=int, default=None, help="independent runs (default 50)")
+    parser.add_argument("--eval-protocol", "--protocol", dest="eval_protocol", choices=["paper", "trajectory"],
+                        default="paper", help="paper: 40 batches of 32 per function, rate searched (default); "
+                                              "trajectory: the checkpoint's meta-training trajectory and inner rate")
     parser.add_argument("--reset", action="store_true", help="start the PLN from a fresh random init, not the learned one")
     parser.add_argument("--iid", action="store_true", help="shuffle the trajectory (with --epochs: the Oracle)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the trajectory")
     parser.add_argument("--lr", "--update_lr", "--update-lr", dest="lr", type=float, default=None,
-                        help="online SGD step (default: the checkpoint's inner learning rate)")
+                        help="fixed online SGD step: skips the rate search")
+    parser.add_argument("--clip", type=float, default=None,
+                        help="element-wise clamp of the online gradients (default: none in the paper protocol)")
     parser.add_argument("--tasks", type=int, default=None, help="functions per run (default: as trained)")
-    parser.add_argument("--update_step", "--update-step", dest="update_step", type=int, default=None,
-                        help="batches per function (default: as trained)")
+    parser.add_argument("--update_step", "--update-step", "--eval-steps", dest="update_step", type=int, default=None,
+                        help="mini-batches per function (default: the protocol's, 40 in the paper's)")
+    parser.add_argument("--batch-size", "--eval-batch", dest="batch_size", type=int, default=None,
+                        help="samples per mini-batch (default: the protocol's, 32 in the paper's)")
+    parser.add_argument("--search-runs", dest="search_runs", type=int, default=None,
+                        help="validation trajectories of the rate search (default 5)")
     parser.add_argument("--test-samples", dest="test_samples", type=int, default=None, help="held-out samples per function")
-    parser.add_argument("--run-batch", dest="run_batch", type=int, default=10, help="runs trained together (1: a plain loop)")
+    parser.add_argument("--run-batch", dest="run_batch", type=int, default=None, help="runs trained together (1: a plain loop)")
     for flag in SHAPE_FLAGS:
         parser.add_argument(f"--{flag}", type=int, default=None, help="must match the checkpoint (accepted for the original's command)")
     return parser
@@ -46,7 +61,8 @@ def get_args_parser():
 
 def _model_and_config(args):
     if args.model is None:
-        config = resolve(SineConfig, SINE_PRESETS, args.preset or "quick", vars(args))
+        shape = {k: getattr(args, k) for k in (*SHAPE_FLAGS, "tasks")}  # evaluation flags are not config fields
+        config = resolve(SineConfig, SINE_PRESETS, args.preset or "quick", shape)
         torch.manual_seed(config.seed)
         return build_model(config), config, None
     payload = load_checkpoint(args.model, benchmark="sine")
@@ -57,20 +73,25 @@ def _model_and_config(args):
             raise UserError(f"--{flag} {given} does not match the checkpoint, which has {flag} {getattr(config, flag)}")
     model = build_model(config)
     model.load_state_dict(payload["state_dict"])
-    for key in ("tasks", "update_step"):
-        if getattr(args, key) is not None:
-            setattr(config, key, getattr(args, key))
+    if args.tasks is not None:
+        config.tasks = args.tasks
     config.validate()
     return model, config, payload
+
+
+def protocol_from_args(args, config):
+    return make_protocol(args.eval_protocol, config, batches_per_function=args.update_step, batch_size=args.batch_size,
+                         lr=args.lr, clip=args.clip, reset=args.reset or None, iid=args.iid or None, epochs=args.epochs,
+                         runs=args.runs if args.runs is not None else config.eval_runs, search_runs=args.search_runs,
+                         test_samples=args.test_samples, seed=EVAL_SEED if args.seed is None else args.seed,
+                         run_batch=args.run_batch)
 
 
 def main(args):
     device = resolve_device(args.device)
     model, config, payload = _model_and_config(args)
-    runs = args.runs or config.eval_runs
-    seed = EVAL_SEED if args.seed is None else args.seed
-    result = evaluate(model, config, runs=runs, seed=seed, reset=args.reset, iid=args.iid, epochs=args.epochs,
-                      lr=args.lr, test_samples=args.test_samples, run_batch=args.run_batch, device=device)
+    protocol = protocol_from_args(args, config)
+    result = evaluate(model, config, protocol, device=device)
     method = payload["method"] if payload else "untrained"
     label = f"{method} ({config.preset})" + (f", iid x{args.epochs}" if args.iid or args.epochs > 1 else "")
     result = {"benchmark": "sine", "label": label, "model": checkpoint_identity(payload, as_dict(config)), **result}

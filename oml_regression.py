@@ -15,7 +15,8 @@ from experiment.identity import checkpoint_identity
 from experiment.run import Run
 from experiment.trainer import fit, intervals, reopen_run, restore_training
 from model.config import as_dict, resolve
-from model.sine import EVAL_SEED, build_model, config_from_checkpoint, evaluate, headline, make_training
+from model.sine import build_model, config_from_checkpoint, make_training
+from model.sine_eval import EVAL_SEED, evaluate, headline, make_protocol
 from model.sine_presets import SINE_PRESETS, SineConfig
 from utils.cli import add_common, add_meta_learning, run_main
 from utils.device import resolve_device
@@ -42,6 +43,12 @@ def get_args_parser():
                         help="runs of the evaluation after training (0: no evaluation)")
     parser.add_argument("--eval-test-samples", dest="eval_test_samples", type=int, default=None,
                         help="held-out samples per function in that evaluation")
+    parser.add_argument("--eval-protocol", dest="eval_protocol", choices=["paper", "trajectory"], default="paper",
+                        help="paper: 40 batches of 32 per function, rate searched (default); trajectory: the "
+                             "meta-training trajectory at the inner rate")
+    parser.add_argument("--eval-steps", dest="eval_steps", type=int, default=None, help="mini-batches per function")
+    parser.add_argument("--eval-batch", dest="eval_batch", type=int, default=None, help="samples per mini-batch")
+    parser.add_argument("--eval-lr", dest="eval_lr", type=float, default=None, help="fixed online rate: no search")
     return parser
 
 
@@ -87,8 +94,11 @@ def main(args):
     if runs > 0:
         payload = load_checkpoint(run.dir, benchmark="sine")
         model = task.export() if hasattr(task, "export") else task.model
+        protocol = make_protocol(args.eval_protocol, config, batches_per_function=args.eval_steps,
+                                 batch_size=args.eval_batch, lr=args.eval_lr, runs=runs,
+                                 test_samples=config.eval_test_samples, seed=EVAL_SEED)
         try:
-            result = _evaluate(model, config, runs, device, checkpoint_identity(payload, as_dict(config)),
+            result = _evaluate(model, config, protocol, device, checkpoint_identity(payload, as_dict(config)),
                                f"{config.method.upper()} ({config.preset})")
         except UserError as err:
             raise UserError(f"{err}; the trained checkpoint is kept in {run.dir} "
@@ -98,7 +108,8 @@ def main(args):
         scratch = build_model(config)  # the untrained network of the same shape: the scratch reference
         shown = [result]
         try:
-            reference = _evaluate(scratch, config, runs, device, checkpoint_identity(None, as_dict(config)), "untrained network")
+            reference = _evaluate(scratch, config, protocol, device, checkpoint_identity(None, as_dict(config)),
+                                  "untrained network")
             shown.append(reference)
         except UserError as err:
             # A reference that cannot learn at this rate is a finding, not a reason to fail the run.
@@ -113,8 +124,8 @@ def main(args):
     return run.dir
 
 
-def _evaluate(model, config, runs, device, identity, label):
-    result = evaluate(model, config, runs=runs, seed=EVAL_SEED, device=device)
+def _evaluate(model, config, protocol, device, identity, label):
+    result = evaluate(model, config, protocol, device=device)
     return {"benchmark": "sine", "label": label, "model": identity, **result}
 
 

@@ -11,11 +11,12 @@ import evaluate_regression
 import oml_regression
 import plot_results
 from experiment.checkpoint import load_checkpoint
-from model.sine import build_model, config_from_checkpoint, evaluate
+from model.sine import build_model, config_from_checkpoint
+from model.sine_eval import evaluate, make_protocol
 from tests.conftest import REPO
 from utils.errors import UserError
 
-TINY = ["--preset", "oml2020", "--width", "16", "--steps", "30", "--eval-runs", "3", "--eval-test-samples", "100", "--no-progress",
+TINY = ["--preset", "oml2020", "--width", "16", "--steps", "30", "--eval-runs", "3", "--eval-test-samples", "100", "--eval-steps", "4", "--no-progress",
         "--log-every", "5", "--save-every", "10"]
 
 
@@ -88,18 +89,22 @@ def test_batched_evaluation_equals_the_loop(tmp_path):
     model = build_model(config)
     model.load_state_dict(payload["state_dict"])
     for kwargs in ({}, {"iid": True, "epochs": 2}, {"reset": True}):
-        looped = evaluate(model, config, runs=4, seed=5, run_batch=1, test_samples=50, **kwargs)
-        batched = evaluate(model, config, runs=4, seed=5, run_batch=4, test_samples=50, **kwargs)
+        common = dict(runs=4, seed=5, test_samples=50, batches_per_function=5, search_runs=2, **kwargs)
+        looped = evaluate(model, config, make_protocol("paper", config, run_batch=1, **common))
+        batched = evaluate(model, config, make_protocol("paper", config, run_batch=4, **common))
+        assert looped["protocol"]["lr_search"]["best_per_search_run"] == batched["protocol"]["lr_search"]["best_per_search_run"]
         torch.testing.assert_close(torch.tensor(looped["runs"]["curve"]), torch.tensor(batched["runs"]["curve"]), rtol=1e-4, atol=1e-6)
 
 
 def test_evaluation_script_and_figure_overlay(tmp_path):
     run = train(tmp_path, "--eval-runs", "0")
-    common = ["--model", str(run), "--runs", "3", "--test-samples", "50", "--results-dir", str(tmp_path / "eval")]
+    common = ["--model", str(run), "--runs", "3", "--test-samples", "50", "--eval-steps", "4", "--search-runs", "2",
+              "--results-dir", str(tmp_path / "eval")]
     seq = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(common))
     oracle = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(common + ["--iid", "--epochs", "3"]))
     scratch = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(
-        ["--preset", "oml2020", "--width", "16", "--runs", "3", "--test-samples", "50", "--results-dir", str(tmp_path / "eval")]))
+        ["--preset", "oml2020", "--width", "16", "--runs", "3", "--test-samples", "50", "--eval-steps", "4", "--lr", "0.003",
+         "--results-dir", str(tmp_path / "eval")]))
     assert json.loads((scratch / "results.json").read_text())["model"]["method"] == "random"
     out = plot_results.main(plot_results.get_args_parser().parse_args(
         [str(seq), str(oracle), str(scratch), "--labels", "OML", "Oracle", "Scratch", "--out", str(tmp_path / "fig.png")]))
@@ -150,10 +155,11 @@ def test_seed_readme_commands_select_the_2019_configuration(tmp_path):
 
 
 def test_seed_readme_evaluation_command_runs_on_the_shipped_2019_model(tmp_path):
-    # As written, with --runs 50 shortened to 3 and fewer held-out samples.
+    # As written, with --runs 50 shortened to 3, fewer held-out samples, and the original's fixed
+    # rate (0.003) instead of the search, to stay fast.
     result = _cli("evaluate_regression.py", "--model", "trained_models/sine_mrcl2019_oml.pt", "--name", "sine_test_set",
                   "--rln", "6", "--tasks", "10", "--capacity", "10", "--runs", "50", "--results-dir", str(tmp_path),
-                  "--runs", "3", "--test-samples", "100")
+                  "--runs", "3", "--test-samples", "100", "--lr", "0.003")
     assert result.returncode == 0, result.stderr
     assert "3 runs" in result.stdout
     assert list(tmp_path.glob("*/sine_eval/sine_test_set_1/results.json"))
@@ -176,4 +182,4 @@ def test_online_blow_up_is_reported_as_divergence_not_a_number(tmp_path):
     model = build_model(config)
     model.load_state_dict(payload["state_dict"])
     with pytest.raises(UserError, match="online learning diverged"):
-        evaluate(model, config, runs=2, seed=5, lr=10.0, test_samples=20)
+        evaluate(model, config, make_protocol("paper", config, runs=2, seed=5, lr=10.0, test_samples=20))
