@@ -1,6 +1,7 @@
-"""Split-Omniglot continual classification on a frozen RLN: the fixed 2020 protocol, fast.
+"""Split-Omniglot continual classification on a frozen RLN: the 2020 (and 2019) protocol, fast.
 
-Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made explicit):
+Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made explicit; the
+2019 variant, which differs only in the reset, is named in model/omniglot_protocols.py):
 
 * The RLN is frozen, so the features of every evaluation image are computed **once** per
   checkpoint and cached (in memory, and on disk keyed by the RLN weights, the image size and the
@@ -14,8 +15,9 @@ Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made ex
 * The PLN is reset, then trained online with batch size 1, one pass (`epochs`, `iid` shuffles
   each pass), with Adam (the code; betas 0.9/0.999, eps 1e-8) or plain SGD (the paper's text).
   Reset `all` re-initialises every PLN layer (Kaiming-normal weights, zero biases: the 2020
-  code); `last` keeps a 2-layer (2019) PLN's meta-learned hidden layer and re-initialises only the
-  output layer (the 2019 code). With a linear PLN both are the same.
+  code, protocol 2020); `last` keeps a 2-layer (2019) PLN's meta-learned hidden layer and
+  re-initialises only the output layer (the 2019 code, protocol 2019). With a linear PLN both
+  are the same.
 * Reported: accuracy (argmax over all outputs) on the trajectory's images (forgetting) and on
   the 5 held-out images (drawers 16-20) of the same classes (generalisation).
 * Learning rate, per class count n: `search_runs` (5) search runs, each on its own class set
@@ -28,6 +30,10 @@ Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made ex
 * Every run (search or reported) has its own numpy stream (`utils.seeding.stream(seed, purpose,
   n, i)`) that fixes its classes, its PLN initialisation and its shuffles, so the batched and
   looped engines, and any `runs` count, give the same numbers for the same run.
+* `run_protocol` drives any learner with this interface (init / train / trajectory_accuracy /
+  test_accuracy / record): the frozen-RLN `OnlineLearner` here, and Scratch
+  (model/omniglot_scratch.py), which trains a whole fresh network on the images; so baselines
+  get the same run streams, class sets and learning-rate rule, run for run.
 
 Engines (all exact implementations of the same maths):
 
@@ -64,6 +70,8 @@ from torch import nn
 from datasets.omniglot import TRAIN_DRAWERS, OmniglotSplit, to_float
 from experiment.files import save_torch
 from model import online
+from model.omniglot_protocols import DEFAULT_PROTOCOL, protocol_record
+from model.omniglot_protocols import bundle as protocol_bundle
 from utils.errors import UserError
 from utils.seeding import stream
 from utils.stats import bootstrap_ci
@@ -469,6 +477,7 @@ def train_c(fn, init: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, orde
 
 @dataclass
 class Protocol:
+    name: str = DEFAULT_PROTOCOL   # 2020 | 2019: whose original code (model/omniglot_protocols.py)
     optimizer: str = "adam"        # adam (the 2020 code) | sgd (the paper's text)
     iid: bool = False              # shuffle the trajectory (each epoch)
     epochs: int = 1                # passes over the trajectory (Oracle: iid + several epochs)
@@ -481,6 +490,7 @@ class Protocol:
     engine: str = "auto"           # auto | c | torch
 
     def validate(self):
+        protocol_bundle(self.name)
         if self.optimizer not in ("adam", "sgd"):
             raise UserError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
         if self.engine not in ("auto", "c", "torch"):
@@ -506,6 +516,19 @@ class OnlineLearner:
         if protocol.engine == "c" and self.c_fn is None:
             raise UserError("--engine c needs a linear PLN on the CPU and a working C compiler (cc)")
         self.engine = "c" if self.c_fn is not None else "torch"
+
+    @property
+    def n_outputs(self) -> int:
+        return self.init.n_outputs
+
+    def record(self) -> dict:
+        """What results.json says about this learner."""
+        return {"learner": "frozen_rln", "engine": self.engine, "pln_layers": len(self.init.layers),
+                "n_outputs": self.n_outputs,
+                "trained": "the PLN only: the RLN is frozen and its features are computed once",
+                "initialisation": {"all": "every PLN layer re-initialised", "last": "output layer re-initialised, "
+                                   "earlier PLN layers keep the checkpoint's weights", "zero": "hidden layers "
+                                   "re-initialised, output layer zero"}[self.protocol.reset]}
 
     def train(self, feats_train: torch.Tensor, specs: list[RunSpec], lr: float):
         """Final PLN params of each run (the trajectory data of a run come from feats_train only)."""
@@ -583,10 +606,21 @@ def check_schedule(schedule, n_classes: int, n_outputs: int, where: str = "the e
 
 def evaluate(pln: nn.Module, bank: FeatureBank, schedule, protocol: Protocol, *, device="cpu",
              cache_dir=None, progress: bool = False, report=None) -> dict:
-    """The whole protocol for every class count in `schedule`; `report(n, entry)` after each."""
-    schedule = tuple(int(n) for n in schedule)
+    """The whole protocol on a frozen RLN's features, for every class count in `schedule`."""
     learner = OnlineLearner(pln, protocol, device, cache_dir)
-    check_schedule(schedule, bank.n_classes, learner.init.n_outputs)
+    result = run_protocol(learner, bank, schedule, progress=progress, report=report)
+    result["protocol"].update(protocol_record(protocol.name, asdict(protocol), linear_pln=learner.init.linear))
+    return {**result, "features": {"key": bank.key, "n_features": bank.n_features}}
+
+
+def run_protocol(learner, bank, schedule, *, progress: bool = False, report=None) -> dict:
+    """Search, train and score, per class count, with any learner (the frozen-RLN OnlineLearner,
+    or Scratch on images): both see the same run streams, class sets and learning-rate rule.
+    `bank.train` [C, 15, ...] and `bank.test` [C, 5, ...] are what the learner consumes (features,
+    or images); the search is handed `bank.train` only. `report(n, entry)` after each count."""
+    protocol = learner.protocol
+    schedule = tuple(int(n) for n in schedule)
+    check_schedule(schedule, bank.n_classes, learner.n_outputs)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -615,16 +649,15 @@ def evaluate(pln: nn.Module, bank: FeatureBank, schedule, protocol: Protocol, *,
     return {
         "schedule": list(schedule),
         "by_classes": by_classes,
-        "protocol": {**asdict(protocol), "engine": learner.engine, "lr_grid": list(LR_GRID),
+        "protocol": {**asdict(protocol), **learner.record(), "lr_grid": list(LR_GRID),
                      "lr_choice": "per search run the first best in grid order; then the most frequent; "
                                   "frequency ties -> higher mean search accuracy -> smaller rate",
                      "lr_judged_on": "trajectory (training-drawer) accuracy of the search runs only",
                      "classes_from": bank.n_classes, "train_images_per_class": TRAIN_DRAWERS,
-                     "test_images_per_class": bank.test.shape[1], "n_outputs": learner.init.n_outputs,
+                     "test_images_per_class": bank.test.shape[1],
                      "loss": "cross-entropy over all outputs; label = evaluation class id",
-                     "pln_layers": len(learner.init.layers), "batch_size": 1,
-                     "adam": {"betas": list(ADAM_BETAS), "eps": ADAM_EPS}, "bootstrap_resamples": 1000},
-        "features": {"key": bank.key, "n_features": bank.n_features},
+                     "batch_size": 1, "adam": {"betas": list(ADAM_BETAS), "eps": ADAM_EPS},
+                     "bootstrap_resamples": 1000},
     }
 
 
