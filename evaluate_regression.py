@@ -18,6 +18,7 @@ from experiment.checkpoint import load_checkpoint
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
 from model.config import as_dict, resolve
+from model.networks import resplit_sine_net
 from model.sine import build_model, config_from_checkpoint
 from model.sine_eval import EVAL_SEED, evaluate, headline, make_protocol
 from model.sine_presets import SINE_PRESETS, SineConfig
@@ -26,7 +27,8 @@ from utils.device import resolve_device
 from utils.errors import UserError
 from utils.plotting import plot_sine
 
-# Flags that describe the network: with --model they must agree with the checkpoint.
+# Flags that describe the network: with --model they must agree with the checkpoint (--rln may
+# move the RLN/PLN boundary of an i.i.d. baseline, whose split is an evaluation choice).
 SHAPE_FLAGS = ("capacity", "width", "rln")
 
 
@@ -67,12 +69,16 @@ def _model_and_config(args):
         return build_model(config), config, None
     payload = load_checkpoint(args.model, benchmark="sine")
     config = config_from_checkpoint(payload)
+    resplit = args.rln is not None and args.rln != config.rln and payload["method"] in ("pretraining", "srnn")
     for flag in SHAPE_FLAGS:
         given = getattr(args, flag)
-        if given is not None and given != getattr(config, flag):
+        if given is not None and given != getattr(config, flag) and not (flag == "rln" and resplit):
             raise UserError(f"--{flag} {given} does not match the checkpoint, which has {flag} {getattr(config, flag)}")
     model = build_model(config)
     model.load_state_dict(payload["state_dict"])
+    if resplit:
+        model = resplit_sine_net(model, config.arch, config.width, config.capacity, args.rln)
+        config.rln = args.rln
     if args.tasks is not None:
         config.tasks = args.tasks
     config.validate()

@@ -38,7 +38,9 @@ def get_args_parser():
     parser.add_argument("--meta-batch", dest="meta_batch", type=int, default=None, help="meta-set samples per function")
     parser.add_argument("--slot-mode", dest="slot_mode", default=None, choices=["random", "position"])
     parser.add_argument("--inner-clip", dest="inner_clip", type=float, default=None, help="0 turns clipping off")
-    parser.add_argument("--srnn-beta", dest="srnn_beta", type=float, default=None)
+    parser.add_argument("--srnn-beta", dest="srnn_beta", type=float, default=None,
+                        help="SR-NN: target mean activity of a representation unit")
+    parser.add_argument("--iid-lr", "--iid_lr", dest="iid_lr", type=float, default=None, help="Adam step of pretraining / SR-NN")
     parser.add_argument("--eval-runs", dest="eval_runs", type=int, default=None,
                         help="runs of the evaluation after training (0: no evaluation)")
     parser.add_argument("--eval-test-samples", dest="eval_test_samples", type=int, default=None,

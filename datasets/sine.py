@@ -8,7 +8,6 @@ global numpy stream, in whatever order ids were first requested).
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 X_RANGE = (-5.0, 5.0)
 
@@ -75,17 +74,18 @@ def sample_trajectory(family, rng, *, tasks, update_step, batch_size, extra_per_
     }
 
 
-def sample_iid(family, rng, *, n_functions, samples, capacity):
+def sample_iid(family, rng, *, n_functions, samples, capacity, group=None):
     """Pretraining data: function j always uses slot j % capacity and output head j // capacity,
-    so every function is identifiable (the original's multi-head toy baseline, generalised)."""
-    ids = rng.choice(len(family), size=n_functions, replace=False)
+    so every function is identifiable (the original's multi-head toy baseline, generalised).
+
+    `group` None: `n_functions` functions drawn at random; an int g: the `capacity` functions of
+    head g (ids g*capacity ...), as the 2019 `toy_baseline.py`, whose every batch was one head's group."""
+    if group is None:
+        ids = rng.choice(len(family), size=n_functions, replace=False)
+    else:
+        ids = np.arange(group * capacity, min((group + 1) * capacity, len(family)))
     x = rng.uniform(*X_RANGE, size=(n_functions, samples))
     y = family(ids[:, None], x)[..., None].astype(np.float32)
     inputs = encode((ids % capacity)[:, None], x, capacity)
     heads = np.broadcast_to((ids // capacity)[:, None], x.shape)
     return inputs.reshape(-1, capacity + 1), y.reshape(-1, 1), heads.reshape(-1)
-
-
-def to_tensors(batch: dict, device) -> dict:
-    return {k: torch.as_tensor(v, device=device) if isinstance(v, np.ndarray) and v.dtype == np.float32 else v
-            for k, v in batch.items()}

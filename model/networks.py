@@ -57,6 +57,18 @@ def build_sine_net(arch: str, width: int, capacity: int, rln: int) -> OMLNet:
     return _init(OMLNet(_mlp(sizes[: rln + 1], relu_last=True), _mlp(sizes[rln:], relu_last=False)))
 
 
+def resplit_sine_net(net: OMLNet, arch: str, width: int, capacity: int, rln: int) -> OMLNet:
+    """The same weights with the RLN/PLN boundary after `rln` Linear layers: for the i.i.d.
+    baselines, whose split is a choice made at evaluation, not something they learned."""
+    layers = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    out = build_sine_net(arch, width, capacity, rln)
+    with torch.no_grad():
+        for source, target in zip(layers, [m for m in out.modules() if isinstance(m, nn.Linear)], strict=True):
+            target.weight.copy_(source.weight)
+            target.bias.copy_(source.bias)
+    return out
+
+
 # --- Omniglot -----------------------------------------------------------------------------------
 
 def conv_output_size(image_size: int, strides) -> int:

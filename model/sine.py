@@ -85,13 +85,18 @@ class IIDTraining(_Training):
 
     def __init__(self, cfg: SineConfig, device):
         super().__init__(cfg, device)
-        self.heads = HeadBank(self.model.pln[-1], math.ceil(cfg.n_train_functions / cfg.capacity)).to(device)
-        self.optimizer = torch.optim.Adam([*self.model.parameters(), *self.heads.parameters()], lr=cfg.meta_lr)
+        self.n_heads = math.ceil(cfg.n_train_functions / cfg.capacity)
+        self.heads = HeadBank(self.model.pln[-1], self.n_heads).to(device)
+        self.optimizer = torch.optim.Adam([*self.model.parameters(), *self.heads.parameters()], lr=cfg.iid_lr)
+        self.scheduler = (torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(cfg.iid_lr_milestones), cfg.iid_lr_gamma)
+                          if cfg.iid_lr_milestones else None)
+        self.updates = 0
 
     def step(self) -> dict:
         cfg = self.cfg
+        group = self.updates % self.n_heads if cfg.iid_grouped else None
         x, y, heads = sample_iid(self.functions, self.rng, n_functions=cfg.iid_functions,
-                                 samples=cfg.iid_samples, capacity=cfg.capacity)
+                                 samples=cfg.iid_samples, capacity=cfg.capacity, group=group)
         rep = self.model.rln(self._tensor(x))
         out = self.heads(self.model.pln[:-1](rep), torch.as_tensor(heads, device=self.device))
         mse = F.mse_loss(out, self._tensor(y))
@@ -99,6 +104,9 @@ class IIDTraining(_Training):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.updates += 1
         return {"loss": loss.item(), "mse": mse.item()}
 
     def export(self):
@@ -106,11 +114,17 @@ class IIDTraining(_Training):
         return self.model
 
     def training_state(self) -> dict:
-        return {**super().training_state(), "heads": self.heads.state_dict()}
+        state = {**super().training_state(), "heads": self.heads.state_dict(), "updates": self.updates}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
 
     def load_training_state(self, state: dict) -> None:
         super().load_training_state(state)
         self.heads.load_state_dict(state["heads"])
+        self.updates = state.get("updates", 0)
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
 
 
 def make_training(cfg: SineConfig, device):

@@ -38,8 +38,12 @@ class SineConfig:
     n_train_functions: int = 400
     n_eval_functions: int = 500
     seed: int = 90
-    iid_functions: int = 10      # pretraining / SR-NN: functions per batch
+    iid_functions: int = 10      # pretraining / SR-NN: functions per batch (random ones)
     iid_samples: int = 10        # pretraining / SR-NN: samples per function per batch
+    iid_grouped: bool = False    # each batch is one output head's `capacity` functions, heads in turn (2019)
+    iid_lr: float = 1e-4         # Adam step of pretraining / SR-NN
+    iid_lr_milestones: tuple = ()  # MultiStepLR of pretraining / SR-NN, in updates
+    iid_lr_gamma: float = 0.2
     srnn_beta: float = 0.05
     srnn_weight: float = 1.0
     eval_runs: int = 50
@@ -57,7 +61,7 @@ class SineConfig:
         for name in ("steps", "update_step", "batch_size", "meta_batch", "width", "tasks", "capacity"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("update_lr", "meta_lr"):
+        for name in ("update_lr", "meta_lr", "iid_lr"):
             if not getattr(self, name) > 0:
                 raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
         if self.inner_clip is not None and self.inner_clip <= 0:
@@ -68,12 +72,15 @@ SINE_PRESETS = {
     "mrcl2019": dict(arch="mrcl2019", width=300, capacity=10, rln=6, update_step=40, batch_size=32,
                      meta_batch=32, slot_mode="position", update_lr=0.003, meta_lr=1e-4,
                      lr_milestones=(1500, 2500, 3500), lr_gamma=0.3, first_order=True, inner_clip=None,
-                     steps=20_000, seed=1000),
+                     steps=20_000, seed=1000,
+                     # the 2019 toy_baseline.py: one head's 10 functions x 32 samples per update,
+                     # Adam 1e-4, MultiStepLR [5000, 8000] x 0.2 (counted in updates)
+                     iid_grouped=True, iid_samples=32, iid_lr=1e-4, iid_lr_milestones=(5000, 8000), iid_lr_gamma=0.2),
     "oml2020": dict(arch="oml2020", width=400, capacity=50, rln=5, update_step=5, batch_size=10,
                     meta_batch=10, slot_mode="random", update_lr=0.003, meta_lr=1e-4,
-                    first_order=False, inner_clip=10.0, steps=300_000, seed=90),
+                    first_order=False, inner_clip=10.0, steps=300_000, seed=90, iid_lr=1e-4),
 }
 # The quick start: the oml2020 network and update rule with a ~3x larger inner and meta learning
 # rate and 3,000 steps, so the effect shows within minutes on 2 cores. Chosen from six 3,000-step
 # probes on training loss and a 20-run evaluation (README, "Choosing the quick preset").
-SINE_PRESETS["quick"] = {**SINE_PRESETS["oml2020"], "update_lr": 0.01, "meta_lr": 3e-4, "steps": 3000}
+SINE_PRESETS["quick"] = {**SINE_PRESETS["oml2020"], "update_lr": 0.01, "meta_lr": 3e-4, "iid_lr": 3e-4, "steps": 3000}
