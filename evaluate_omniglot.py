@@ -1,19 +1,28 @@
-"""Split-Omniglot continual-classification evaluation of a checkpoint (or of a random RLN).
+"""Split-Omniglot continual-classification evaluation of a checkpoint (or of a baseline network).
 
     python evaluate_omniglot.py --model RUN_DIR_or_checkpoint.pt            # 10:50:100:200:600, 50 runs
-    python evaluate_omniglot.py --preset cpu                                 # no --model: random RLN
+    python evaluate_omniglot.py --model ckpt.pt --protocol 2019              # the 2019 code (paper's Fig. 4)
+    python evaluate_omniglot.py --scratch --preset cpu                       # Scratch: whole fresh network online
+    python evaluate_omniglot.py --preset cpu                                 # no --model: frozen random RLN
     python evaluate_omniglot.py --model ckpt.pt --iid --epochs 5             # the Oracle (i.i.d., 5 passes)
-    python evaluate_omniglot.py --model ckpt.pt --reset last                 # 2019 two-layer PLN: keep its hidden layer
     python evaluate_omniglot.py --model ckpt.pt --lr 1e-3 --optimizer sgd    # fixed rate, the paper's SGD
     python evaluate_omniglot.py --rln 6 --model ckpt.pt --name Omni_test_traj --test --runs 50   # seed README
 
 The RLN is frozen and its features of all evaluation images are computed once and cached; the
 PLN is reset and trained online (batch 1, one class-sorted pass) per run; accuracy is reported on
 the trajectory images and on the held-out images of the same classes. Protocol details and the
-learning-rate rule: model/omniglot_eval.py. The Oracle is the same representation learned
-i.i.d. with several passes (`--iid --epochs E`; E = 5 as the paper's Fig. 4c/d "IID, 5 epochs"),
-with its own learning-rate search under that regime. Without --model the RLN is a random network
-of --preset (default cpu), seeded by the preset's seed: the scratch baseline.
+learning-rate rule: model/omniglot_eval.py; the 2019/2020 bundles: model/omniglot_protocols.py
+(`--protocol 2020`, the default, re-initialises the whole PLN; `2019` keeps a 2-layer PLN's
+meta-learned hidden layer and re-initialises the output layer; `--reset` overrides either).
+The Oracle is the same representation learned i.i.d. with several passes (`--iid --epochs E`;
+E = 5 as the paper's Fig. 4c/d "IID, 5 epochs"), with its own learning-rate search under that
+regime. Two baselines need no checkpoint:
+
+* `--scratch`: the paper's Scratch (the 2019 `--scratch`): per run a fresh random network of
+  --preset (default cpu), or of --model's architecture (its weights unused), ALL of it trained
+  online on the images (model/omniglot_scratch.py). No features can be cached: it is slow.
+* no --model: a random RLN of --preset, seeded by the preset's seed, kept FROZEN; only the PLN
+  is trained (what a representation without learning gives; not the paper's Scratch).
 """
 import argparse
 import time
@@ -29,6 +38,10 @@ from model.networks import build_omniglot_net
 from model.omniglot_eval import (DEFAULT_SCHEDULE, EVAL_SEED, Protocol, check_schedule, evaluate, feature_bank,
                                  headline, parse_schedule, total_steps)
 from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from model.omniglot_protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES, coincidence_note
+from model.omniglot_protocols import bundle as protocol_bundle
+from model.omniglot_scratch import EvalImages, evaluate_scratch
+from model.omniglot_scratch import check_protocol as check_scratch_protocol
 from utils.cli import add_common, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
@@ -42,7 +55,15 @@ def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common(parser, training=False)
     parser.add_argument("--model", "--model-path", "--model_path", dest="model", default=None,
-                        help="checkpoint .pt or run folder; absent: a random RLN of --preset (default cpu)")
+                        help="checkpoint .pt or run folder; absent: a frozen random RLN of --preset (default cpu); "
+                             "with --scratch only its architecture is used")
+    parser.add_argument("--scratch", action="store_true",
+                        help="the paper's Scratch baseline: a fresh random network per run, the whole network "
+                             "(RLN convolutions and PLN) trained online (slow: nothing can be cached)")
+    parser.add_argument("--protocol", choices=PROTOCOL_NAMES, default=DEFAULT_PROTOCOL,
+                        help="2020 (default): re-initialise the whole PLN; 2019 (the code behind the paper's "
+                             "Fig. 4): keep a 2-layer PLN's hidden layer, re-initialise the output layer. "
+                             "Both: Adam, batch 1, one class-sorted pass, rate searched on trajectory accuracy")
     parser.add_argument("--path", "--data-path", dest="path", default=DEFAULT_PATH,
                         help=f"folder with the Omniglot zips or folders (default {DEFAULT_PATH})")
     parser.add_argument("--cache-dir", dest="cache_dir", default=None,
@@ -59,9 +80,9 @@ def get_args_parser():
                         help="online optimiser: adam (the 2020 code, default) or sgd (the paper's text)")
     parser.add_argument("--iid", action="store_true", help="shuffle the trajectory (with --epochs: the Oracle)")
     parser.add_argument("--epochs", "--epoch", dest="epochs", type=int, default=1, help="passes over the trajectory")
-    parser.add_argument("--reset", choices=["all", "last", "zero"], default="all",
-                        help="re-initialise the whole PLN (2020 code, default) or only its last layer (2019 code); "
-                             "zero: a zero output layer (a sensitivity check, not the original protocol)")
+    parser.add_argument("--reset", choices=["all", "last", "zero"], default=None,
+                        help="override --protocol's PLN reset: all (the 2020 default), last (the 2019 default), "
+                             "zero: a zero output layer (a sensitivity check, not an original protocol)")
     parser.add_argument("--run-batch", dest="run_batch", type=int, default=1,
                         help="torch engine: runs trained together (default 1, a loop: faster on CPU for a 1000-way head)")
     parser.add_argument("--engine", choices=["auto", "c", "torch"], default="auto",
@@ -74,7 +95,8 @@ def get_args_parser():
 
 
 def _network(args):
-    """(net, config, payload): the checkpoint's network, or a seeded random one of --preset."""
+    """(net, config, payload): the checkpoint's network, or a seeded random one of --preset.
+    (--scratch uses only the architecture: every run initialises its own network.)"""
     if args.model is None:
         preset = args.preset or RANDOM_RLN_PRESET
         config = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, {})
@@ -94,9 +116,13 @@ def _network(args):
 
 
 def _label(payload, config, args) -> str:
-    method = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN"}.get(payload["method"], payload["method"]) \
-        if payload else "Random RLN"
-    extra = []
+    if args.scratch:
+        method = "Scratch"
+    elif payload is None:
+        method = "Frozen random RLN"
+    else:
+        method = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN"}.get(payload["method"], payload["method"])
+    extra = [] if args.protocol == DEFAULT_PROTOCOL else [f"protocol {args.protocol}"]
     if args.iid:
         extra.append("iid")
     if args.epochs > 1:
@@ -106,12 +132,32 @@ def _label(payload, config, args) -> str:
     return f"{method} ({config.preset})" + (f", {' '.join(extra)}" if extra else "")
 
 
+def _protocol(args) -> Protocol:
+    """--protocol's bundle, with the explicit flags on top (--reset overrides the bundle's reset)."""
+    if args.scratch and args.reset is not None:
+        raise UserError("--reset chooses what a checkpoint's PLN keeps; --scratch keeps nothing "
+                        "(every run is a fresh random network)")
+    protocol = Protocol(name=args.protocol, optimizer=args.optimizer, iid=args.iid, epochs=args.epochs,
+                        reset=args.reset or protocol_bundle(args.protocol).reset, lr=args.lr, runs=args.runs,
+                        search_runs=args.search_runs, seed=EVAL_SEED if args.seed is None else args.seed,
+                        run_batch=args.run_batch, engine=args.engine)
+    protocol.validate()
+    if args.scratch:
+        check_scratch_protocol(protocol)
+    return protocol
+
+
+def _identity(payload, config, args) -> dict:
+    identity = checkpoint_identity(payload, as_dict(config))
+    if not args.scratch:
+        return identity
+    return {"checkpoint": None, "method": "scratch", "preset": config.preset, "step": 0,
+            "architecture_from": identity if payload else f"preset {config.preset}"}
+
+
 def main(args):
     schedule = parse_schedule(args.schedule) if args.schedule else DEFAULT_SCHEDULE
-    protocol = Protocol(optimizer=args.optimizer, iid=args.iid, epochs=args.epochs, reset=args.reset, lr=args.lr,
-                        runs=args.runs, search_runs=args.search_runs,
-                        seed=EVAL_SEED if args.seed is None else args.seed, run_batch=args.run_batch, engine=args.engine)
-    protocol.validate()
+    protocol = _protocol(args)
     device = resolve_device(args.device)
     net, config, payload = _network(args)
     n_convs = len(config.strides)
@@ -119,6 +165,12 @@ def main(args):
         print(f"note: --rln {args.rln} ignored; this network's RLN is its {n_convs} convolutions (from the checkpoint)")
     if args.test:
         print("note: --test accepted; trajectory and held-out accuracy are both always reported")
+    if args.scratch and payload is not None:
+        print(f"note: --scratch uses only the architecture of '{args.model}' (preset {config.preset}); "
+              "every run starts from fresh random weights")
+    note = coincidence_note(args.protocol, scratch=args.scratch, linear_pln=config.pln_hidden == 0)
+    if note:
+        print(note)
     progress = args.progress is not False
     split = load_omniglot(args.path, "evaluation", config.image_size, cache_dir=args.cache_dir, progress=progress)
     check_schedule(schedule, split.n_classes, config.n_outputs, f"the evaluation split at '{args.path}'")
@@ -126,10 +178,18 @@ def main(args):
     run = Run.create({"evaluated": as_dict(config), "args": vars(args), "schedule": list(schedule)},
                      dataset="omniglot_eval", name=args.name or "evaluation", results_dir=args.results_dir, device=device)
     start = time.perf_counter()
-    bank = feature_bank(net.rln, split, cache_dir=False if not args.feature_cache else args.cache_dir,
-                        device=device, progress=progress)
-    print(f"{label}: features {tuple(bank.train.shape)} + {tuple(bank.test.shape)} ({bank.source}, {bank.seconds:.1f} s); "
-          f"{total_steps(schedule, protocol):,} online steps")
+    steps = total_steps(schedule, protocol)
+    if args.scratch:  # the network changes at every step: it runs on the images, nothing is cached
+        bank = EvalImages.from_split(split, device)
+        inputs = {"feature_source": "none: Scratch trains the whole network on the images"}
+        print(f"{label}: images {tuple(bank.train.shape)} + {tuple(bank.test.shape)}; {steps:,} online steps, "
+              "each a forward and backward pass of the whole network")
+    else:
+        bank = feature_bank(net.rln, split, cache_dir=False if not args.feature_cache else args.cache_dir,
+                            device=device, progress=progress)
+        inputs = {"feature_seconds": bank.seconds, "feature_source": bank.source}
+        print(f"{label}: features {tuple(bank.train.shape)} + {tuple(bank.test.shape)} ({bank.source}, "
+              f"{bank.seconds:.1f} s); {steps:,} online steps")
     done = {}
 
     def report(n, entry):  # a line per class count, and the numbers so far on disk
@@ -138,14 +198,17 @@ def main(args):
         run.write_json("results.partial.json", {"benchmark": "omniglot", "label": label,
                                                 "schedule": [int(k) for k in done], "by_classes": done})
 
-    result = evaluate(net.pln, bank, schedule, protocol, device=device, cache_dir=args.cache_dir, progress=progress,
-                      report=report)
-    result = {"benchmark": "omniglot", "label": label, "model": checkpoint_identity(payload, as_dict(config)), **result}
+    if args.scratch:
+        result = evaluate_scratch(net, bank, schedule, protocol, device=device, progress=progress, report=report)
+    else:
+        result = evaluate(net.pln, bank, schedule, protocol, device=device, cache_dir=args.cache_dir,
+                          progress=progress, report=report)
+    result = {"benchmark": "omniglot", "label": label, "model": _identity(payload, config, args), **result}
     run.write_json("results.json", result)
     (run.dir / "results.partial.json").unlink(missing_ok=True)
     figure = plot_omniglot([result], [label], run.dir / "fig4.png")
-    run.save_metadata(feature_seconds=bank.seconds, feature_source=bank.source,
-                      evaluation_seconds=round(time.perf_counter() - start, 2), engine=result["protocol"]["engine"])
+    run.save_metadata(**inputs, evaluation_seconds=round(time.perf_counter() - start, 2),
+                      engine=result["protocol"]["engine"], learner=result["protocol"]["learner"])
     print(f"results: {run.dir / 'results.json'}\nfigure: {figure}")
     return run.dir
 
