@@ -88,7 +88,7 @@ def _model_and_config(args):
 def protocol_from_args(args, config):
     return make_protocol(args.eval_protocol, config, batches_per_function=args.update_step, batch_size=args.batch_size,
                          lr=args.lr, clip=args.clip, reset=args.reset or None, iid=args.iid or None, epochs=args.epochs,
-                         runs=args.runs if args.runs is not None else config.eval_runs, search_runs=args.search_runs,
+                         runs=args.runs, search_runs=args.search_runs,
                          test_samples=args.test_samples, seed=EVAL_SEED if args.seed is None else args.seed,
                          run_batch=args.run_batch)
 

@@ -1,0 +1,79 @@
+"""Choose one candidate among evaluations of the same cell (e.g. SR-NN at three sparsity targets,
+pretraining at three RLN/PLN splits) from validation scores alone.
+
+    python -m experiment.select RUN_A RUN_B RUN_C [--labels A B C]
+
+The score is what the learning-rate search already measured on its own validation trajectories,
+at the rate it chose, and never a held-out sample or image:
+- sine: the search trajectories' training MSE (mean over search runs; lower wins);
+- Omniglot: the search runs' trajectory accuracy, averaged over search runs and class counts
+  (higher wins).
+Candidates evaluated with a fixed --lr have no search, hence no score, and are refused.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from utils.cli import run_main
+from utils.errors import UserError
+
+
+def load_result(path) -> dict:
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    try:
+        return json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"no readable results file at '{file}' ({err.__class__.__name__})") from None
+
+
+def validation_score(result: dict) -> tuple[float, bool]:
+    """(score, higher_is_better) of one results.json."""
+    if result.get("benchmark") == "sine":
+        search = result["protocol"].get("lr_search")
+        if not search:
+            raise UserError(f"'{result.get('label')}' was evaluated at a fixed --lr: no validation score to compare")
+        return search["mean_scores"][search["grid"].index(search["lr"])], False
+    scores = []
+    for entry in result["by_classes"].values():
+        search = entry.get("lr_search")
+        if not search:
+            raise UserError(f"'{result.get('label')}' was evaluated at a fixed --lr: no validation score to compare")
+        scores.append(search["mean_scores"][search["grid"].index(search["lr"])])
+    return float(np.mean(scores)), True
+
+
+def select(results: list[dict]) -> int:
+    """Index of the best candidate; a tie goes to the first listed."""
+    scored = [validation_score(r) for r in results]
+    if len({higher for _, higher in scored}) != 1 or len({r.get("benchmark") for r in results}) != 1:
+        raise UserError("candidates must all come from the same benchmark")
+    values = [s if s is not None else np.inf for s, _ in scored]
+    return int(np.argmax(values) if scored[0][1] else np.argmin(values))
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", help="evaluation run folders or results.json files")
+    parser.add_argument("--labels", nargs="+", default=None)
+    return parser
+
+
+def main(args):
+    results = [load_result(p) for p in args.results]
+    labels = args.labels or args.results
+    if len(labels) != len(results):
+        raise UserError(f"{len(labels)} labels for {len(results)} results")
+    best = select(results)
+    for i, (label, result) in enumerate(zip(labels, results)):
+        score, higher = validation_score(result)
+        kind = "search trajectory accuracy" if higher else "search training MSE"
+        print(f"{'*' if i == best else ' '} {label}: {kind} {score:.4f}")
+    print(f"chosen: {labels[best]}")
+    return best
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())

@@ -1,0 +1,138 @@
+"""Sine baselines: the 2019 recipe, their resume (head bank, schedule), the RLN/PLN re-split at
+evaluation, and the validation-only choice between candidates."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate_regression
+import oml_regression
+from datasets.sine import SineFamily, sample_iid
+from experiment import select
+from model.networks import build_sine_net, resplit_sine_net
+from model.sine import IIDTraining
+from model.sine_presets import SINE_PRESETS, SineConfig
+from utils.errors import UserError
+
+SMALL_2019 = ["--preset", "mrcl2019", "--width", "8", "--eval-runs", "0", "--no-progress", "--log-every", "2", "--save-every", "4"]
+
+
+def test_grouped_batches_are_one_heads_functions_in_turn():
+    family = SineFamily.draw(40, np.random.default_rng(0))
+    for group in range(4):
+        x, y, heads = sample_iid(family, np.random.default_rng(1), n_functions=10, samples=3, capacity=10, group=group)
+        assert set(heads) == {group}
+        slots = x[:, :10].argmax(1)
+        assert sorted(set(slots)) == list(range(10))  # slot = id % 10, all ten functions present
+        ids = group * 10 + slots
+        np.testing.assert_allclose(y[:, 0], family(ids, x[:, -1].astype(np.float64)), atol=1e-5)
+
+
+def test_the_2019_baseline_recipe_is_what_trains():
+    cfg = SineConfig(**{**SINE_PRESETS["mrcl2019"], "preset": "mrcl2019", "method": "pretraining", "width": 8,
+                        "iid_lr_milestones": (2, 4)})
+    task = IIDTraining(cfg, "cpu")
+    seen = []
+    original = sample_iid
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["group"])
+        return original(*args, **kwargs)
+
+    import model.sine
+    model.sine.sample_iid, saved = spy, model.sine.sample_iid
+    try:
+        rates = []
+        for _ in range(5):
+            task.step()
+            rates.append(task.optimizer.param_groups[0]["lr"])
+    finally:
+        model.sine.sample_iid = saved
+    assert seen == [0, 1, 2, 3, 4] and task.n_heads == 40  # 400 functions / 10 slots, heads in turn
+    assert rates == pytest.approx([1e-4, 2e-5, 2e-5, 4e-6, 4e-6])  # MultiStepLR x 0.2 at updates 2 and 4
+    assert cfg.iid_samples == 32 and cfg.iid_grouped
+
+
+@pytest.mark.parametrize("method", ["pretraining", "srnn"])
+def test_killed_baseline_resumes_to_the_same_weights_and_heads(tmp_path, monkeypatch, method):
+    def train(folder, steps):
+        args = oml_regression.get_args_parser().parse_args(
+            SMALL_2019 + ["--method", method, "--steps", str(steps), "--results-dir", str(folder)])
+        return oml_regression.main(args)
+
+    whole = train(tmp_path / "whole", 10)
+    calls = {"n": 0}
+    original = IIDTraining.step
+
+    def dying(self):
+        calls["n"] += 1
+        if calls["n"] == 7:  # killed between the checkpoints at 4 and 8
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(IIDTraining, "step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "killed", 10)
+    monkeypatch.setattr(IIDTraining, "step", original)
+    killed = next((tmp_path / "killed").glob("*/sine/*"))
+    oml_regression.main(oml_regression.get_args_parser().parse_args(["--resume", str(killed), "--eval-runs", "0", "--no-progress"]))
+    a, b = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (whole, killed))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    heads_a, heads_b = a["training"]["heads"], b["training"]["heads"]
+    assert all(torch.equal(heads_a[k], heads_b[k]) for k in heads_a)
+    assert a["training"]["updates"] == b["training"]["updates"] == 10
+    assert (whole / "metrics.jsonl").read_bytes() == (killed / "metrics.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("arch, rln, new", [("mrcl2019", 6, 4), ("mrcl2019", 6, 8), ("oml2020", 5, 3)])
+def test_resplit_moves_the_boundary_and_keeps_the_function(arch, rln, new):
+    torch.manual_seed(0)
+    net = build_sine_net(arch, 12, 10, rln)
+    moved = resplit_sine_net(net, arch, 12, 10, new)
+    x = torch.randn(7, 11)
+    torch.testing.assert_close(moved(x), net(x))
+    linears = lambda m: sum(isinstance(layer, torch.nn.Linear) for layer in m.modules())
+    assert linears(moved.rln) == new and linears(moved.rln) + linears(moved.pln) == linears(net)
+
+
+def test_evaluation_resplits_a_baseline_but_not_an_oml_checkpoint(tmp_path):
+    def train(method):
+        return oml_regression.main(oml_regression.get_args_parser().parse_args(
+            SMALL_2019 + ["--method", method, "--steps", "2", "--results-dir", str(tmp_path / method)]))
+
+    common = ["--runs", "2", "--test-samples", "20", "--eval-steps", "2", "--lr", "0.001", "--results-dir", str(tmp_path / "eval")]
+    run = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(
+        ["--model", str(train("pretraining")), "--rln", "8"] + common))
+    result = json.loads((run / "results.json").read_text())
+    assert json.loads((run / "config.json").read_text())["evaluated"]["rln"] == 8
+    assert np.isfinite(result["final_mse"]["mean"])
+    with pytest.raises(UserError, match="--rln 8 does not match"):
+        evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(["--model", str(train("oml")), "--rln", "8"] + common))
+
+
+def _sine_result(search_mse_at_chosen, chosen=0.01):
+    grid = [0.1, 0.01]
+    means = [9.0, 9.0]
+    means[grid.index(chosen)] = search_mse_at_chosen
+    return {"benchmark": "sine", "label": "x", "protocol": {"lr_search": {"grid": grid, "lr": chosen, "mean_scores": means}}}
+
+
+def test_select_uses_the_search_score_only(tmp_path):
+    candidates = [_sine_result(0.9), _sine_result(0.4, chosen=0.1), _sine_result(0.6)]
+    # held-out numbers that would pick another candidate are ignored
+    for c, held_out in zip(candidates, [0.1, 5.0, 5.0]):
+        c["final_mse"] = {"mean": held_out}
+    assert select.select(candidates) == 1
+    omniglot = [{"benchmark": "omniglot", "by_classes": {"10": {"lr_search": {"grid": [0.1], "lr": 0.1, "mean_scores": [s]}}}}
+                for s in (0.5, 0.7)]
+    assert select.select(omniglot) == 1  # accuracy: higher wins
+    fixed = {"benchmark": "sine", "label": "fixed", "protocol": {"lr_search": None}}
+    with pytest.raises(UserError, match="fixed --lr"):
+        select.select([candidates[0], fixed])
+    paths = []
+    for i, c in enumerate(candidates):
+        (tmp_path / f"r{i}").mkdir()
+        (tmp_path / f"r{i}" / "results.json").write_text(json.dumps(c))
+        paths.append(str(tmp_path / f"r{i}"))
+    assert select.main(select.get_args_parser().parse_args(paths)) == 1
