@@ -8,6 +8,7 @@
 #   bash scripts/train_baselines.sh                   # everything, one job at a time
 #   JOBS=8 bash scripts/train_baselines.sh            # 8 jobs at once (a GPU machine)
 #   EXTRA="--steps 3" bash scripts/train_baselines.sh # a smoke test
+#   bash scripts/train_baselines.sh --list            # print the commands, run nothing
 #
 # Environment: RESULTS (root of the run folders, default ../results), OMNIGLOT (data folder,
 # default ../shared/omniglot), JOBS, EXTRA (flags appended to every command), DEVICE (default auto).
@@ -34,6 +35,8 @@ commands() {
   echo "python oml_omniglot.py --preset cpu --method pretraining --iid-lr 1e-3 --iid-epochs 25 --path $OMNIGLOT --name cpu_pretraining_lr1e-3 $common"
   echo "python oml_omniglot.py --preset cpu --method pretraining --iid-lr 1e-4 --iid-epochs 45 --path $OMNIGLOT --name cpu_pretraining_lr1e-4 $common"
 }
+
+if [ "${1:-}" = "--list" ]; then commands; exit 0; fi
 
 # Decode the Omniglot cache once before the parallel jobs, so they do not all build it.
 python -c "from datasets.omniglot import load_omniglot; load_omniglot('$OMNIGLOT', 'background', 28, progress=False)"

@@ -1,4 +1,4 @@
-"""Every command in the README must stay true: each script exists, each command line parses with
+"""Every command in the README and docs/*.md must stay true: each script exists, each command line parses with
 that script's own parser, and each shipped file it names exists. (Other tests run the commands
 themselves on tiny settings; this one catches a renamed flag or a moved file.)"""
 import importlib
@@ -10,7 +10,8 @@ import pytest
 from tests.conftest import REPO
 
 README = (REPO / "README.md").read_text()
-BLOCKS = re.findall(r"```(?:bash|sh)?\n(.*?)```", README, flags=re.S)
+DOCS = [README] + [page.read_text() for page in sorted((REPO / "docs").glob("*.md"))]
+BLOCKS = [block for text in DOCS for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S)]
 
 
 def _commands():
@@ -61,3 +62,14 @@ def test_each_command_parses(words):
     for word in argv:
         if word.startswith("trained_models/"):
             assert (REPO / word).exists(), f"README names {word}, which is not shipped"
+
+
+def test_the_baseline_script_commands_parse():
+    import subprocess
+    listed = subprocess.run(["bash", str(REPO / "scripts" / "train_baselines.sh"), "--list"], capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    assert len(listed) == 16
+    for line in listed:
+        words = shlex.split(line)
+        assert words[0] == "python"
+        importlib.import_module(words[1].removesuffix(".py")).get_args_parser().parse_args(words[2:])
