@@ -29,15 +29,17 @@ def load_result(path) -> dict:
         raise UserError(f"no readable results file at '{file}' ({err.__class__.__name__})") from None
 
 
-def validation_score(result: dict) -> tuple[float, bool]:
-    """(score, higher_is_better) of one results.json."""
+def validation_score(result: dict, class_counts=None) -> tuple[float, bool]:
+    """(score, higher_is_better) of one results.json; Omniglot: over `class_counts` (default all)."""
     if result.get("benchmark") == "sine":
         search = result["protocol"].get("lr_search")
         if not search:
             raise UserError(f"'{result.get('label')}' was evaluated at a fixed --lr: no validation score to compare")
         return search["mean_scores"][search["grid"].index(search["lr"])], False
     scores = []
-    for entry in result["by_classes"].values():
+    for n, entry in result["by_classes"].items():
+        if class_counts is not None and n not in class_counts:
+            continue
         search = entry.get("lr_search")
         if not search:
             raise UserError(f"'{result.get('label')}' was evaluated at a fixed --lr: no validation score to compare")
@@ -45,9 +47,20 @@ def validation_score(result: dict) -> tuple[float, bool]:
     return float(np.mean(scores)), True
 
 
+def common_class_counts(results: list[dict]):
+    """Omniglot candidates are compared on the class counts they all have (None for sine)."""
+    if any(r.get("benchmark") == "sine" for r in results):
+        return None
+    common = set.intersection(*(set(r["by_classes"]) for r in results))
+    if not common:
+        raise UserError("the candidates share no class count")
+    return common
+
+
 def select(results: list[dict]) -> int:
     """Index of the best candidate; a tie goes to the first listed."""
-    scored = [validation_score(r) for r in results]
+    counts = common_class_counts(results)
+    scored = [validation_score(r, counts) for r in results]
     if len({higher for _, higher in scored}) != 1 or len({r.get("benchmark") for r in results}) != 1:
         raise UserError("candidates must all come from the same benchmark")
     values = [s if s is not None else np.inf for s, _ in scored]
@@ -67,8 +80,11 @@ def main(args):
     if len(labels) != len(results):
         raise UserError(f"{len(labels)} labels for {len(results)} results")
     best = select(results)
+    counts = common_class_counts(results)
+    if counts is not None:
+        print(f"compared on class counts {', '.join(sorted(counts, key=int))}")
     for i, (label, result) in enumerate(zip(labels, results)):
-        score, higher = validation_score(result)
+        score, higher = validation_score(result, counts)
         kind = "search trajectory accuracy" if higher else "search training MSE"
         print(f"{'*' if i == best else ' '} {label}: {kind} {score:.4f}")
     print(f"chosen: {labels[best]}")

@@ -127,6 +127,9 @@ def test_select_uses_the_search_score_only(tmp_path):
     omniglot = [{"benchmark": "omniglot", "by_classes": {"10": {"lr_search": {"grid": [0.1], "lr": 0.1, "mean_scores": [s]}}}}
                 for s in (0.5, 0.7)]
     assert select.select(omniglot) == 1  # accuracy: higher wins
+    # compared on the class counts all candidates have: the extra count of the first is ignored
+    omniglot[0]["by_classes"]["600"] = {"lr_search": {"grid": [0.1], "lr": 0.1, "mean_scores": [1.0]}}
+    assert select.select(omniglot) == 1
     fixed = {"benchmark": "sine", "label": "fixed", "protocol": {"lr_search": None}}
     with pytest.raises(UserError, match="fixed --lr"):
         select.select([candidates[0], fixed])
