@@ -21,15 +21,37 @@ def test_every_shipped_model_is_small_and_weights_only():
         assert "training" not in payload and payload["benchmark"] in path.name
 
 
-@pytest.mark.parametrize("path", SINE, ids=[p.stem for p in SINE])
-def test_shipped_sine_models_learn_online(path, tmp_path):
-    # 5 runs with 200 held-out samples: far from the card's 50 x 1,000, but enough to tell a learned
-    # representation (card: 0.25-3.3) from an untrained one (4-5.3).
-    lr = ["--lr", "0.003"] if "pretraining" in path.name else []
-    run = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(
-        ["--model", str(path), "--runs", "5", "--test-samples", "200", "--results-dir", str(tmp_path), "--no-progress", *lr]))
-    final = json.loads((run / "results.json").read_text())["final_mse"]["mean"]
-    assert final < (1.6 if "_oml" in path.name else 4.0), final
+# The online rate each card reports as chosen by the search, and the RLN/PLN split chosen for the
+# pretraining baseline (trained_models/README.md): fixed here so no search is needed.
+SINE_CARD = {"sine_quick_oml": ["--lr", "0.003"], "sine_quick_pretraining": ["--lr", "0.01", "--rln", "3"],
+             "sine_quick_srnn": ["--lr", "0.003"], "sine_oml2020_oml": ["--lr", "0.001"],
+             "sine_mrcl2019_oml": ["--lr", "0.003"]}
+UNTRAINED_MSE = 4.2  # an untrained network of the quick/oml2020 shape, same protocol (card)
+
+
+@pytest.fixture(scope="module")
+def sine_runs(tmp_path_factory):
+    """Per shipped model, the final MSE of each of 5 runs (the paper protocol, 200 held-out samples)."""
+    assert sorted(SINE_CARD) == [p.stem for p in SINE]
+    out = {}
+    for path in SINE:
+        run = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(
+            ["--model", str(path), "--runs", "5", "--test-samples", "200", "--no-progress",
+             "--results-dir", str(tmp_path_factory.mktemp(path.stem)), *SINE_CARD[path.stem]]))
+        out[path.stem] = [curve[-1] for curve in json.loads((run / "results.json").read_text())["runs"]["curve"]]
+    return out
+
+
+@pytest.mark.parametrize("name", [p.stem for p in SINE if p.stem.endswith("_oml")])
+def test_shipped_oml_models_beat_an_untrained_network(sine_runs, name):
+    assert sum(sine_runs[name]) / 5 < UNTRAINED_MSE / 2, sine_runs[name]
+
+
+def test_quick_oml_beats_its_baselines_on_the_same_runs(sine_runs):
+    oml = sine_runs["sine_quick_oml"]
+    for baseline in ("sine_quick_pretraining", "sine_quick_srnn"):
+        wins = sum(a < b for a, b in zip(oml, sine_runs[baseline]))
+        assert wins >= 4 and sum(oml) < sum(sine_runs[baseline]), (baseline, oml, sine_runs[baseline])
 
 
 @pytest.mark.skipif(not SHARED_OMNIGLOT.exists(), reason="needs the real Omniglot data in ../shared/omniglot")
