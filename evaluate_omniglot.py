@@ -42,7 +42,7 @@ from model.omniglot_protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES, coinciden
 from model.omniglot_protocols import bundle as protocol_bundle
 from model.omniglot_scratch import EvalImages, evaluate_scratch
 from model.omniglot_scratch import check_protocol as check_scratch_protocol
-from utils.cli import add_common, run_main
+from utils.cli import add_common, add_nonstandard_data, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 from utils.plotting import plot_omniglot
@@ -66,6 +66,7 @@ def get_args_parser():
                              "Both: Adam, batch 1, one class-sorted pass, rate searched on trajectory accuracy")
     parser.add_argument("--path", "--data-path", dest="path", default=DEFAULT_PATH,
                         help=f"folder with the Omniglot zips or folders (default {DEFAULT_PATH})")
+    add_nonstandard_data(parser)
     parser.add_argument("--cache-dir", dest="cache_dir", default=None,
                         help="image, feature and kernel cache (default $OML_CACHE_DIR or ./.oml_cache)")
     parser.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
@@ -172,7 +173,8 @@ def main(args):
     if note:
         print(note)
     progress = args.progress is not False
-    split = load_omniglot(args.path, "evaluation", config.image_size, cache_dir=args.cache_dir, progress=progress)
+    split = load_omniglot(args.path, "evaluation", config.image_size, cache_dir=args.cache_dir, progress=progress,
+                          standard=not args.nonstandard_data)
     check_schedule(schedule, split.n_classes, config.n_outputs, f"the evaluation split at '{args.path}'")
     label = _label(payload, config, args)
     run = Run.create({"evaluated": as_dict(config), "args": vars(args), "schedule": list(schedule)},

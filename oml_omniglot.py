@@ -24,7 +24,7 @@ from model.config import as_dict, resolve
 from model.omniglot import build_model, config_from_checkpoint, iid_default_steps, load_meta_training_images, make_training
 from model.omniglot_eval import Protocol, evaluate, feature_bank
 from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
-from utils.cli import add_common, add_meta_learning, run_main
+from utils.cli import add_common, add_meta_learning, add_nonstandard_data, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 
@@ -46,6 +46,7 @@ def get_args_parser():
     parser.add_argument("--download", action="store_true", help="fetch the official archives into --path if missing")
     parser.add_argument("--cache-dir", dest="cache_dir", default=None,
                         help="decoded-image cache (default $OML_CACHE_DIR or ./.oml_cache)")
+    add_nonstandard_data(parser)
     add_meta_learning(parser, step_help="one-image inner steps per trajectory class", tasks_help="classes per trajectory")
     parser.add_argument("--rln", type=int, default=None,
                         help="layers in the RLN: only 6 (the six convolutions), the seed README's value")
@@ -98,7 +99,7 @@ def _config(args) -> OmniglotConfig:
 def _load_images(config, path, args):
     start = time.perf_counter()
     images = load_meta_training_images(config, path, cache_dir=args.cache_dir, download=args.download,
-                                       progress=args.progress is not False)
+                                       progress=args.progress is not False, standard=not args.nonstandard_data)
     return images, round(time.perf_counter() - start, 2)
 
 
@@ -140,7 +141,7 @@ def quick_check(model, config, path, n_classes, device, args) -> dict:
     output layer (so the check does not depend on the scale of the features), against a random
     RLN of the same shape."""
     evaluation = load_omniglot(path, "evaluation", config.image_size, cache_dir=args.cache_dir,
-                               progress=args.progress is not False)
+                               progress=args.progress is not False, standard=not args.nonstandard_data)
     torch.manual_seed(config.seed + 1)
     random = build_model(config)  # the untrained network of the same shape
     protocol = Protocol(reset="zero", runs=3, search_runs=3, seed=config.seed)

@@ -19,7 +19,7 @@ from model import representation_stats as rs
 from model.config import as_dict
 from model.representation_study import (DEFAULT_SEED, DEFAULT_SINE_INPUTS, ORIGINAL_CLASSES, SIDE_BY_SIDE_ROWS,
                                         inputs_for, load_subjects, study)
-from utils.cli import add_common, run_main
+from utils.cli import add_common, add_nonstandard_data, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 from utils.representation_plots import (plot_activity_histograms, plot_average_activation, plot_instance_grid,
@@ -37,6 +37,7 @@ def get_args_parser():
                         help="also measure an untrained network with the first model's config (seeded by --seed)")
     parser.add_argument("--path", "--data-path", "--data_path", dest="path", default="../shared/omniglot",
                         help="Omniglot folder with images_background(.zip) (default: ../shared/omniglot)")
+    add_nonstandard_data(parser)
     parser.add_argument("--images", type=int, default=None,
                         help=f"inputs for the statistics: a seeded subset of this many (default: all 20 images of "
                              f"classes 0-{ORIGINAL_CLASSES - 1} for Omniglot, {DEFAULT_SINE_INPUTS} samples for sine)")

@@ -15,17 +15,31 @@ YY the drawer (01-20). A split becomes `uint8 [n_classes, 20, H, W]`:
 * drawers 1-15 are the within-class training images and 16-20 the held-out ones (the original
   split by listing position instead).
 
-Decoding every PNG takes seconds, so the array is cached as `.npy` next to a JSON manifest and
-reused only while the manifest still describes the source and the pixels hash to what it says.
+Decoding every PNG takes seconds, so the array is cached as `.npy` next to a JSON manifest.
+The cache is used only when all of these hold, else it is rebuilt with a `warning:` line:
+
+* the manifest describes this load (format, split, size, Pillow, class names and ids);
+* the pixels hash to the manifest's sha256 (a flipped bit in the .npy is caught);
+* the source files are the ones it was built from. Cheap check, on every load: a sha256 over
+  each used file's zip CRC-32 and size (zips: the CRC is of the decompressed PNG, so it changes
+  with the content), or its size and mtime_ns (folders). When that differs (a copied folder has
+  new mtimes), the PNG bytes are read and hashed and compared with the content sha256 stored at
+  build time: equal content reuses the cache, anything else rebuilds it. OML_VERIFY_DATA=1
+  always does the full content comparison (a folder file rewritten with the same size and a
+  restored mtime escapes the cheap check; nothing escapes the full one).
+
 The zip md5 is not checked on load: re-encoded copies (like ../shared/omniglot) carry the
 official pixels under different bytes. It is checked only on what `download=True` fetches.
+
+`standard=True` (the scripts' default; their `--nonstandard-data` turns it off) refuses a split
+whose class count is not the official one (964 background, 659 evaluation, 20 images each;
+the 20 are always required): a missing alphabet would otherwise silently shrink the benchmark.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import logging
 import numbers
 import os
 import re
@@ -43,8 +57,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils.errors import UserError
+from utils.messages import quiet_logger, warn
 
-log = logging.getLogger(__name__)
+log = quiet_logger(__name__)
 
 TRAIN_DRAWERS = 15  # drawers 1-15 are the within-class training images, 16-20 held out
 N_DRAWERS = 20
@@ -55,8 +70,11 @@ OFFICIAL_MD5 = {
     "images_background.zip": "68d2efa1b9178cc56df9314c21c6e718",
     "images_evaluation.zip": "6b91aef0f799c5bb55b94e3f2daec811",
 }
+OFFICIAL_CLASSES = {"background": 964, "evaluation": 659}
+VERIFY_ENV = "OML_VERIFY_DATA"  # "1": compare the source's full content with the cache's, every load
 # Bump when the array's meaning changes (order, resize, value range), so old caches rebuild.
-CACHE_FORMAT_VERSION = 1
+# 2: the manifest ties the array to the source files' content.
+CACHE_FORMAT_VERSION = 2
 RESIZE_METHOD = "PIL.Image.BILINEAR"  # what transforms.Resize((84, 84)) does to a PIL image
 
 _FILE_NAME = re.compile(r"(\d{4})_(\d{2})\.png", re.IGNORECASE)
@@ -86,20 +104,22 @@ class OmniglotSplit:
         return self.images[:, TRAIN_DRAWERS:]
 
 
-def load_both(path, image_size=84, cache_dir=None, download=False, progress=True):
+def load_both(path, image_size=84, cache_dir=None, download=False, progress=True, standard=False):
     """(background, evaluation) splits; see `load_omniglot`."""
     return tuple(
-        load_omniglot(path, split, image_size, cache_dir, download, progress) for split in SPLITS
+        load_omniglot(path, split, image_size, cache_dir, download, progress, standard) for split in SPLITS
     )
 
 
 def load_omniglot(
     path, split: str, image_size: int = 84, cache_dir=None, download: bool = False,
-    progress: bool = True,
+    progress: bool = True, standard: bool = False,
 ) -> OmniglotSplit:
     """One split as `OmniglotSplit`, from the cache when it is valid, else decoded and cached.
 
     cache_dir=None means $OML_CACHE_DIR or ./.oml_cache; cache_dir=False turns the cache off.
+    standard=True: the split must have the official class count (scripts; generated test trees
+    pass False).
     """
     split = _split_name(split)
     if isinstance(image_size, bool) or not isinstance(image_size, numbers.Integral) \
@@ -117,6 +137,8 @@ def load_omniglot(
     # Listing is cheap (the zip's directory or a walk of names), and it is what a cached
     # array must still agree with, so it runs on every load.
     characters = _list_characters(source, split)
+    if standard:
+        _check_standard(source, split, len(characters))
     class_names = tuple(f"{alphabet}/{character}" for alphabet, character, _, _ in characters)
     char_ids = tuple(char_id for _, _, char_id, _ in characters)
 
@@ -136,12 +158,25 @@ def load_omniglot(
     }
     images = None
     if cache_dir is not False:
-        images = _read_cache(Path(cache_dir), stem, expected, source)
+        verify = os.environ.get(VERIFY_ENV, "") not in ("", "0")
+        images = _read_cache(Path(cache_dir), stem, expected, source, characters, verify)
     if images is None:
-        images = _decode_all(source, characters, split, image_size, progress)
+        images, content = _decode_all(source, characters, split, image_size, progress)
         if cache_dir is not False:
-            _write_cache(Path(cache_dir), stem, expected, source, images)
+            _write_cache(Path(cache_dir), stem, expected, source, images,
+                         {"source_stat": _source_stat(source, characters), "source_sha256": content})
     return OmniglotSplit(split, images, class_names, char_ids, image_size)
+
+
+def _check_standard(source: _Source, split: str, n_classes: int) -> None:
+    official = OFFICIAL_CLASSES[split]
+    if n_classes != official:
+        raise OmniglotDataError(
+            f"the {split} split at '{source.location}' has {n_classes} classes of {N_DRAWERS} images "
+            f"({n_classes * N_DRAWERS} images); the official release has {official} ({official * N_DRAWERS}): "
+            "restore the missing (or remove the extra) alphabets or characters, or pass --nonstandard-data "
+            "to use this tree as it is"
+        )
 
 
 def _split_name(split: str) -> str:
@@ -339,8 +374,17 @@ def _decode_png(data: bytes, image_size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _decode_all(source, characters, split, image_size, progress) -> np.ndarray:
+def _content_update(digest, member: str, data: bytes) -> None:
+    """One file into the source's content sha256: its name, its length, its bytes."""
+    digest.update(f"{member}\0{len(data)}\0".encode())
+    digest.update(data)
+
+
+def _decode_all(source, characters, split, image_size, progress) -> tuple[np.ndarray, str]:
+    """(uint8 images, sha256 of the source files' content) in class and drawer order; the hash is
+    taken from the bytes being decoded, so it costs no extra read."""
     images = np.empty((len(characters), N_DRAWERS, image_size, image_size), dtype=np.uint8)
+    content = hashlib.sha256()
     bar = tqdm(
         total=images.shape[0] * N_DRAWERS, unit="img", desc=f"omniglot {split} {image_size}px",
         disable=None if progress else True,  # None: on only in a terminal
@@ -355,6 +399,7 @@ def _decode_all(source, characters, split, image_size, progress) -> np.ndarray:
         for c, (_, _, _, members) in enumerate(characters):
             for d, member in enumerate(members):
                 data = _read_member(source, zf, member)
+                _content_update(content, member, data)
                 try:
                     images[c, d] = _decode_png(data, image_size)
                 except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, ...
@@ -367,7 +412,47 @@ def _decode_all(source, characters, split, image_size, progress) -> np.ndarray:
         bar.close()
         if zf is not None:
             zf.close()
-    return images
+    return images, content.hexdigest()
+
+
+def _members(characters):
+    return [member for _, _, _, members in characters for member in members]
+
+
+def _source_stat(source: _Source, characters) -> str:
+    """The cheap fingerprint: sha256 over each used file's zip CRC-32 and size, or its size and
+    mtime_ns in a folder, in class and drawer order."""
+    digest = hashlib.sha256(source.kind.encode())
+    if source.kind == "zip":
+        try:
+            with zipfile.ZipFile(source.location) as zf:
+                infos = {info.filename: info for info in zf.infolist()}
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise OmniglotDataError(_bad_zip_message(source, e)) from e
+        for member in _members(characters):
+            info = infos[source.zip_name(member)]
+            digest.update(f"{member}\0{info.CRC:08x}\0{info.file_size}\n".encode())
+    else:
+        for member in _members(characters):
+            try:
+                st = (source.location / member).stat()
+            except OSError as e:
+                raise OmniglotDataError(f"cannot read '{source.describe(member)}' ({e}): check the file") from e
+            digest.update(f"{member}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _source_content(source: _Source, characters) -> str:
+    """The full fingerprint: sha256 of every used file's bytes (no decoding)."""
+    digest = hashlib.sha256()
+    zf = zipfile.ZipFile(source.location) if source.kind == "zip" else None
+    try:
+        for member in _members(characters):
+            _content_update(digest, member, _read_member(source, zf, member))
+    finally:
+        if zf is not None:
+            zf.close()
+    return digest.hexdigest()
 
 
 def _read_member(source: _Source, zf: zipfile.ZipFile | None, member: str) -> bytes:
@@ -392,8 +477,9 @@ def _sha256(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images).data).hexdigest()
 
 
-def _read_cache(cache_dir: Path, stem: str, expected: dict, source: _Source):
-    """The cached array if it is complete and matches `expected`, else None (after a warning)."""
+def _read_cache(cache_dir: Path, stem: str, expected: dict, source: _Source, characters, verify: bool):
+    """The cached array if it is complete, matches `expected` and was built from these source
+    files (see the module docstring), else None (after a warning)."""
     npy, manifest_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
     if not npy.exists() and not manifest_path.exists():
         log.info("no Omniglot cache at %s; decoding %s once", npy, source.location)
@@ -414,18 +500,38 @@ def _read_cache(cache_dir: Path, stem: str, expected: dict, source: _Source):
             elif _sha256(images) != manifest.get("sha256"):
                 problem = "corrupt (pixel sha256 differs from the manifest)"
             else:
-                return images
-    except (OSError, ValueError, EOFError) as e:  # missing half, bad JSON, truncated .npy
+                problem = _source_problem(cache_dir, stem, manifest, source, characters, verify)
+                if problem is None:
+                    return images
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing half, bad JSON, truncated .npy
         problem = f"unreadable ({type(e).__name__}: {e})"
-    log.warning("Omniglot cache %s is %s; rebuilding it from %s", npy, problem, source.location)
+    warn(f"Omniglot cache {npy} is {problem}; rebuilding it from {source.location}", log)
     return None
 
 
-def _write_cache(cache_dir: Path, stem: str, expected: dict, source: _Source, images) -> None:
+def _source_problem(cache_dir: Path, stem: str, manifest: dict, source: _Source, characters, verify: bool):
+    """None when the source files are those the cache was built from, else why not."""
+    stat = _source_stat(source, characters)
+    if stat == manifest.get("source_stat") and not verify:
+        return None
+    if _source_content(source, characters) != manifest.get("source_sha256"):
+        return "stale (the source files' content differs from what it was built from)"
+    if stat != manifest.get("source_stat"):  # same bytes, new mtimes (a copy): remember them
+        manifest = {**manifest, "source_stat": stat, "source": str(source.location.resolve())}
+        try:
+            text = json.dumps(manifest, indent=1).encode()
+            _write_atomic(cache_dir / f"{stem}.json", lambda f: f.write(text))
+        except OSError:
+            pass  # read-only cache: the next load compares the content again
+    return None
+
+
+def _write_cache(cache_dir: Path, stem: str, expected: dict, source: _Source, images, fingerprint: dict) -> None:
     manifest = {
         **expected,
         "source": str(source.location.resolve()),
         "source_kind": source.kind,
+        **fingerprint,
         "dtype": "uint8",
         "shape": list(images.shape),
         "sha256": _sha256(images),
@@ -442,8 +548,7 @@ def _write_cache(cache_dir: Path, stem: str, expected: dict, source: _Source, im
     except OSError as e:
         if str(cache_dir) not in _warned_unwritable:  # once per folder, not once per split
             _warned_unwritable.add(str(cache_dir))
-            log.warning("cannot write the Omniglot cache to %s (%s); going on without it",
-                        cache_dir, e)
+            warn(f"cannot write the Omniglot cache to {cache_dir} ({e}); going on without it", log)
 
 
 def _write_atomic(dest: Path, write) -> None:

@@ -24,9 +24,12 @@ def build_model(cfg: OmniglotConfig):
     return build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
 
 
-def load_meta_training_images(cfg: OmniglotConfig, path, *, cache_dir=None, download=False, progress=True) -> np.ndarray:
-    """uint8 [n_classes, 20, H, W]: background classes 0..n_classes-1, all 20 drawers."""
-    background = load_omniglot(path, "background", cfg.image_size, cache_dir=cache_dir, download=download, progress=progress)
+def load_meta_training_images(cfg: OmniglotConfig, path, *, cache_dir=None, download=False, progress=True,
+                              standard=False) -> np.ndarray:
+    """uint8 [n_classes, 20, H, W]: background classes 0..n_classes-1, all 20 drawers.
+    `standard`: refuse a tree whose class count is not the official one (datasets.omniglot)."""
+    background = load_omniglot(path, "background", cfg.image_size, cache_dir=cache_dir, download=download,
+                               progress=progress, standard=standard)
     if background.n_classes < cfg.n_classes:
         raise UserError(f"the background split at '{path}' has {background.n_classes} classes, "
                         f"fewer than the {cfg.n_classes} meta-training classes of the config")

@@ -6,7 +6,8 @@ Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made ex
 * The RLN is frozen, so the features of every evaluation image are computed **once** per
   checkpoint and cached (in memory, and on disk keyed by the RLN weights, the image size and the
   pixels). Learning-rate trials and runs train only the PLN on those features; nothing re-runs
-  the network.
+  the network. A disk file is used only if its shapes fit the split and its tensors hash to the
+  sha256 stored with them; otherwise the features are recomputed with a `warning:` line.
 * A run draws n classes **without replacement** from the whole evaluation split (659 classes in
   the official data; the original drew from 0..649) and sorts them: the trajectory is the 15
   training images (drawers 1-15) of each class, class after class in ascending class id.
@@ -38,7 +39,10 @@ Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made ex
 Engines (all exact implementations of the same maths):
 
 * `c`: a small C loop (compiled once with the system C compiler, loaded with ctypes) that runs a
-  whole trajectory of a linear PLN in one call. It keeps the weights feature-major and touches,
+  whole trajectory of a linear PLN in one call. It is built into `<cache>/kernels-<uid>/`, a
+  folder of mode 0700 owned by the user, with the library's sha256 beside it; a library whose
+  owner, mode or hash is wrong is rebuilt (with a `warning:`), never loaded, since a damaged
+  shared object crashes the process (SIGBUS/SIGILL) instead of raising. It keeps the weights feature-major and touches,
   per step, only the columns of the image's non-zero features; the zero-gradient Adam steps of
   the other columns are replayed, with the same arithmetic, when a column is next read (see the
   C source). Every weight takes exactly the dense loop's steps; the memory traffic drops.
@@ -51,10 +55,10 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -73,10 +77,11 @@ from model import online
 from model.omniglot_protocols import DEFAULT_PROTOCOL, protocol_record
 from model.omniglot_protocols import bundle as protocol_bundle
 from utils.errors import UserError
+from utils.messages import quiet_logger, warn
 from utils.seeding import stream
 from utils.stats import bootstrap_ci
 
-log = logging.getLogger(__name__)
+log = quiet_logger(__name__)
 
 LR_GRID = (0.03, 0.01, 0.003, 0.001, 3e-4, 1e-4, 3e-5, 1e-5)
 DEFAULT_SCHEDULE = (10, 50, 100, 200, 600)
@@ -84,7 +89,7 @@ SEARCH_RUNS = 5
 EVAL_SEED = 90
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-FEATURE_CACHE_VERSION = 1
+FEATURE_CACHE_VERSION = 2  # 2: the file carries its tensors' shapes and sha256
 
 
 # --- schedule ----------------------------------------------------------------------------------
@@ -156,30 +161,64 @@ def feature_bank(rln: nn.Module, split: OmniglotSplit, *, cache_dir=None, device
         return FeatureBank(bank.train.to(device), bank.test.to(device), key, "memory", 0.0)
     start = time.perf_counter()
     path = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / f"omniglot_features_{key[:24]}.pt"
-    bank = _read_features(path, key) if path is not None else None
+    n_classes, per_class = split.images.shape[:2]
+    bank = _read_features(path, key, n_classes, per_class) if path is not None else None
     if bank is None:
         feats = _compute(rln, split.images, device, batch_size, progress)
         bank = FeatureBank(feats[:, :TRAIN_DRAWERS].contiguous(), feats[:, TRAIN_DRAWERS:].contiguous(), key)
         if path is not None:
+            train, test = bank.train.cpu(), bank.test.cpu()
             try:
-                save_torch(path, {"version": FEATURE_CACHE_VERSION, "key": key,
-                                  "train": bank.train.cpu(), "test": bank.test.cpu()})
+                save_torch(path, {"version": FEATURE_CACHE_VERSION, "key": key, "train": train, "test": test,
+                                  "shapes": {"train": list(train.shape), "test": list(test.shape)},
+                                  "sha256": features_sha256(train, test)})
             except OSError as err:
-                log.warning("cannot write the feature cache %s (%s); going on without it", path, err)
+                warn(f"cannot write the feature cache {path} ({err}); going on without it", log)
     bank.seconds = round(time.perf_counter() - start, 2)
     _MEMORY_CACHE[key] = FeatureBank(bank.train.cpu(), bank.test.cpu(), key)
     return FeatureBank(bank.train.to(device), bank.test.to(device), key, bank.source, bank.seconds)
 
 
-def _read_features(path: Path, key: str) -> FeatureBank | None:
+def features_sha256(train: torch.Tensor, test: torch.Tensor) -> str:
+    """sha256 of the cached tensors' dtypes, shapes and bytes."""
+    digest = hashlib.sha256()
+    for tensor in (train, test):
+        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _features_problem(data, key: str, n_classes: int, per_class: int) -> str | None:
+    """Why a loaded cache file cannot be used, or None. The name already carries the key, so any
+    problem here is damage or a foreign file, never a normal miss."""
+    if not isinstance(data, dict) or data.get("version") != FEATURE_CACHE_VERSION or data.get("key") != key:
+        return "not this RLN's and split's features (key or version differs)"
+    train, test = data.get("train"), data.get("test")
+    if not isinstance(train, torch.Tensor) or not isinstance(test, torch.Tensor):
+        return "malformed (no train/test tensors)"
+    want = ([n_classes, TRAIN_DRAWERS], [n_classes, per_class - TRAIN_DRAWERS])
+    if (train.dtype != torch.float32 or test.dtype != torch.float32 or train.ndim != 3 or test.ndim != 3
+            or [list(train.shape[:2]), list(test.shape[:2])] != list(want) or train.shape[2] != test.shape[2]):
+        return (f"malformed (train {list(train.shape)}, test {list(test.shape)}; expected [{n_classes}, "
+                f"{TRAIN_DRAWERS}, F] and [{n_classes}, {per_class - TRAIN_DRAWERS}, F] float32)")
+    if data.get("shapes") != {"train": list(train.shape), "test": list(test.shape)}:
+        return "malformed (its tensors' shapes differ from those stored with them)"
+    if data.get("sha256") != features_sha256(train, test):
+        return "corrupt (the features' sha256 differs from the one stored with them)"
+    return None
+
+
+def _read_features(path: Path, key: str, n_classes: int, per_class: int) -> FeatureBank | None:
     if not path.is_file():
         return None
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-        if data.get("key") == key and data.get("version") == FEATURE_CACHE_VERSION:
-            return FeatureBank(data["train"], data["test"], key, "disk")
+        problem = _features_problem(data, key, n_classes, per_class)
     except Exception as err:  # a truncated or foreign file: recompute
-        log.warning("feature cache %s is unreadable (%s); recomputing", path, type(err).__name__)
+        problem = f"unreadable ({type(err).__name__})"
+    if problem is None:
+        return FeatureBank(data["train"], data["test"], key, "disk")
+    warn(f"feature cache {path} is {problem}; recomputing the features", log)
     return None
 
 
@@ -406,7 +445,9 @@ int oml_online(float *WT, float *b, float *mT, float *vT, float *mb, float *vb,
     return 0;
 }
 """
-_C_FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC"]
+# -ffp-contract=off: no fused multiply-adds, so the C loop rounds like the torch engine's
+# separate multiplies and adds (an FMA is one rounding fewer) on every CPU.
+_C_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC"]
 _C_LIB = None  # None: not tried; False: unavailable; else the ctypes library
 
 
@@ -419,8 +460,59 @@ def _cpu_signature() -> str:
         return platform.processor()
 
 
+def kernel_folder(cache_dir=None) -> Path:
+    """Where this user's compiled kernels live: private to the user (see `_private_folder`)."""
+    return Path(cache_dir or default_cache_dir()) / f"kernels-{os.getuid()}"
+
+
+def _private_folder(folder: Path) -> None:
+    """Make `folder` (mode 0700) or check that it is a real folder this user owns that nobody
+    else can write; raise OSError otherwise. Only such a folder's libraries are ever loaded."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise PermissionError(f"{folder} is not a folder owned by this user")
+    if st.st_mode & 0o077:
+        os.chmod(folder, 0o700)  # ours but opened up (by hand, or a umask): close it again
+
+
+def _library_problem(lib_path: Path) -> str | None:
+    """Why the built library must not be loaded, or None: it must be a plain file owned by this
+    user, writable by nobody else, whose bytes hash to the sha256 written beside it at build time."""
+    try:
+        st = os.lstat(lib_path)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            return "not a private file of this user"
+        expected = lib_path.with_name(lib_path.name + ".sha256").read_text().strip()
+    except FileNotFoundError as err:
+        return f"incomplete ({Path(err.filename).name} is missing)"
+    except OSError as err:
+        return f"unreadable ({err})"
+    if hashlib.sha256(lib_path.read_bytes()).hexdigest() != expected:
+        return "damaged (its sha256 differs from the one written when it was built)"
+    return None
+
+
+def _build_library(compiler: str, lib_path: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
+        src = Path(tmp) / "oml_online.c"
+        src.write_text(_C_SOURCE)
+        out = Path(tmp) / lib_path.name
+        subprocess.run([compiler, *_C_FLAGS, str(src), "-o", str(out), "-lm"], check=True,
+                       capture_output=True, timeout=120)
+        os.chmod(out, 0o700)
+        digest = hashlib.sha256(out.read_bytes()).hexdigest()
+        side = Path(tmp) / (lib_path.name + ".sha256")
+        side.write_text(digest + "\n")
+        # The hash first: a reader that sees the new library with the old hash rebuilds; it
+        # never trusts a library without its matching hash.
+        os.replace(side, lib_path.with_name(lib_path.name + ".sha256"))
+        os.replace(out, lib_path)
+
+
 def c_engine(cache_dir=None):
-    """The compiled C loop (ctypes), built once into the cache folder; None when it cannot be."""
+    """The compiled C loop (ctypes), built once into the user's private kernel folder; None when
+    it cannot be built or trusted (then the torch engine runs, after a `warning:` line)."""
     global _C_LIB
     if _C_LIB is not None:
         return _C_LIB or None
@@ -431,23 +523,22 @@ def c_engine(cache_dir=None):
         return None
     tag = hashlib.sha256("\n".join([_C_SOURCE, " ".join(_C_FLAGS), compiler, platform.machine(),
                                     _cpu_signature()]).encode()).hexdigest()[:16]
-    folder = Path(cache_dir or default_cache_dir()) / "kernels"
+    folder = kernel_folder(cache_dir)
     lib_path = folder / f"oml_online_{tag}.so"
     try:
-        if not lib_path.is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=folder) as tmp:
-                src = Path(tmp) / "oml_online.c"
-                src.write_text(_C_SOURCE)
-                out = Path(tmp) / lib_path.name
-                subprocess.run([compiler, *_C_FLAGS, str(src), "-o", str(out), "-lm"], check=True,
-                               capture_output=True, timeout=120)
-                os.replace(out, lib_path)
-        lib = ctypes.CDLL(str(lib_path))
-    except (OSError, subprocess.SubprocessError) as err:
-        log.warning("cannot build the C online learner (%s); using the torch engine", err)
+        _private_folder(folder)
+        problem = _library_problem(lib_path) if lib_path.exists() else "absent"
+        if problem != "absent" and problem is not None:
+            warn(f"compiled kernel {lib_path} is {problem}; rebuilding it", log)
+        if problem is not None:
+            _build_library(compiler, lib_path)
+            problem = _library_problem(lib_path)
+            if problem is not None:
+                raise OSError(f"the library just built is {problem}")
+        fn = ctypes.CDLL(str(lib_path)).oml_online
+    except (OSError, AttributeError, subprocess.SubprocessError) as err:
+        warn(f"cannot build or trust the C online learner ({err}); using the torch engine", log)
         return None
-    fn = lib.oml_online
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 3 + [ctypes.c_int] + [ctypes.c_double] * 4
     _C_LIB = fn

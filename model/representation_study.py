@@ -118,8 +118,9 @@ class Inputs:
     description: dict
 
 
-def omniglot_inputs(path, image_size, seed, n_images, n_maps, n_classes_projection, progress) -> Inputs:
-    split = load_omniglot(path, "background", image_size, progress=progress)
+def omniglot_inputs(path, image_size, seed, n_images, n_maps, n_classes_projection, progress,
+                    standard=False) -> Inputs:
+    split = load_omniglot(path, "background", image_size, progress=progress, standard=standard)
     n_classes = min(ORIGINAL_CLASSES, split.n_classes)
     images = split.images[:n_classes]
     rng = stream(seed, "data")
@@ -176,7 +177,8 @@ def inputs_for(subject: Subject, args, cache: dict) -> Inputs:
         key = ("omniglot", cfg.image_size)
         if key not in cache:
             cache[key] = omniglot_inputs(args.path, cfg.image_size, args.seed, args.images, args.maps, args.classes,
-                                         args.progress is not False)
+                                         args.progress is not False,
+                                         standard=not getattr(args, "nonstandard_data", False))
     else:
         key = ("sine", cfg.seed, cfg.n_train_functions, cfg.capacity, cfg.tasks, cfg.slot_mode,
                cfg.update_step, cfg.batch_size)

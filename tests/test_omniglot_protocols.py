@@ -49,7 +49,7 @@ def tiny(tmp_path_factory):
 
 def _cli(tiny, tmp_path, *argv):
     base = ["--path", str(tiny["data"]), "--results-dir", str(tmp_path), "--cache-dir", str(tiny["cache"]),
-            "--no-progress"]
+            "--no-progress", "--nonstandard-data"]
     return run_main(evaluate_omniglot.main, evaluate_omniglot.get_args_parser(), [*argv, *base])
 
 
@@ -115,7 +115,7 @@ def test_protocol_2019_end_to_end_on_a_mrcl2019_checkpoint(tiny, tmp_path, capsy
     meta = oml_omniglot.main(oml_omniglot.get_args_parser().parse_args(
         ["--preset", "mrcl2019", "--path", str(tiny["data"]), "--cache-dir", str(tiny["cache"]),
          "--results-dir", str(tmp_path / "train"), "--steps", "2", "--n-classes", "8", "--image-size", "12",
-         "--channels", "4", "--strides", "2", "2", "--pln-hidden", "8", "--no-progress"]))
+         "--channels", "4", "--strides", "2", "2", "--pln-hidden", "8", "--no-progress", "--nonstandard-data"]))
     argv = ("--model", str(meta), "--schedule", "2:4", "--runs", "2", "--search-runs", "2")
     run_dir = _cli(tiny, tmp_path / "eval", "--protocol", "2019", *argv)
     assert "coincide" not in capsys.readouterr().out

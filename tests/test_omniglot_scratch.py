@@ -36,7 +36,7 @@ def tiny(tmp_path_factory):
 
 def _cli(tiny, tmp_path, *argv):
     base = ["--path", str(tiny["data"]), "--results-dir", str(tmp_path), "--cache-dir", str(tiny["cache"]),
-            "--no-progress"]
+            "--no-progress", "--nonstandard-data"]
     return run_main(evaluate_omniglot.main, evaluate_omniglot.get_args_parser(), [*argv, *base])
 
 

@@ -39,7 +39,8 @@ def data(tmp_path_factory):
 def run_args(data, tmp_path):
     def make(*extra):
         return oml_omniglot.get_args_parser().parse_args(
-            ["--path", str(data), "--cache-dir", str(data / "cache"), "--results-dir", str(tmp_path)] + TINY + list(extra))
+            ["--path", str(data), "--cache-dir", str(data / "cache"), "--results-dir", str(tmp_path),
+             "--nonstandard-data"] + TINY + list(extra))
     return make
 
 
@@ -194,7 +195,8 @@ def test_killed_run_resumes_byte_for_byte(run_args, tmp_path, monkeypatch, metho
     killed = whole.parent / "killed_1"
     assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 4
     oml_omniglot.main(oml_omniglot.get_args_parser().parse_args(["--resume", str(killed), "--no-progress",
-                                                                  "--cache-dir", str(whole.parent / "c")]))
+                                                                  "--cache-dir", str(whole.parent / "c"),
+                                                                  "--nonstandard-data"]))
     a = torch.load(whole / "checkpoint.pt", weights_only=True)["state_dict"]
     b = torch.load(killed / "checkpoint.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -213,7 +215,7 @@ def test_seed_readme_command_selects_mrcl2019(data, tmp_path):
     parser = oml_omniglot.get_args_parser()
     args = parser.parse_args(command + ["--path", str(data), "--cache-dir", str(data / "cache"),
                                         "--results-dir", str(tmp_path), "--steps", "2", "--n-classes", str(N_FAKE), "--class-split", "6",
-                                        "--image-size", "43", "--channels", "8", "--no-progress"])
+                                        "--image-size", "43", "--channels", "8", "--no-progress", "--nonstandard-data"])
     run = oml_omniglot.main(args)
     assert run.name == "mrcl_omniglot_1"
     assert config_from_checkpoint(load_checkpoint(run)).pln_hidden == 1024
@@ -244,7 +246,7 @@ def test_bad_input_is_a_one_line_error(tmp_path, data, capsys):
         (["--preset", "cpu", "--update_step", "18"], "exceed a class's 20 images"),
         (["--preset", "nope"], "unknown preset"),
         (["--path", str(data), "--results-dir", str(tmp_path / "r"), "--cache-dir", str(data / "cache"),
-          "--image-size", "43", "--channels", "2"], "fewer than the 963"),
+          "--image-size", "43", "--channels", "2", "--nonstandard-data"], "fewer than the 963"),
     ]
     for args, message in cases:
         err = _error_of(args, capsys)

@@ -106,7 +106,8 @@ def omniglot_root(tmp_path, monkeypatch):
 
 
 def run_script(tmp_path, *argv):
-    args = vr.get_args_parser().parse_args(["--results-dir", str(tmp_path / "results"), "--no-progress", *argv])
+    args = vr.get_args_parser().parse_args(["--results-dir", str(tmp_path / "results"), "--no-progress",
+                                            "--nonstandard-data", *argv])
     return vr.main(args)
 
 

@@ -37,6 +37,12 @@ def add_meta_learning(parser: argparse.ArgumentParser, *, step_help: str, tasks_
     parser.add_argument("--second-order", dest="first_order", action="store_const", const=False)
 
 
+def add_nonstandard_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nonstandard-data", "--nonstandard_data", dest="nonstandard_data", action="store_true",
+                        help="accept an Omniglot tree whose class counts differ from the official release "
+                             "(964 background, 659 evaluation classes); by default that is an error")
+
+
 def run_main(main, parser: argparse.ArgumentParser, argv=None):
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,390 @@
+"""Caches never change a result: a damaged or foreign cache is rebuilt with a printed `warning:`
+line, and what is computed equals the clean run. Also the official-size check of the data.
+
+Feature cache (model/omniglot_eval.py), image cache (datasets/omniglot.py), the compiled C
+kernel, and `--nonstandard-data`. All on small generated trees; the last test reads the real
+data's listing and skips without it.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate_omniglot
+import oml_omniglot
+import visualize_representations
+from datasets import omniglot as om
+from experiment.checkpoint import save_checkpoint
+from model import omniglot_eval as oe
+from model.config import as_dict, resolve
+from model.networks import build_omniglot_net
+from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from tests.conftest import REPO, SHARED_OMNIGLOT
+from tests.omniglot_fixtures import fake_png, write_fake_both, write_fake_omniglot
+from utils.cli import run_main
+
+TINY = {"image_size": 12, "channels": 4, "strides": (2, 2), "n_outputs": 16, "n_classes": 8, "class_split": 4}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reliable")
+    data = write_fake_both(root / "data", n_alphabets=2, chars_per_alphabet=4, size=24)
+    cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, "cpu", TINY)
+    torch.manual_seed(0)
+    net = build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
+    ckpt = root / "oml.pt"
+    save_checkpoint(ckpt, benchmark="omniglot", config=as_dict(cfg), model=net, step=0)
+    split = om.load_omniglot(data, "evaluation", cfg.image_size, cache_dir=False, progress=False)
+    clean = oe.feature_bank(net.rln, split, cache_dir=False)
+    return {"root": root, "data": data, "net": net, "ckpt": ckpt, "split": split, "clean": clean}
+
+
+@pytest.fixture
+def no_memory_cache(monkeypatch):
+    """Each feature_bank call must go to disk, as a new process would."""
+    monkeypatch.setattr(oe, "_MEMORY_CACHE", {})
+
+
+def _warnings(capsys, fragment) -> list[str]:
+    err = capsys.readouterr().err
+    return [line for line in err.splitlines() if line.startswith("warning: ") and fragment in line]
+
+
+# --- the feature cache ---------------------------------------------------------------------------
+
+def _rewrite(path, change):
+    data = torch.load(path, weights_only=True)
+    change(data)
+    torch.save(data, path)
+
+
+def _flip_one_class(data):  # an exponent bit in every feature of class 3: the stored hash is kept
+    data["train"][3].view(torch.int32).bitwise_xor_(1 << 30)
+
+
+def _fewer_classes(data):  # a consistent file (hash and shapes redone) of the wrong size
+    data["train"], data["test"] = data["train"][:5], data["test"][:5]
+    data["shapes"] = {"train": list(data["train"].shape), "test": list(data["test"].shape)}
+    data["sha256"] = oe.features_sha256(data["train"], data["test"])
+
+
+def _no_hash(data):
+    data.pop("sha256")
+
+
+def _shapes_lie(data):
+    data["shapes"]["train"][2] += 1
+
+
+def _raw_byte_flip(path):
+    blob = bytearray(path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    path.write_bytes(bytes(blob))
+
+
+FEATURE_DAMAGE = [
+    ("bit flip in one class", lambda p: _rewrite(p, _flip_one_class), "corrupt"),
+    ("right key, fewer classes", lambda p: _rewrite(p, _fewer_classes), "malformed"),
+    ("no stored hash", lambda p: _rewrite(p, _no_hash), "corrupt"),
+    ("stored shapes wrong", lambda p: _rewrite(p, _shapes_lie), "malformed"),
+    ("raw byte flip", _raw_byte_flip, ""),
+    ("truncated", lambda p: p.write_bytes(p.read_bytes()[:1000]), "unreadable"),
+]
+
+
+@pytest.mark.parametrize("damage, fragment", [row[1:] for row in FEATURE_DAMAGE], ids=[row[0] for row in FEATURE_DAMAGE])
+def test_damaged_feature_cache_is_recomputed(tiny, tmp_path, capsys, no_memory_cache, damage, fragment):
+    cache = tmp_path / "cache"
+    rln, split = tiny["net"].rln, tiny["split"]
+    oe.feature_bank(rln, split, cache_dir=cache)
+    (path,) = cache.glob("omniglot_features_*.pt")
+    damage(path)
+    oe._MEMORY_CACHE.clear()
+    capsys.readouterr()
+    bank = oe.feature_bank(rln, split, cache_dir=cache)
+    lines = _warnings(capsys, f"feature cache {path}")
+    assert len(lines) == 1 and fragment in lines[0] and "recomputing" in lines[0], lines
+    assert bank.source == "computed"
+    assert torch.equal(bank.train, tiny["clean"].train) and torch.equal(bank.test, tiny["clean"].test)
+    oe._MEMORY_CACHE.clear()  # the rewritten file is trusted again, silently
+    again = oe.feature_bank(rln, split, cache_dir=cache)
+    assert again.source == "disk" and torch.equal(again.train, tiny["clean"].train)
+    assert not _warnings(capsys, "")
+
+
+def test_flipped_feature_cache_does_not_change_the_evaluation(tiny, tmp_path, capsys, no_memory_cache):
+    """The reported case, end to end: bits flipped in one class's cached features; the script's
+    numbers equal the clean run's, with a warning, exit 0."""
+    cache = tmp_path / "cache"
+
+    def evaluate(name):
+        argv = ["--model", str(tiny["ckpt"]), "--schedule", "4:8", "--runs", "3", "--search-runs", "2",
+                "--path", str(tiny["data"]), "--cache-dir", str(cache), "--results-dir", str(tmp_path / name),
+                "--no-progress", "--nonstandard-data", "--engine", "torch"]
+        run = run_main(evaluate_omniglot.main, evaluate_omniglot.get_args_parser(), argv)
+        return json.loads((run / "results.json").read_text())
+
+    clean = evaluate("clean")
+    (path,) = cache.glob("omniglot_features_*.pt")
+    damaged = torch.load(path, weights_only=True)
+    _flip_one_class(damaged)
+    torch.save(damaged, path)
+    oe._MEMORY_CACHE.clear()
+    capsys.readouterr()
+    again = evaluate("again")
+    assert len(_warnings(capsys, "is corrupt")) == 1
+    assert again["by_classes"] == clean["by_classes"]
+    # The test can tell: the flipped features themselves give other numbers.
+    flipped = oe.FeatureBank(damaged["train"], damaged["test"], "flipped")
+    fixed = oe.Protocol(runs=3, lr=1e-3, engine="torch")
+    assert (oe.evaluate(tiny["net"].pln, flipped, (8,), fixed)["by_classes"]
+            != oe.evaluate(tiny["net"].pln, tiny["clean"], (8,), fixed)["by_classes"])
+
+
+# --- the image cache -----------------------------------------------------------------------------
+
+def _load(root, cache, **kw):
+    return om.load_omniglot(root, "background", 28, cache_dir=cache, progress=False, **kw)
+
+
+def _member(root):
+    return root / "images_background" / "Bengali" / "character02" / "0006_01.png"
+
+
+def _replace_png(root):  # another drawing under the same name
+    _member(root).write_bytes(fake_png(999, 1, 105))
+
+
+def _flip_cached_pixel(root, cache):
+    npy = cache / "omniglot_background_28.npy"
+    array = np.load(npy)
+    array[1, 0, 5, 5] ^= 0xFF
+    np.save(npy, array)
+
+
+def _rezip(root, replace: bool):
+    """The tree as images_background.zip, one member's PNG replaced when `replace`."""
+    zipped = root.parent / f"{root.name}_zip_{'edited' if replace else 'real'}"
+    zipped.mkdir(exist_ok=True)
+    with zipfile.ZipFile(zipped / "images_background.zip", "w") as zf:
+        for path in sorted((root / "images_background").rglob("*.png")):
+            name = path.relative_to(root).as_posix()
+            data = fake_png(999, 1, 105) if replace and path == _member(root) else path.read_bytes()
+            zf.writestr(name, data)
+    return zipped
+
+
+@pytest.mark.parametrize("kind", ["folder", "zip"])
+def test_cache_built_from_an_edited_copy_is_not_used_for_the_real_data(tmp_path, capsys, kind):
+    """The reported case: a cache built from a copy where one PNG was replaced, then loaded with
+    the real data (same names, same cache folder), must give the real pixels."""
+    real = write_fake_omniglot(tmp_path / "real")
+    copy = tmp_path / "copy"
+    shutil.copytree(real, copy)
+    _replace_png(copy)
+    if kind == "zip":
+        real, copy = _rezip(real, False), _rezip(real, True)
+    cache = tmp_path / "cache"
+    edited = _load(copy, cache)
+    truth = _load(real, False)
+    assert not np.array_equal(edited.images, truth.images)  # the copy really differs
+    capsys.readouterr()
+    loaded = _load(real, cache)
+    assert np.array_equal(loaded.images, truth.images)
+    lines = _warnings(capsys, "Omniglot cache")
+    assert len(lines) == 1 and "stale" in lines[0] and "content differs" in lines[0], lines
+
+
+@pytest.mark.parametrize("damage", ["replace a PNG", "flip a cached pixel"])
+def test_warm_image_cache_follows_its_source(tmp_path, capsys, damage):
+    root = write_fake_omniglot(tmp_path / "data")
+    cache = tmp_path / "cache"
+    warm = _load(root, cache)
+    if damage == "replace a PNG":
+        _replace_png(root)
+    else:
+        _flip_cached_pixel(root, cache)
+    capsys.readouterr()
+    loaded = _load(root, cache)
+    truth = _load(root, False)
+    assert np.array_equal(loaded.images, truth.images)
+    assert len(_warnings(capsys, "rebuilding it")) == 1
+    if damage == "replace a PNG":
+        assert not np.array_equal(warm.images, truth.images)
+
+
+def test_copied_tree_with_same_content_reuses_the_cache(tmp_path, capsys, monkeypatch):
+    """New mtimes alone (a copy) fall back to the content hash, which matches: no rebuild."""
+    root = write_fake_omniglot(tmp_path / "data")
+    cache = tmp_path / "cache"
+    warm = _load(root, cache)
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, copy_function=shutil.copyfile)  # copyfile: new mtimes
+    monkeypatch.setattr(om, "_decode_png", lambda *a: pytest.fail("decoded instead of reusing the cache"))
+    capsys.readouterr()
+    assert np.array_equal(_load(copy, cache).images, warm.images)
+    assert not _warnings(capsys, "")
+    manifest = json.loads((cache / "omniglot_background_28.json").read_text())
+    assert manifest["source"] == str((copy / "images_background").resolve())  # the new stat is remembered
+
+
+def test_full_verification_catches_what_the_cheap_check_cannot(tmp_path, capsys, monkeypatch):
+    """A PNG rewritten with the same size and its old mtime passes the size+mtime check (the
+    documented limit); OML_VERIFY_DATA=1 compares the content and rebuilds."""
+    root = write_fake_omniglot(tmp_path / "data")
+    cache = tmp_path / "cache"
+    warm = _load(root, cache)
+    target = _member(root)
+    old, st = target.read_bytes(), target.stat()
+    other = next(p.read_bytes() for p in sorted(root.rglob("*.png")) if 0 < len(old) - p.stat().st_size)
+    target.write_bytes(other + b"\0" * (len(old) - len(other)))  # Pillow ignores bytes after IEND
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    truth = _load(root, False)
+    assert not np.array_equal(truth.images, warm.images)
+    assert np.array_equal(_load(root, cache).images, warm.images)  # cheap check: not detected
+    monkeypatch.setenv(om.VERIFY_ENV, "1")
+    capsys.readouterr()
+    assert np.array_equal(_load(root, cache).images, truth.images)
+    assert len(_warnings(capsys, "content differs")) == 1
+
+
+# --- the compiled kernel -------------------------------------------------------------------------
+
+def _put(lib, data: bytes):
+    """Damage as a new file under the same name: this process has the library mapped, and
+    writing into that inode would crash the test itself (SIGBUS), not the code under test."""
+    tmp = lib.with_name("damaged.tmp")
+    tmp.write_bytes(data)
+    tmp.chmod(lib.stat().st_mode & 0o777)
+    os.replace(tmp, lib)
+
+
+def _truncate(lib):
+    _put(lib, lib.read_bytes()[: lib.stat().st_size // 3])
+
+
+def _flip(lib):
+    blob = bytearray(lib.read_bytes())
+    for i in range(1000, len(blob), 997):
+        blob[i] ^= 0x5A
+    _put(lib, bytes(blob))
+
+
+def _drop_hash(lib):
+    lib.with_name(lib.name + ".sha256").unlink()
+
+
+def _group_writable(lib):
+    lib.chmod(0o775)
+
+
+KERNEL_DAMAGE = [("truncated", _truncate, "damaged"), ("bytes flipped", _flip, "damaged"),
+                 ("hash missing", _drop_hash, "incomplete"), ("group-writable", _group_writable, "not a private file")]
+
+
+def _kernel_outputs(fn):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(30, 8, generator=gen) * (torch.rand(30, 8, generator=gen) < 0.5)
+    init = [torch.randn(5, 8, generator=gen), torch.zeros(5)]
+    return oe.train_c(fn, init, x, torch.arange(30) % 5, np.arange(30), 0.01, "adam")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+@pytest.mark.parametrize("damage, fragment", [row[1:] for row in KERNEL_DAMAGE], ids=[row[0] for row in KERNEL_DAMAGE])
+def test_untrusted_kernel_is_rebuilt_not_loaded(tmp_path, capsys, monkeypatch, damage, fragment):
+    monkeypatch.setattr(oe, "_C_LIB", None)
+    first = oe.c_engine(tmp_path)
+    folder = oe.kernel_folder(tmp_path)
+    (lib,) = folder.glob("*.so")
+    assert oct(folder.stat().st_mode & 0o777) == "0o700" and lib.with_name(lib.name + ".sha256").is_file()
+    built = lib.read_bytes()
+    reference = _kernel_outputs(first)
+    damage(lib)
+    monkeypatch.setattr(oe, "_C_LIB", None)
+    capsys.readouterr()
+    fn = oe.c_engine(tmp_path)
+    lines = _warnings(capsys, f"compiled kernel {lib}")
+    assert len(lines) == 1 and fragment in lines[0] and "rebuilding" in lines[0], lines
+    assert fn is not None and lib.read_bytes() == built and lib.stat().st_mode & 0o022 == 0
+    assert all(torch.equal(a, b) for a, b in zip(_kernel_outputs(fn), reference))
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
+def test_truncated_kernel_does_not_crash_a_new_process(tmp_path):
+    """In a fresh process the damaged file would be mapped (SIGBUS): it must be rebuilt first."""
+    child = ("import sys; from model import omniglot_eval as oe; "
+             "fn = oe.c_engine(sys.argv[1]); print('engine', fn is not None)")
+    first = subprocess.run([sys.executable, "-c", child, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert "engine True" in first.stdout, first.stderr
+    (lib,) = oe.kernel_folder(tmp_path).glob("*.so")
+    _truncate(lib)
+    second = subprocess.run([sys.executable, "-c", child, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert second.returncode == 0 and "engine True" in second.stdout, (second.returncode, second.stderr)
+    assert "warning: compiled kernel" in second.stderr and "damaged" in second.stderr
+
+
+def test_kernel_folder_of_another_owner_or_open_mode_is_not_trusted(tmp_path, monkeypatch):
+    folder = tmp_path / "kernels"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    oe._private_folder(folder)  # ours: closed again
+    assert folder.stat().st_mode & 0o777 == 0o700
+    monkeypatch.setattr(oe.os, "getuid", lambda: os.stat(folder).st_uid + 1)
+    with pytest.raises(PermissionError, match="not a folder owned by this user"):
+        oe._private_folder(folder)
+
+
+# --- official class counts -----------------------------------------------------------------------
+
+def _script_error(capsys, main, parser, argv) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        run_main(main, parser, argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("script", ["evaluate_omniglot", "oml_omniglot", "visualize_representations"])
+def test_non_standard_tree_needs_the_flag(tiny, tmp_path, capsys, script):
+    common = ["--path", str(tiny["data"]), "--results-dir", str(tmp_path / "results"), "--no-progress"]
+    argv = {"evaluate_omniglot": ["--model", str(tiny["ckpt"]), "--schedule", "2", "--cache-dir", str(tmp_path / "c")],
+            "oml_omniglot": ["--preset", "cpu", "--cache-dir", str(tmp_path / "c")],
+            "visualize_representations": ["--model", str(tiny["ckpt"])]}[script]
+    module = {"evaluate_omniglot": evaluate_omniglot, "oml_omniglot": oml_omniglot,
+              "visualize_representations": visualize_representations}[script]
+    err = _script_error(capsys, module.main, module.get_args_parser(), argv + common)
+    assert "has 8 classes" in err and "official release has" in err and "--nonstandard-data" in err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "c").exists()  # nothing written
+
+
+@pytest.mark.parametrize("split, official", [("background", 964), ("evaluation", 659)])
+def test_class_count_rule(tmp_path, monkeypatch, split, official):
+    """With the official counts scaled down to the fixture's 12 classes: 12 passes, a tree missing
+    an alphabet (8) or with an extra one (16) does not, unless standard=False."""
+    monkeypatch.setitem(om.OFFICIAL_CLASSES, split, 12)
+    for n_alphabets, ok in ((3, True), (2, False), (4, False)):
+        root = write_fake_omniglot(tmp_path / f"{split}{n_alphabets}", n_alphabets=n_alphabets, split=f"images_{split}")
+        if ok:
+            om.load_omniglot(root, split, 12, cache_dir=False, progress=False, standard=True)
+        else:
+            with pytest.raises(om.OmniglotDataError, match=f"has {4 * n_alphabets} classes.*official release has 12"):
+                om.load_omniglot(root, split, 12, cache_dir=False, progress=False, standard=True)
+        om.load_omniglot(root, split, 12, cache_dir=False, progress=False, standard=False)
+
+
+@pytest.mark.skipif(not (SHARED_OMNIGLOT / "images_evaluation.zip").exists(), reason="no real Omniglot data")
+def test_real_data_has_the_official_counts():
+    for split, official in om.OFFICIAL_CLASSES.items():
+        source = om._find_source(SHARED_OMNIGLOT, split)
+        assert len(om._list_characters(source, split)) == official
