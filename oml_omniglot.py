@@ -18,18 +18,20 @@ from pathlib import Path
 import torch
 
 from datasets.omniglot import load_omniglot
-from experiment.run import Run
-from experiment.trainer import fit, intervals, reopen_run, restore_training
+from experiment.run import Run, read_metadata
+from experiment.trainer import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
 from model.config import as_dict, resolve
 from model.omniglot import build_model, config_from_checkpoint, iid_default_steps, load_meta_training_images, make_training
 from model.omniglot_eval import Protocol, evaluate, feature_bank
 from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
-from utils.cli import add_common, add_meta_learning, add_nonstandard_data, run_main
+from utils.cli import add_common, add_meta_learning, add_nonstandard_data, explicit_args, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 
 DEFAULT_PATH = "../shared/omniglot"
 SEED_README_RLN = 6  # the 2019 README command passes --rln 6 and no preset: that is mrcl2019
+# What --resume may be given besides RESUME_FLAGS: where the data are and the check after training.
+DATA_FLAGS = {"path", "download", "cache_dir", "nonstandard_data", "quick_eval"}
 
 
 def _class_split(text):
@@ -103,36 +105,50 @@ def _load_images(config, path, args):
     return images, round(time.perf_counter() - start, 2)
 
 
+def _given(args) -> dict:
+    """The explicit flags, in the config's terms (--class-split none is None; strides a list)."""
+    given = explicit_args(args, get_args_parser())
+    if given.get("class_split", (None, None))[1] == -1:
+        given["class_split"] = (given["class_split"][0], None, "none")
+    return given
+
+
 def main(args):
     device = resolve_device(args.device)
     if args.resume:
-        payload, config, run = reopen_run(args.resume, benchmark="omniglot", config_from_checkpoint=config_from_checkpoint,
-                                          steps=args.steps, device=device)
-        path = args.path or run.metadata.get("data_path") or DEFAULT_PATH
-        images, load_seconds = _load_images(config, path, args)
-        task = make_training(config, device, images)
-        start = restore_training(task, payload)
-        run.truncate_log(start)
-        print(f"resuming {run.dir} at step {start} of {config.steps}")
+        payload, config = check_resume(args.resume, benchmark="omniglot", config_from_checkpoint=config_from_checkpoint,
+                                       given=_given(args), allowed=RESUME_FLAGS | DATA_FLAGS)
+        folder = Path(payload["path"]).parent
+        path = args.path or read_metadata(folder).get("data_path") or DEFAULT_PATH
+        images, load_seconds = _load_images(config, path, args)  # before any write: bad data changes nothing
+        run = open_resumed(payload, config, device)
     else:
         config = _config(args)
         path = args.path or DEFAULT_PATH
         images, load_seconds = _load_images(config, path, args)  # before the folder: bad data leaves none
         name = (args.name or f"{config.method}_{config.preset}").strip("/").replace("/", "_") or "run"
-        run = Run.create(as_dict(config), dataset="omniglot", name=name, results_dir=args.results_dir, device=device)
-        task = make_training(config, device, images)
-        start, payload = 0, None
-        print(f"run folder: {run.dir}")
-    run.save_metadata(data_path=str(Path(path).resolve()), data_load_seconds=load_seconds)
-    fit(task, run, benchmark="omniglot", config=as_dict(config), start_step=start, total_steps=config.steps,
-        progress=args.progress, **intervals(args, payload))
-    run.save_metadata(train_finished=True)
-    if args.quick_eval:
-        result = quick_check(task.model, config, path, args.quick_eval, device, args)
-        run.write_json("quick_eval.json", result)
-        print(f"quick check on {args.quick_eval} evaluation classes: test accuracy {result['trained']['test_accuracy']:.3f} "
-              f"(random RLN {result['random']['test_accuracy']:.3f})")
-    run.save_metadata()
+        run = Run.create(as_dict(config), dataset="omniglot", name=name, results_dir=args.results_dir, device=device,
+                         lock=True)
+        payload = None
+    with run:  # holds run.lock until the run is complete (or fails)
+        if payload is not None:
+            task = make_training(config, device, images)
+            start = restore_training(task, payload)
+            print(f"resuming {run.dir} at step {start} of {config.steps}")
+        else:
+            task = make_training(config, device, images)
+            start = 0
+            print(f"run folder: {run.dir}")
+        run.save_metadata(data_path=str(Path(path).resolve()), data_load_seconds=load_seconds)
+        fit(task, run, benchmark="omniglot", config=as_dict(config), start_step=start, total_steps=config.steps,
+            progress=args.progress, **intervals(args, payload))
+        run.save_metadata(train_finished=True)
+        if args.quick_eval:
+            result = quick_check(task.model, config, path, args.quick_eval, device, args)
+            run.write_json("quick_eval.json", result)
+            print(f"quick check on {args.quick_eval} evaluation classes: test accuracy "
+                  f"{result['trained']['test_accuracy']:.3f} (random RLN {result['random']['test_accuracy']:.3f})")
+        run.save_metadata()
     return run.dir
 
 

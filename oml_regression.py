@@ -13,17 +13,19 @@ import torch
 from experiment.checkpoint import load_checkpoint
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
-from experiment.trainer import fit, intervals, reopen_run, restore_training
+from experiment.trainer import RESUME_FLAGS, fit, intervals, reopen_run, restore_training
 from model.config import as_dict, resolve
 from model.sine import build_model, config_from_checkpoint, make_training
 from model.sine_eval import EVAL_SEED, evaluate, headline, make_protocol
 from model.sine_presets import SINE_PRESETS, SineConfig
-from utils.cli import add_common, add_meta_learning, run_main
+from utils.cli import add_common, add_meta_learning, explicit_args, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 from utils.plotting import plot_sine
 
 SEED_README_FLAGS = {"capacity": 10, "width": 300, "rln": 6}  # the 2019 README command's signature
+# What --resume may be given besides RESUME_FLAGS: how the finished run is evaluated, not what it trains.
+EVAL_FLAGS = {"eval_runs", "eval_protocol", "eval_steps", "eval_batch", "eval_lr"}
 
 
 def get_args_parser():
@@ -72,58 +74,73 @@ def _config(args) -> SineConfig:
     return config
 
 
+def _given(args) -> dict:
+    """The explicit flags, in the config's terms (--inner-clip 0 means no clamp: None)."""
+    given = explicit_args(args, get_args_parser())
+    if given.get("inner_clip", (None, None))[1] == 0:
+        given["inner_clip"] = (given["inner_clip"][0], None, "0")
+    return given
+
+
 def main(args):
     device = resolve_device(args.device)
     if args.resume:
         payload, config, run = reopen_run(args.resume, benchmark="sine", config_from_checkpoint=config_from_checkpoint,
-                                          steps=args.steps, device=device)
-        task = make_training(config, device)
-        start = restore_training(task, payload)
-        run.truncate_log(start)
-        print(f"resuming {run.dir} at step {start} of {config.steps}")
+                                          given=_given(args), allowed=RESUME_FLAGS | EVAL_FLAGS, device=device)
     else:
         config = _config(args)
         torch.manual_seed(config.seed)
         name = args.name or f"{config.method}_{config.preset}"
-        run = Run.create(as_dict(config), dataset="sine", name=name, results_dir=args.results_dir, device=device)
+        run = Run.create(as_dict(config), dataset="sine", name=name, results_dir=args.results_dir, device=device,
+                         lock=True)
+        payload = None
+    with run:  # holds run.lock until the run is complete (or fails)
         task = make_training(config, device)
-        start, payload = 0, None
-        print(f"run folder: {run.dir}")
-    fit(task, run, benchmark="sine", config=as_dict(config), start_step=start, total_steps=config.steps,
-        progress=args.progress, **intervals(args, payload))
-    run.save_metadata(train_finished=True)
-    runs = config.eval_runs if args.eval_runs is None else args.eval_runs
-    if runs > 0:
-        payload = load_checkpoint(run.dir, benchmark="sine")
-        model = task.export() if hasattr(task, "export") else task.model
-        protocol = make_protocol(args.eval_protocol, config, batches_per_function=args.eval_steps,
-                                 batch_size=args.eval_batch, lr=args.eval_lr, runs=runs,
-                                 test_samples=config.eval_test_samples, seed=EVAL_SEED)
-        try:
-            result = _evaluate(model, config, protocol, device, checkpoint_identity(payload, as_dict(config)),
-                               f"{config.method.upper()} ({config.preset})")
-        except UserError as err:
-            raise UserError(f"{err}; the trained checkpoint is kept in {run.dir} "
-                            f"(evaluate it with evaluate_regression.py --model {run.dir} --lr ...)") from None
-        run.write_json("results.json", result)
-        torch.manual_seed(config.seed + 1)
-        scratch = build_model(config)  # the untrained network of the same shape: the scratch reference
-        shown = [result]
-        try:
-            reference = _evaluate(scratch, config, protocol, device, checkpoint_identity(None, as_dict(config)),
-                                  "untrained network")
-            shown.append(reference)
-        except UserError as err:
-            # A reference that cannot learn at this rate is a finding, not a reason to fail the run.
-            reference = {"benchmark": "sine", "label": "untrained network", "diverged": True, "error": str(err)}
-        run.write_json("results_untrained.json", reference)
-        figure = plot_sine(shown, [r["label"] for r in shown], run.dir / "mse.png")
-        print("\n".join(headline(r) for r in shown))
-        if reference.get("diverged"):
-            print(f"untrained network: {reference['error']}")
-        print(f"results: {run.dir / 'results.json'}\nfigure: {figure}")
-    run.save_metadata()
+        if payload is not None:
+            start = restore_training(task, payload)
+            print(f"resuming {run.dir} at step {start} of {config.steps}")
+        else:
+            start = 0
+            print(f"run folder: {run.dir}")
+        fit(task, run, benchmark="sine", config=as_dict(config), start_step=start, total_steps=config.steps,
+            progress=args.progress, **intervals(args, payload))
+        run.save_metadata(train_finished=True)
+        runs = config.eval_runs if args.eval_runs is None else args.eval_runs
+        if runs > 0:
+            _evaluate_run(args, run, task, config, runs, device)
+        run.save_metadata()
     return run.dir
+
+
+def _evaluate_run(args, run, task, config, runs, device):
+    payload = load_checkpoint(run.dir, benchmark="sine")
+    model = task.export() if hasattr(task, "export") else task.model
+    protocol = make_protocol(args.eval_protocol, config, batches_per_function=args.eval_steps,
+                             batch_size=args.eval_batch, lr=args.eval_lr, runs=runs,
+                             test_samples=config.eval_test_samples, seed=EVAL_SEED)
+    try:
+        result = _evaluate(model, config, protocol, device, checkpoint_identity(payload, as_dict(config)),
+                           f"{config.method.upper()} ({config.preset})")
+    except UserError as err:
+        raise UserError(f"{err}; the trained checkpoint is kept in {run.dir} "
+                        f"(evaluate it with evaluate_regression.py --model {run.dir} --lr ...)") from None
+    run.write_json("results.json", result)
+    torch.manual_seed(config.seed + 1)
+    scratch = build_model(config)  # the untrained network of the same shape: the scratch reference
+    shown = [result]
+    try:
+        reference = _evaluate(scratch, config, protocol, device, checkpoint_identity(None, as_dict(config)),
+                              "untrained network")
+        shown.append(reference)
+    except UserError as err:
+        # A reference that cannot learn at this rate is a finding, not a reason to fail the run.
+        reference = {"benchmark": "sine", "label": "untrained network", "diverged": True, "error": str(err)}
+    run.write_json("results_untrained.json", reference)
+    figure = plot_sine(shown, [r["label"] for r in shown], run.dir / "mse.png")
+    print("\n".join(headline(r) for r in shown))
+    if reference.get("diverged"):
+        print(f"untrained network: {reference['error']}")
+    print(f"results: {run.dir / 'results.json'}\nfigure: {figure}")
 
 
 def _evaluate(model, config, protocol, device, identity, label):

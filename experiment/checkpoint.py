@@ -3,6 +3,7 @@
     {"format": 1, "benchmark": "sine"|"omniglot", "method": ..., "config": {...},
      "state_dict": model.state_dict(), "step": int, "training": {optimizer, scheduler, rng} | absent}
 """
+import sys
 from pathlib import Path
 
 import torch
@@ -12,6 +13,19 @@ from utils.errors import UserError
 
 FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def _interned(obj):
+    """`obj` with every string interned. The pickle memo shares repeated objects by identity, so
+    equal strings that are distinct objects (keys of a state loaded from a checkpoint, against
+    the literals of a fresh run) would give different bytes for equal checkpoints."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_interned(k): _interned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) and type(obj) in (list, tuple):
+        return type(obj)(_interned(v) for v in obj)
+    return obj
 
 
 def save_checkpoint(path: Path, *, benchmark: str, config: dict, model, step: int, training: dict | None = None) -> None:
@@ -25,7 +39,7 @@ def save_checkpoint(path: Path, *, benchmark: str, config: dict, model, step: in
     }
     if training is not None:
         payload["training"] = training
-    save_torch(path, payload)
+    save_torch(path, _interned(payload))
 
 
 def resolve_checkpoint_path(model_path) -> Path:

@@ -2,12 +2,19 @@
 shipped in trained_models/. It loads with weights_only=True and evaluates like the original.
 
     python -m experiment.export RUN_DIR trained_models/NAME.pt
+
+It never writes over a checkpoint that can be resumed (one with training state) or over its own
+source: exporting to RUN/checkpoint.pt would silently turn a resumable run into a finished one.
 """
 import argparse
+from pathlib import Path
+
+import torch
 
 from experiment.checkpoint import load_checkpoint
 from experiment.files import save_torch
 from utils.cli import run_main
+from utils.errors import UserError
 
 
 def get_args_parser():
@@ -17,8 +24,25 @@ def get_args_parser():
     return parser
 
 
+def _check_target(out: Path, source: Path) -> None:
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise UserError(f"'{out}' is a folder; give the path of the .pt file to write")
+    if out.resolve() == source.resolve():
+        raise UserError(f"'{out}' is the checkpoint being exported; write the weights-only copy to another path")
+    try:
+        existing = torch.load(out, map_location="cpu", weights_only=True)
+    except Exception:  # not a checkpoint: an ordinary file the user chose to replace
+        return
+    if isinstance(existing, dict) and "training" in existing:
+        raise UserError(f"'{out}' is a resumable run checkpoint (it holds training state); it is not overwritten: "
+                        "write the weights-only copy to another path")
+
+
 def main(args):
     payload = load_checkpoint(args.model)
+    _check_target(Path(args.out), Path(payload["path"]))
     payload.pop("training", None)
     payload.pop("path", None)
     save_torch(args.out, payload)

@@ -26,6 +26,10 @@ def _atomic(path: Path, write) -> None:
         raise
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda handle: handle.write(data))
+
+
 def write_json(path: Path, obj) -> None:
     text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n"
     _atomic(path, lambda handle: handle.write(text.encode()))
@@ -33,3 +37,15 @@ def write_json(path: Path, obj) -> None:
 
 def save_torch(path: Path, obj) -> None:
     _atomic(path, lambda handle: torch.save(obj, handle))
+
+
+def remove_orphans(folder: Path) -> list[str]:
+    """Delete the temp files of writes killed before their rename (`.<name>.<random>.tmp`, as
+    `_atomic` names them); returns their names. Call it only while holding the folder's lock, so
+    no live writer's temp file is taken."""
+    removed = []
+    for tmp in sorted(Path(folder).glob(".*.tmp")):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp.name)
+    return removed

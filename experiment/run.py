@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiment.files import write_json
+from experiment import lock as run_lock
+from experiment.files import write_bytes, write_json
+from utils.errors import UserError
+from utils.messages import note
 
 DEFAULT_RESULTS_ROOT = "../results"
 
@@ -29,12 +32,58 @@ def _git_sha() -> str | None:
         return None
 
 
+def read_metadata(folder: Path) -> dict:
+    """A run's metadata.json ({} when absent); a damaged one is a one-line error, before any write."""
+    path = Path(folder) / "metadata.json"
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise UserError(f"'{path}' is damaged ({type(err).__name__}: {str(err)[:80]}); it holds only provenance "
+                        "(argv, versions, times): restore it from a backup, or delete it to resume without "
+                        "that history") from None
+    return data
+
+
+def repair_log(folder: Path, after_step: int) -> None:
+    """On resume, keep the metrics records up to the checkpoint's step, so the log reads as one
+    uninterrupted run. A last line without its newline is a write cut by a kill: dropped with a
+    note. A damaged complete line is not a kill's trace: a one-line error."""
+    path = Path(folder) / "metrics.jsonl"
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    partial = lines.pop()  # b"" when the file ends with a newline
+    if partial:
+        note(f"dropping the unfinished last line of {path} (a write cut short by a kill)")
+    kept = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            step = record.get("step", -1)
+        except (ValueError, AttributeError):
+            raise UserError(f"line {number} of '{path}' is not a JSON record: delete that line (the records after "
+                            f"the checkpoint's step {after_step} are dropped anyway) and resume again") from None
+        if step <= after_step:
+            kept.append(line + b"\n")
+    text = b"".join(kept)
+    if text != data:
+        write_bytes(path, text)
+
+
 class Run:
     def __init__(self, folder: Path, config: dict, device, resumed: bool = False):
         self.dir = Path(folder)
         self.config = config
+        self.lock = None  # the run.lock this process holds, released by close()
         self._start = time.time()
-        self.metadata = self._read_metadata() if resumed else {}
+        self.metadata = read_metadata(self.dir) if resumed else {}
         self.metadata.update({
             "argv": sys.argv,
             "git_sha": _git_sha(),
@@ -53,7 +102,9 @@ class Run:
         self.save_metadata()
 
     @classmethod
-    def create(cls, config: dict, *, dataset: str, name: str, results_dir=DEFAULT_RESULTS_ROOT, device="cpu") -> "Run":
+    def create(cls, config: dict, *, dataset: str, name: str, results_dir=DEFAULT_RESULTS_ROOT, device="cpu",
+               lock: bool = False) -> "Run":
+        """A new numbered folder; `lock=True` (training) holds run.lock until close()."""
         day = dt.date.today()
         parent = Path(results_dir) / f"{day.day:02d}{day.strftime('%B%Y')}" / dataset
         parent.mkdir(parents=True, exist_ok=True)
@@ -64,23 +115,28 @@ class Run:
                 break
             except FileExistsError:
                 continue
-        return cls(folder, config, device)
+        held = run_lock.acquire(folder) if lock else None
+        try:
+            run = cls(folder, config, device)
+        except BaseException:
+            run_lock.release(held)
+            raise
+        run.lock = held
+        return run
 
-    def _read_metadata(self) -> dict:
-        path = self.dir / "metadata.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+    def close(self) -> None:
+        run_lock.release(self.lock)
+        self.lock = None
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def log(self, record: dict) -> None:
         with open(self.dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record, sort_keys=True) + "\n")
-
-    def truncate_log(self, after_step: int) -> None:
-        """On resume, drop records past the checkpoint so the log reads as one uninterrupted run."""
-        path = self.dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", -1) <= after_step]
-        path.write_text("".join(line + "\n" for line in kept))
 
     def write_json(self, name: str, obj) -> Path:
         write_json(self.dir / name, obj)

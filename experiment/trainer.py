@@ -1,16 +1,24 @@
 """The training loop every method shares: steps, progress bar, metrics log, atomic periodic
-checkpoints with everything needed to resume exactly (weights, optimiser, scheduler, RNG)."""
+checkpoints with everything needed to resume exactly (weights, optimiser, scheduler, RNG).
+
+Resume refuses, before writing anything, what would damage or mislead: flags that contradict
+the run's config, a weights-only checkpoint, a folder another process is training, `--steps`
+below the run's count. Under the run's lock it then removes temp files of killed writes and
+cuts metrics.jsonl back to the checkpoint's step (a half-written last line included).
+"""
 import math
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from pathlib import Path
-
+from experiment import lock as run_lock
 from experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from experiment.run import Run
+from experiment.files import remove_orphans
+from experiment.run import Run, read_metadata, repair_log
 from model.config import as_dict
-from utils.errors import UserError
+from utils.errors import Interrupted, UserError
+from utils.messages import note
 from utils.seeding import capture_rng_state, restore_rng_state
 
 
@@ -31,15 +39,86 @@ def save_training(run, task, *, benchmark: str, config: dict, step: int, interva
                     step=step, training=training)
 
 
-def reopen_run(resume: str, *, benchmark: str, config_from_checkpoint, steps: int | None, device):
-    """(payload, config, run) of a killed run: its checkpoint, its config (`--steps` may extend
-    it), and its folder, reopened for appending."""
+# Flags every training script takes on --resume: they choose where and how, not what, is trained.
+RESUME_FLAGS = frozenset({"resume", "steps", "device", "progress"})
+
+
+def conflicting_flags(given: dict, run_values: dict, allowed) -> list[str]:
+    """'--flag value (the run has X)' for every given flag that --resume cannot honour: not in
+    `allowed` and either not a setting of the run or different from the run's value. `given`
+    maps dest -> (flag, value[, as typed]) with the value in the config's terms."""
+    conflicts = []
+    for dest, (flag, value, *typed) in sorted(given.items()):
+        if dest in allowed:
+            continue
+        if dest not in run_values:
+            conflicts.append(f"{flag} (a resumed run keeps its folder and config)")
+            continue
+        mine, theirs = value, run_values[dest]
+        if isinstance(mine, tuple):
+            mine = list(mine)
+        if mine != theirs:
+            conflicts.append(f"{flag} {typed[0] if typed else value} (the run has {theirs})")
+    return conflicts
+
+
+def reopen_run(resume: str, *, benchmark: str, config_from_checkpoint, given: dict, allowed, device):
+    """(payload, config, run) of a killed run: `check_resume`, then `open_resumed`."""
+    payload, config = check_resume(resume, benchmark=benchmark, config_from_checkpoint=config_from_checkpoint,
+                                   given=given, allowed=allowed)
+    return payload, config, open_resumed(payload, config, device)
+
+
+def check_resume(resume: str, *, benchmark: str, config_from_checkpoint, given: dict, allowed):
+    """(payload, config) of a killed run, its config extended by `--steps`; writes nothing.
+    `given`: the explicit flags ({dest: (flag, value)}, utils.cli.explicit_args); `allowed`:
+    those that may differ from the run."""
     payload = load_checkpoint(resume, benchmark=benchmark)
+    path = Path(payload["path"])
+    folder = path.parent
+    if "training" not in payload:
+        raise UserError(f"'{path}' holds weights only (no optimiser or RNG state), so it cannot be resumed; "
+                        "resume a run folder written by training, or start a new run")
+    if not (folder / "config.json").is_file():
+        raise UserError(f"'{folder}' is not a run folder (no config.json next to {path.name}); resume the run "
+                        "folder training wrote")
     config = config_from_checkpoint(payload)
-    if steps is not None:
+    saved_intervals = payload["training"].get("intervals", {})
+    conflicts = conflicting_flags(given, {**as_dict(config), **saved_intervals}, allowed)
+    if conflicts:
+        shown = ", ".join("--" + {"progress": "no-progress"}.get(a, a).replace("_", "-") for a in sorted(allowed - {"resume"}))
+        raise UserError(f"--resume continues '{folder}' with its own settings; these flags contradict them: "
+                        f"{'; '.join(conflicts)} (on --resume only {shown} may be given)")
+    done = payload["step"]
+    if "steps" in given:
+        steps = given["steps"][1]
+        if steps < done:
+            raise UserError(f"--steps {steps} is below the step this run reached ({done}); --steps on --resume "
+                            f"can only extend it (to at least {config.steps})")
+        if steps < config.steps:
+            raise UserError(f"--steps {steps} is below this run's {config.steps} steps (it is at step {done}); "
+                            f"--steps on --resume can only extend a run")
         config.steps = steps
-    folder = Path(resume) if Path(resume).is_dir() else Path(resume).parent
-    return payload, config, Run(folder, as_dict(config), device, resumed=True)
+    read_metadata(folder)  # a damaged metadata.json is refused here, before any write
+    return payload, config
+
+
+def open_resumed(payload: dict, config, device) -> Run:
+    """The run folder of a checked payload, locked (run.lock, released by Run.close), cleared of
+    temp files of killed writes, its metrics log cut back to the checkpoint, reopened."""
+    folder = Path(payload["path"]).parent
+    lock = run_lock.acquire(folder)
+    try:
+        removed = remove_orphans(folder)
+        if removed:
+            note(f"removed {len(removed)} temp file(s) of writes cut short by a kill: {', '.join(removed)}")
+        repair_log(folder, payload["step"])
+        run = Run(folder, as_dict(config), device, resumed=True)
+    except BaseException:
+        run_lock.release(lock)
+        raise
+    run.lock = lock
+    return run
 
 
 def restore_training(task, payload: dict) -> int:
@@ -58,19 +137,29 @@ def fit(task, run, *, benchmark: str, config: dict, start_step: int, total_steps
     window: dict[str, list] = {}
     bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
                disable=None if progress is None else not progress, desc=f"{config.get('method', '')} {benchmark}")
-    for step in bar:
-        metrics = task.step()
-        if not math.isfinite(metrics["loss"]):
-            raise UserError(f"training diverged: the loss became {metrics['loss']} at step {step + 1} "
-                            f"(the last good checkpoint is kept; {getattr(task, 'divergence_hint', DEFAULT_HINT)})")
-        for key, value in metrics.items():
-            window.setdefault(key, []).append(value)
-        done = step + 1
-        if done % log_every == 0 or done == total_steps:
-            record = {key: round(float(np.mean(values)), 8) for key, values in window.items()}
-            run.log({"step": done, **record})
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            window = {}
-        if done % save_every == 0 or done == total_steps:
-            save_training(run, task, benchmark=benchmark, config=config, step=done, intervals=chosen)
+    saved = start_step if start_step > 0 else None  # a resumed run starts from its checkpoint
+    try:
+        for step in bar:
+            metrics = task.step()
+            if not math.isfinite(metrics["loss"]):
+                kept = "no checkpoint was written yet" if saved is None else f"the checkpoint of step {saved} is kept"
+                raise UserError(f"training diverged: the loss became {metrics['loss']} at step {step + 1} "
+                                f"({kept}; {getattr(task, 'divergence_hint', DEFAULT_HINT)})")
+            for key, value in metrics.items():
+                window.setdefault(key, []).append(value)
+            done = step + 1
+            if done % log_every == 0 or done == total_steps:
+                record = {key: round(float(np.mean(values)), 8) for key, values in window.items()}
+                run.log({"step": done, **record})
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                window = {}
+            if done % save_every == 0 or done == total_steps:
+                save_training(run, task, benchmark=benchmark, config=config, step=done, intervals=chosen)
+                saved = done
+    except KeyboardInterrupt:
+        bar.close()
+        if saved is None:
+            raise Interrupted(f"no checkpoint was written yet (the first comes at step {min(save_every, total_steps)}), "
+                              f"so '{run.dir}' cannot be resumed; start the run again") from None
+        raise Interrupted(f"the checkpoint of step {saved} is kept; continue with --resume {run.dir}") from None
     bar.close()

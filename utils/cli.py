@@ -43,6 +43,14 @@ def add_nonstandard_data(parser: argparse.ArgumentParser) -> None:
                              "(964 background, 659 evaluation classes); by default that is an error")
 
 
+def explicit_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """{dest: (flag, value)} of the flags given on the command line, i.e. those whose value is not
+    the parser's default (a flag given with its default value is indistinguishable, and harmless)."""
+    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    return {dest: (flags.get(dest, dest), value) for dest, value in vars(args).items()
+            if value != parser.get_default(dest)}
+
+
 def run_main(main, parser: argparse.ArgumentParser, argv=None):
     args = parser.parse_args(argv)
     try:
@@ -50,6 +58,7 @@ def run_main(main, parser: argparse.ArgumentParser, argv=None):
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: the last checkpoint is kept; continue with --resume RUN_DIR", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        # Only the training loop knows whether a checkpoint exists; it raises Interrupted saying so.
+        print(f"interrupted: {err}" if str(err) else "interrupted", file=sys.stderr)
         sys.exit(130)

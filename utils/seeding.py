@@ -34,15 +34,17 @@ def run_streams(seed: int, purpose: str, n_runs: int) -> list[np.random.Generato
 
 
 def capture_rng_state(np_rng: np.random.Generator) -> dict:
+    # No Python `random` state: training never draws from it, and its state is seeded from the
+    # OS at import, so storing it made two runs of the same seed write different checkpoints.
     return {
         "torch": torch.get_rng_state(),
-        "python": random.getstate(),
         "numpy": np_rng.bit_generator.state,
     }
 
 
 def restore_rng_state(state: dict, np_rng: np.random.Generator) -> None:
     torch.set_rng_state(state["torch"])
-    python_state = state["python"]
-    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+    python_state = state.get("python")  # checkpoints written before it was dropped still load
+    if python_state is not None:
+        random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
     np_rng.bit_generator.state = state["numpy"]

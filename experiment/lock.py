@@ -1,0 +1,87 @@
+"""One writer per run folder: `run.lock`, created with O_CREAT|O_EXCL, names its holder.
+
+Two processes training the same folder would both append to metrics.jsonl and overwrite each
+other's checkpoints. The lock file holds {"pid", "host", "since"}; a second process refuses with
+a line naming that holder. A lock left by a killed process (its pid is gone on this host) is
+stale and taken over with a note. A lock from another host is never taken over: this host
+cannot tell whether that process still runs.
+"""
+import datetime as dt
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from utils.errors import UserError
+from utils.messages import note
+
+LOCK_NAME = "run.lock"
+# A lock file still empty after this long was left by a process killed between creating and
+# filling it (both happen within microseconds).
+EMPTY_LOCK_GRACE_S = 10.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _holder(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _stale(path: Path, holder: dict | None) -> str | None:
+    """Why the lock can be taken over, or None while its holder may be running."""
+    if holder is None:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return "it was just released"
+        return f"it names no holder and is {age:.0f} s old" if age > EMPTY_LOCK_GRACE_S else None
+    if holder.get("host") == socket.gethostname() and not _alive(holder["pid"]):
+        return f"its holder, pid {holder['pid']} on {holder['host']}, is no longer running"
+    return None
+
+
+def acquire(folder) -> Path:
+    """Take `folder`/run.lock or raise a UserError naming who holds it."""
+    path = Path(folder) / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "since": dt.datetime.now().isoformat(timespec="seconds")}
+    for _ in range(3):  # a stale lock is removed and the exclusive create tried again
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _holder(path)
+            reason = _stale(path, holder)
+            if reason is None:
+                who = (f"pid {holder['pid']} on {holder.get('host')} since {holder.get('since')}" if holder
+                       else "a process that is still writing the lock file")
+                raise UserError(f"run folder '{folder}' is in use by {who} ({path}); wait for it to finish or stop "
+                                f"it; if it is not running, delete {path}") from None
+            note(f"taking over the stale lock {path}: {reason}")
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(me) + "\n")
+        return path
+    raise UserError(f"could not take the lock {path}: other processes keep taking it; try again")
+
+
+def release(path) -> None:
+    """Remove the lock if this process holds it (never another's, e.g. after a takeover)."""
+    if path is None:
+        return
+    path = Path(path)
+    holder = _holder(path)
+    if holder is not None and holder["pid"] == os.getpid() and holder.get("host") == socket.gethostname():
+        path.unlink(missing_ok=True)
