@@ -42,7 +42,9 @@ def tiny(tmp_path_factory):
     ckpt = root / "oml.pt"
     save_checkpoint(ckpt, benchmark="omniglot", config=as_dict(cfg), model=net, step=0)
     split = om.load_omniglot(data, "evaluation", cfg.image_size, cache_dir=False, progress=False)
-    clean = oe.feature_bank(net.rln, split, cache_dir=False)
+    with pytest.MonkeyPatch.context() as mp:  # leave the process-wide memory cache as other modules expect it
+        mp.setattr(oe, "_MEMORY_CACHE", {})
+        clean = oe.feature_bank(net.rln, split, cache_dir=False)
     return {"root": root, "data": data, "net": net, "ckpt": ckpt, "split": split, "clean": clean}
 
 
