@@ -62,7 +62,6 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -76,6 +75,7 @@ from experiment.files import save_torch
 from model import online
 from model.omniglot_protocols import DEFAULT_PROTOCOL, protocol_record
 from model.omniglot_protocols import bundle as protocol_bundle
+from utils import rate_search
 from utils.errors import UserError
 from utils.messages import quiet_logger, warn
 from utils.seeding import stream
@@ -652,17 +652,9 @@ class OnlineLearner:
 
 
 def choose_lr(scores: np.ndarray, grid=LR_GRID) -> tuple[float, list[float]]:
-    """scores [search_runs, len(grid)] trajectory accuracies -> (chosen rate, best rate per run).
-
-    Best per run: the first maximum in grid order (larger rates first). Chosen: the most frequent
-    best; ties in frequency -> higher mean score over all search runs -> smaller rate."""
-    scores = np.asarray(scores, dtype=np.float64)
-    best = [grid[int(np.argmax(row))] for row in scores]
-    counts = Counter(best)
-    top = max(counts.values())
-    mean = dict(zip(grid, scores.mean(axis=0)))
-    chosen = max((lr for lr in counts if counts[lr] == top), key=lambda lr: (mean[lr], -lr))
-    return chosen, best
+    """scores [search_runs, len(grid)] trajectory accuracies -> (chosen rate, best rate per run);
+    the rule shared with sine: utils.rate_search.choose_lr."""
+    return rate_search.choose_lr(scores, grid)
 
 
 def search_lr(learner: OnlineLearner, feats_train: torch.Tensor, n: int, progress=None) -> dict:
