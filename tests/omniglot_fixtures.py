@@ -78,3 +78,23 @@ def write_fake_both(root: Path, as_zip=False, **kw) -> Path:
     start = kw.pop("start_id", 1) + n_background
     write_fake_omniglot(root, as_zip=as_zip, split="images_evaluation", start_id=start, **kw)
     return root
+
+
+def tiny_network_and_tree(root: Path, overrides: dict):
+    """A generated tree (2 alphabets x 4 characters per split) under root/data and a tiny
+    `cpu`-preset network with `overrides`, seeded 0 and saved as root/oml.pt:
+    (data folder, config, network, checkpoint path)."""
+    import torch
+
+    from experiment.checkpoint import save_checkpoint
+    from model.config import as_dict, resolve
+    from model.omniglot import build_model
+    from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+
+    data = write_fake_both(root / "data", n_alphabets=2, chars_per_alphabet=4, size=24)
+    cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, "cpu", overrides)
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    ckpt = root / "oml.pt"
+    save_checkpoint(ckpt, benchmark="omniglot", config=as_dict(cfg), model=net, step=0)
+    return data, cfg, net, ckpt

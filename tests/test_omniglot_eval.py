@@ -10,11 +10,9 @@ import plot_results
 from datasets.omniglot import load_omniglot
 from experiment.checkpoint import save_checkpoint
 from model.config import as_dict, resolve
-from model.networks import build_omniglot_net
 from model.omniglot_eval import (LR_GRID, FeatureBank, OnlineLearner, Protocol, c_engine, choose_lr, evaluate,
                                  feature_bank, parse_schedule, run_specs)
-from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
-from tests.omniglot_fixtures import write_fake_both
+from tests.omniglot_fixtures import tiny_network_and_tree
 from utils.cli import run_main
 from utils.errors import UserError
 
@@ -25,12 +23,7 @@ TINY = {"image_size": 12, "channels": 4, "strides": (2, 2), "n_outputs": 16, "n_
 def tiny(tmp_path_factory):
     """8 evaluation classes of 12px images, a tiny checkpoint, and its features."""
     root = tmp_path_factory.mktemp("omni")
-    data = write_fake_both(root / "data", n_alphabets=2, chars_per_alphabet=4, size=24)
-    cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, "cpu", TINY)
-    torch.manual_seed(0)
-    net = build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
-    ckpt = root / "oml.pt"
-    save_checkpoint(ckpt, benchmark="omniglot", config=as_dict(cfg), model=net, step=0)
+    data, cfg, net, ckpt = tiny_network_and_tree(root, TINY)
     split = load_omniglot(data, "evaluation", cfg.image_size, cache_dir=root / "cache", progress=False)
     bank = feature_bank(net.rln, split, cache_dir=root / "cache")
     return {"root": root, "data": data, "cfg": cfg, "net": net, "ckpt": ckpt, "bank": bank, "cache": root / "cache"}

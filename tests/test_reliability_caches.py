@@ -20,13 +20,9 @@ import evaluate_omniglot
 import oml_omniglot
 import visualize_representations
 from datasets import omniglot as om
-from experiment.checkpoint import save_checkpoint
 from model import omniglot_eval as oe
-from model.config import as_dict, resolve
-from model.networks import build_omniglot_net
-from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
 from tests.conftest import REPO, SHARED_OMNIGLOT
-from tests.omniglot_fixtures import fake_png, write_fake_both, write_fake_omniglot
+from tests.omniglot_fixtures import fake_png, write_fake_omniglot, tiny_network_and_tree
 from utils.cli import run_main
 
 TINY = {"image_size": 12, "channels": 4, "strides": (2, 2), "n_outputs": 16, "n_classes": 8, "class_split": 4}
@@ -35,12 +31,7 @@ TINY = {"image_size": 12, "channels": 4, "strides": (2, 2), "n_outputs": 16, "n_
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("reliable")
-    data = write_fake_both(root / "data", n_alphabets=2, chars_per_alphabet=4, size=24)
-    cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, "cpu", TINY)
-    torch.manual_seed(0)
-    net = build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
-    ckpt = root / "oml.pt"
-    save_checkpoint(ckpt, benchmark="omniglot", config=as_dict(cfg), model=net, step=0)
+    data, cfg, net, ckpt = tiny_network_and_tree(root, TINY)
     split = om.load_omniglot(data, "evaluation", cfg.image_size, cache_dir=False, progress=False)
     with pytest.MonkeyPatch.context() as mp:  # leave the process-wide memory cache as other modules expect it
         mp.setattr(oe, "_MEMORY_CACHE", {})
