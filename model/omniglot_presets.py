@@ -14,6 +14,8 @@
 """
 from dataclasses import dataclass
 
+from model.networks import conv_output_size
+from utils import bounds
 from utils.errors import UserError
 
 N_META_TRAIN_CLASSES = 963  # the background set has 964; the original uses classes 0..962
@@ -58,6 +60,11 @@ class OmniglotConfig:
             raise UserError(f"the network has {self.n_outputs} outputs but {self.n_classes} meta-training classes")
         if not 1 <= self.n_classes <= N_META_TRAIN_CLASSES:
             raise UserError(f"--n-classes must be in 1..{N_META_TRAIN_CLASSES}, got {self.n_classes}")
+        bounds.at_least("--held-out", self.held_out, 0)
+        bounds.at_least("--pln-hidden", self.pln_hidden, 0)
+        random_images = (self.class_split or self.n_classes) * 20  # drawn without replacement
+        bounds.at_least("--meta-random", self.meta_random, 0, random_images,
+                        f"the random part of the meta set is drawn from {random_images} images")
         if self.update_step + self.held_out > 20:
             raise UserError(f"--update_step {self.update_step} plus {self.held_out} held-out images exceed a class's 20 images")
         if self.class_split is not None and not 0 < self.class_split < self.n_classes:
@@ -66,6 +73,9 @@ class OmniglotConfig:
             raise UserError("the meta set is empty: give --held-out or --meta-random a positive value")
         if len(self.strides) < 1 or any(s < 1 for s in self.strides):
             raise UserError(f"--strides must be positive integers, got {list(self.strides)}")
+        if conv_output_size(self.image_size, self.strides) < 1:
+            raise UserError(f"--image-size {self.image_size} is too small for {len(self.strides)} 3x3 convolutions "
+                            f"with strides {list(self.strides)}")
         pool = self.n_classes - (self.class_split or 0)
         if self.tasks > pool:
             raise UserError(f"--tasks {self.tasks} exceeds the {pool} trajectory classes")
@@ -73,8 +83,9 @@ class OmniglotConfig:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("update_lr", "meta_lr", "iid_lr"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
+            bounds.positive_finite(f"--{name}", getattr(self, name))  # inf and nan too: they only diverge
+        bounds.positive_finite("--srnn-beta", self.srnn_beta)
+        bounds.seed(self.seed)
 
 
 PAPER_NETWORK = dict(image_size=84, channels=256, strides=(2, 1, 2, 1, 2, 2))
@@ -93,4 +104,6 @@ OMNIGLOT_PRESETS["oml2020paper"] = {**OMNIGLOT_PRESETS["oml2020"], "meta_random"
 # channels (strides 2,1,2,1 -> 64x3x3 = 576 features), with 10x larger meta and i.i.d. steps.
 OMNIGLOT_PRESETS["cpu"] = {**OMNIGLOT_PRESETS["oml2020"], "image_size": 28, "channels": 64,
                            "strides": (2, 1, 2, 1), "steps": 10_000, "update_lr": 0.03, "meta_lr": 1e-3,
-                           "iid_epochs": 25, "iid_lr": 1e-3}
+                           "iid_epochs": 25, "iid_lr": 1e-3,
+                           # chosen on validation among 0.05 / 0.1 / 0.2 (docs/baselines.md)
+                           "srnn_beta": 0.2}

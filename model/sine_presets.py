@@ -10,8 +10,11 @@
 - `quick`: the quick start, chosen by measurement to show the effect within minutes on 2 CPU
   cores (see README "Choosing the quick preset").
 """
+import math
 from dataclasses import dataclass
 
+from model.networks import sine_layer_sizes
+from utils import bounds
 from utils.errors import UserError
 
 
@@ -62,10 +65,17 @@ class SineConfig:
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("update_lr", "meta_lr", "iid_lr"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"--{name} must be positive, got {getattr(self, name)}")
-        if self.inner_clip is not None and self.inner_clip <= 0:
-            raise UserError("--inner-clip must be positive (or 0 in the flag to turn clipping off)")
+            bounds.positive_finite(f"--{name}", getattr(self, name))  # inf and nan too: they only diverge
+        if self.inner_clip is not None and not (math.isfinite(self.inner_clip) and self.inner_clip > 0):
+            raise UserError(f"--inner-clip must be a positive finite number (or 0 to turn clipping off), "
+                            f"got {self.inner_clip}")
+        bounds.positive_finite("--srnn-beta", self.srnn_beta)
+        bounds.seed(self.seed)
+        n_layers = len(sine_layer_sizes(self.arch, self.width, self.capacity)) - 1
+        bounds.at_least("--rln", self.rln, 1, n_layers - 1, f"the {self.arch} network has {n_layers} Linear layers "
+                        "and each side of the split needs one")
+        bounds.at_least("--eval-runs", self.eval_runs, 0)
+        bounds.at_least("--eval-test-samples", self.eval_test_samples)
 
 
 SINE_PRESETS = {
@@ -75,10 +85,11 @@ SINE_PRESETS = {
                      steps=20_000, seed=1000,
                      # the 2019 toy_baseline.py: one head's 10 functions x 32 samples per update,
                      # Adam 1e-4, MultiStepLR [5000, 8000] x 0.2 (counted in updates)
-                     iid_grouped=True, iid_samples=32, iid_lr=1e-4, iid_lr_milestones=(5000, 8000), iid_lr_gamma=0.2),
+                     iid_grouped=True, iid_samples=32, iid_lr=1e-4, iid_lr_milestones=(5000, 8000), iid_lr_gamma=0.2,
+                     srnn_beta=0.1),  # beta chosen on validation among 0.05 / 0.1 / 0.2 (docs/baselines.md)
     "oml2020": dict(arch="oml2020", width=400, capacity=50, rln=5, update_step=5, batch_size=10,
                     meta_batch=10, slot_mode="random", update_lr=0.003, meta_lr=1e-4,
-                    first_order=False, inner_clip=10.0, steps=300_000, seed=90, iid_lr=1e-4),
+                    first_order=False, inner_clip=10.0, steps=300_000, seed=90, iid_lr=1e-4, srnn_beta=0.1),
 }
 # The quick start: the oml2020 network and update rule with a ~3x larger inner and meta learning
 # rate and 3,000 steps, so the effect shows within minutes on 2 cores. Chosen from six 3,000-step
