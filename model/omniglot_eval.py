@@ -75,7 +75,7 @@ from experiment.files import save_torch
 from model import online
 from model.omniglot_protocols import DEFAULT_PROTOCOL, protocol_record
 from model.omniglot_protocols import bundle as protocol_bundle
-from utils import rate_search
+from utils import bounds, rate_search
 from utils.errors import UserError
 from utils.messages import quiet_logger, warn
 from utils.seeding import stream
@@ -589,8 +589,12 @@ class Protocol:
         for name in ("runs", "epochs", "search_runs", "run_batch"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.lr is not None and not self.lr > 0:
-            raise UserError(f"--lr must be positive, got {self.lr}")
+        if self.lr is not None:
+            bounds.positive_finite("--lr", self.lr)
+        bounds.count("--runs", self.runs, bounds.MAX_RUNS)
+        bounds.count("--search-runs", self.search_runs, bounds.MAX_SEARCH_RUNS)
+        bounds.count("--epochs", self.epochs, bounds.MAX_EPOCHS)
+        bounds.seed(self.seed)
 
 
 class OnlineLearner:

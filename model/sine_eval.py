@@ -26,6 +26,7 @@ import torch
 from datasets.sine import SineFamily, sample_trajectory
 from model import online
 from model.sine_presets import SineConfig
+from utils import bounds
 from utils.errors import UserError
 from utils.rate_search import choose_lr
 from utils.seeding import run_streams, stream
@@ -59,6 +60,10 @@ class SineProtocol:
         for name in ("batches_per_function", "batch_size", "epochs", "runs", "search_runs", "test_samples", "run_batch"):
             if getattr(self, name) < 1:
                 raise UserError(f"evaluation {name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
+        bounds.count("--runs", self.runs, bounds.MAX_RUNS)
+        bounds.count("--search-runs", self.search_runs, bounds.MAX_SEARCH_RUNS)
+        bounds.count("--epochs", self.epochs, bounds.MAX_EPOCHS)
+        bounds.seed(self.seed)
         if self.lr is not None and not (np.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"--lr must be a positive finite number, got {self.lr}")
         if self.clip is not None and not (np.isfinite(self.clip) and self.clip > 0):
