@@ -30,7 +30,8 @@ import time
 import torch
 
 from datasets.omniglot import load_omniglot
-from experiment.checkpoint import load_checkpoint
+from experiment import limits
+from experiment.checkpoint import load_checkpoint, load_weights
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
 from model.config import as_dict, from_dict, resolve
@@ -109,11 +110,7 @@ def _network(args):
     if args.preset is not None and args.preset != config.preset:
         print(f"note: --preset {args.preset} ignored; the checkpoint's network is preset {config.preset}")
     net = build_omniglot_net(config.channels, config.image_size, config.strides, config.pln_hidden, config.n_outputs)
-    try:
-        net.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise UserError(f"checkpoint '{payload['path']}' does not fit its own config ({str(err).splitlines()[0]})") from None
-    return net, config, payload
+    return load_weights(net, payload), config, payload
 
 
 def _label(payload, config, args) -> str:
@@ -157,6 +154,7 @@ def _identity(payload, config, args) -> dict:
 
 
 def main(args):
+    limits.run_folder(args)  # before the features and the runs, which would otherwise fail to be written
     schedule = parse_schedule(args.schedule) if args.schedule else DEFAULT_SCHEDULE
     protocol = _protocol(args)
     device = resolve_device(args.device)
@@ -176,6 +174,7 @@ def main(args):
     split = load_omniglot(args.path, "evaluation", config.image_size, cache_dir=args.cache_dir, progress=progress,
                           standard=not args.nonstandard_data)
     check_schedule(schedule, split.n_classes, config.n_outputs, f"the evaluation split at '{args.path}'")
+    limits.omniglot_evaluation(config, protocol, split.n_classes, scratch=args.scratch)
     label = _label(payload, config, args)
     run = Run.create({"evaluated": as_dict(config), "args": vars(args), "schedule": list(schedule)},
                      dataset="omniglot_eval", name=args.name or "evaluation", results_dir=args.results_dir, device=device)

@@ -14,7 +14,8 @@ import argparse
 
 import torch
 
-from experiment.checkpoint import load_checkpoint
+from experiment import limits
+from experiment.checkpoint import load_checkpoint, load_weights
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
 from model.config import as_dict, resolve
@@ -25,6 +26,7 @@ from model.sine_presets import SINE_PRESETS, SineConfig
 from utils.cli import add_common, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
+from utils.messages import note
 from utils.plotting import plot_sine
 
 # Flags that describe the network: with --model they must agree with the checkpoint (--rln may
@@ -69,13 +71,17 @@ def _model_and_config(args):
         return build_model(config), config, None
     payload = load_checkpoint(args.model, benchmark="sine")
     config = config_from_checkpoint(payload)
+    if args.preset is not None and args.preset != config.preset:
+        raise UserError(f"--preset {args.preset} contradicts the checkpoint, which is preset {config.preset}: "
+                        "drop --preset (a checkpoint carries its own config; --preset names the untrained network)")
+    if args.preset is not None:
+        note(f"--preset {args.preset} is the checkpoint's own; the network is read from the checkpoint")
     resplit = args.rln is not None and args.rln != config.rln and payload["method"] in ("pretraining", "srnn")
     for flag in SHAPE_FLAGS:
         given = getattr(args, flag)
         if given is not None and given != getattr(config, flag) and not (flag == "rln" and resplit):
             raise UserError(f"--{flag} {given} does not match the checkpoint, which has {flag} {getattr(config, flag)}")
-    model = build_model(config)
-    model.load_state_dict(payload["state_dict"])
+    model = load_weights(build_model(config), payload)
     if resplit:
         model = resplit_sine_net(model, config.arch, config.width, config.capacity, args.rln)
         config.rln = args.rln
@@ -94,9 +100,11 @@ def protocol_from_args(args, config):
 
 
 def main(args):
+    limits.run_folder(args)  # before the evaluation, which would otherwise run and then fail to write
     device = resolve_device(args.device)
     model, config, payload = _model_and_config(args)
     protocol = protocol_from_args(args, config)
+    limits.sine_evaluation(config, protocol)
     result = evaluate(model, config, protocol, device=device)
     method = payload["method"] if payload else "untrained"
     label = f"{method} ({config.preset})" + (f", iid x{args.epochs}" if args.iid or args.epochs > 1 else "")

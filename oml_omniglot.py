@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 
 from datasets.omniglot import load_omniglot
+from experiment import limits
 from experiment.run import Run, read_metadata
 from experiment.trainer import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
 from model.config import as_dict, resolve
 from model.omniglot import build_model, config_from_checkpoint, iid_default_steps, load_meta_training_images, make_training
 from model.omniglot_eval import Protocol, evaluate, feature_bank
 from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from utils import bounds
 from utils.cli import add_common, add_meta_learning, add_nonstandard_data, explicit_args, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
@@ -113,20 +115,38 @@ def _given(args) -> dict:
     return given
 
 
+def _quick_eval_split(config, path, args):
+    """The evaluation split of --quick-eval N (None for 0), loaded and checked before any write."""
+    bounds.at_least("--quick-eval", args.quick_eval, 0, config.n_outputs, "the network's output units")
+    if not args.quick_eval:
+        return None
+    evaluation = load_omniglot(path, "evaluation", config.image_size, cache_dir=args.cache_dir,
+                               progress=args.progress is not False, standard=not args.nonstandard_data)
+    bounds.at_least("--quick-eval", args.quick_eval, 0, evaluation.n_classes,
+                    f"the evaluation split at '{path}' has {evaluation.n_classes} classes")
+    return evaluation
+
+
 def main(args):
     device = resolve_device(args.device)
+    limits.training_intervals(args)
     if args.resume:
         payload, config = check_resume(args.resume, benchmark="omniglot", config_from_checkpoint=config_from_checkpoint,
                                        given=_given(args), allowed=RESUME_FLAGS | DATA_FLAGS)
+        limits.omniglot_training(config)
         folder = Path(payload["path"]).parent
         path = args.path or read_metadata(folder).get("data_path") or DEFAULT_PATH
         images, load_seconds = _load_images(config, path, args)  # before any write: bad data changes nothing
+        evaluation = _quick_eval_split(config, path, args)
         run = open_resumed(payload, config, device)
     else:
         config = _config(args)
+        limits.omniglot_training(config)
+        limits.run_folder(args, limits.checkpoint_bytes(sum(limits.omniglot_params(config))))
         path = args.path or DEFAULT_PATH
         images, load_seconds = _load_images(config, path, args)  # before the folder: bad data leaves none
-        name = (args.name or f"{config.method}_{config.preset}").strip("/").replace("/", "_") or "run"
+        evaluation = _quick_eval_split(config, path, args)
+        name = args.name or f"{config.method}_{config.preset}"
         run = Run.create(as_dict(config), dataset="omniglot", name=name, results_dir=args.results_dir, device=device,
                          lock=True)
         payload = None
@@ -143,8 +163,8 @@ def main(args):
         fit(task, run, benchmark="omniglot", config=as_dict(config), start_step=start, total_steps=config.steps,
             progress=args.progress, **intervals(args, payload))
         run.save_metadata(train_finished=True)
-        if args.quick_eval:
-            result = quick_check(task.model, config, path, args.quick_eval, device, args)
+        if evaluation is not None:
+            result = quick_check(task.model, config, evaluation, args.quick_eval, device, args)
             run.write_json("quick_eval.json", result)
             print(f"quick check on {args.quick_eval} evaluation classes: test accuracy "
                   f"{result['trained']['test_accuracy']:.3f} (random RLN {result['random']['test_accuracy']:.3f})")
@@ -152,12 +172,10 @@ def main(args):
     return run.dir
 
 
-def quick_check(model, config, path, n_classes, device, args) -> dict:
+def quick_check(model, config, evaluation, n_classes, device, args) -> dict:
     """The evaluation protocol, shrunk: n classes, 3 runs, 3 learning-rate search runs, a zero
     output layer (so the check does not depend on the scale of the features), against a random
-    RLN of the same shape."""
-    evaluation = load_omniglot(path, "evaluation", config.image_size, cache_dir=args.cache_dir,
-                               progress=args.progress is not False, standard=not args.nonstandard_data)
+    RLN of the same shape, on the evaluation split."""
     torch.manual_seed(config.seed + 1)
     random = build_model(config)  # the untrained network of the same shape
     protocol = Protocol(reset="zero", runs=3, search_runs=3, seed=config.seed)

@@ -13,11 +13,13 @@ import torch
 from experiment.checkpoint import load_checkpoint
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
-from experiment.trainer import RESUME_FLAGS, fit, intervals, reopen_run, restore_training
+from experiment import limits
+from experiment.trainer import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
 from model.config import as_dict, resolve
 from model.sine import build_model, config_from_checkpoint, make_training
 from model.sine_eval import EVAL_SEED, evaluate, headline, make_protocol
 from model.sine_presets import SINE_PRESETS, SineConfig
+from utils import bounds
 from utils.cli import add_common, add_meta_learning, explicit_args, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
@@ -82,13 +84,36 @@ def _given(args) -> dict:
     return given
 
 
+def _eval_protocol(args, config):
+    """The evaluation after training (None: --eval-runs 0), built and sized before any folder
+    exists, so a bad evaluation flag is refused before the training it would follow."""
+    runs = bounds.at_least("--eval-runs", config.eval_runs if args.eval_runs is None else args.eval_runs, 0)
+    if runs == 0:
+        return None
+    try:
+        protocol = make_protocol(args.eval_protocol, config, batches_per_function=args.eval_steps,
+                                 batch_size=args.eval_batch, lr=args.eval_lr, runs=runs,
+                                 test_samples=config.eval_test_samples, seed=EVAL_SEED)
+        limits.sine_evaluation(config, protocol)
+    except UserError as err:
+        raise UserError(f"the evaluation after training (--eval-* flags): {err}") from None
+    return protocol
+
+
 def main(args):
     device = resolve_device(args.device)
+    limits.training_intervals(args)
     if args.resume:
-        payload, config, run = reopen_run(args.resume, benchmark="sine", config_from_checkpoint=config_from_checkpoint,
-                                          given=_given(args), allowed=RESUME_FLAGS | EVAL_FLAGS, device=device)
+        payload, config = check_resume(args.resume, benchmark="sine", config_from_checkpoint=config_from_checkpoint,
+                                       given=_given(args), allowed=RESUME_FLAGS | EVAL_FLAGS)
+        limits.sine_training(config)
+        protocol = _eval_protocol(args, config)
+        run = open_resumed(payload, config, device)
     else:
         config = _config(args)
+        limits.sine_training(config)
+        limits.run_folder(args, limits.checkpoint_bytes(limits.sine_params(config)))
+        protocol = _eval_protocol(args, config)
         torch.manual_seed(config.seed)
         name = args.name or f"{config.method}_{config.preset}"
         run = Run.create(as_dict(config), dataset="sine", name=name, results_dir=args.results_dir, device=device,
@@ -105,19 +130,15 @@ def main(args):
         fit(task, run, benchmark="sine", config=as_dict(config), start_step=start, total_steps=config.steps,
             progress=args.progress, **intervals(args, payload))
         run.save_metadata(train_finished=True)
-        runs = config.eval_runs if args.eval_runs is None else args.eval_runs
-        if runs > 0:
-            _evaluate_run(args, run, task, config, runs, device)
+        if protocol is not None:
+            _evaluate_run(run, task, config, protocol, device)
         run.save_metadata()
     return run.dir
 
 
-def _evaluate_run(args, run, task, config, runs, device):
+def _evaluate_run(run, task, config, protocol, device):
     payload = load_checkpoint(run.dir, benchmark="sine")
     model = task.export() if hasattr(task, "export") else task.model
-    protocol = make_protocol(args.eval_protocol, config, batches_per_function=args.eval_steps,
-                             batch_size=args.eval_batch, lr=args.eval_lr, runs=runs,
-                             test_samples=config.eval_test_samples, seed=EVAL_SEED)
     try:
         result = _evaluate(model, config, protocol, device, checkpoint_identity(payload, as_dict(config)),
                            f"{config.method.upper()} ({config.preset})")

@@ -9,17 +9,20 @@ results.partial.json: the class counts finished so far). Labels default to each 
 """
 import argparse
 import json
+from pathlib import Path
 
+from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
-from utils.plotting import plot_files
+from utils.plotting import SAVE_FORMATS, plot_files
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="results.json files (or run folders holding one)")
     parser.add_argument("--labels", nargs="+", default=None)
-    parser.add_argument("--out", default="figure.png")
+    parser.add_argument("--out", default="figure.png",
+                        help="the figure file (a folder: <folder>/figure.png; no extension: .png is added)")
     parser.add_argument("--title", default=None, help="figure title (Omniglot)")
     return parser
 
@@ -33,20 +36,46 @@ def _results_file(path):
     return path / "results.json"
 
 
+def figure_path(out) -> Path:
+    """Where the figure really goes: matplotlib writes 'fig' as fig.png and a folder not at all."""
+    out = Path(out)
+    if out.is_dir():
+        out = out / "figure.png"
+    elif not out.suffix:
+        out = out.with_name(out.name + ".png")
+    if out.suffix[1:].lower() not in SAVE_FORMATS:
+        raise UserError(f"--out '{out}': matplotlib cannot write {out.suffix!r} files (use one of "
+                        f"{', '.join('.' + f for f in sorted(SAVE_FORMATS))})")
+    return bounds.output_file("--out", out)
+
+
 def main(args):
-    from pathlib import Path
     paths = [_results_file(Path(p)) for p in args.results]
     for path in paths:
         if not path.is_file():
             raise UserError(f"no results file at '{path}'")
     if args.labels and len(args.labels) != len(paths):
         raise UserError(f"{len(args.labels)} labels for {len(paths)} results files")
+    out = figure_path(args.out)
+    for path in paths:
+        _check_results(path)
     try:
-        out = plot_files(paths, args.labels, args.out, args.title)
-    except (ValueError, KeyError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot plot these files: {err}") from None
+        out = plot_files(paths, args.labels, out, args.title)
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise UserError(f"cannot plot these files: {type(err).__name__}: {err}") from None
     print(f"figure: {out}")
     return out
+
+
+def _check_results(path: Path) -> None:
+    """A results file is a JSON object naming its benchmark (a list or a number is not)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise UserError(f"'{path}' is not a readable JSON results file ({type(err).__name__})") from None
+    if not isinstance(data, dict) or data.get("benchmark") not in ("sine", "omniglot"):
+        raise UserError(f"'{path}' is not a results file of evaluate_regression.py or evaluate_omniglot.py "
+                        "(a JSON object with \"benchmark\": \"sine\" or \"omniglot\")")
 
 
 if __name__ == "__main__":

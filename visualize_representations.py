@@ -13,15 +13,15 @@ A unit is active when its RLN output is > 0. Writes PNGs and statistics.json to
 import argparse
 import re
 
+from experiment import limits
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
 from model import representation_stats as rs
 from model.config import as_dict
-from model.representation_study import (DEFAULT_SEED, DEFAULT_SINE_INPUTS, ORIGINAL_CLASSES, SIDE_BY_SIDE_ROWS,
-                                        inputs_for, load_subjects, study)
+from model.representation_study import (DEFAULT_PROJECTION_CLASSES, DEFAULT_SEED, DEFAULT_SINE_INPUTS,
+                                        ORIGINAL_CLASSES, SIDE_BY_SIDE_ROWS, inputs_for, load_subjects, study)
 from utils.cli import add_common, add_nonstandard_data, run_main
 from utils.device import resolve_device
-from utils.errors import UserError
 from utils.representation_plots import (plot_activity_histograms, plot_average_activation, plot_instance_grid,
                                         plot_model_grid, plot_projection)
 
@@ -42,7 +42,9 @@ def get_args_parser():
                         help=f"inputs for the statistics: a seeded subset of this many (default: all 20 images of "
                              f"classes 0-{ORIGINAL_CLASSES - 1} for Omniglot, {DEFAULT_SINE_INPUTS} samples for sine)")
     parser.add_argument("--maps", type=int, default=36, help="sample inputs in each model's heat-map grid (9 x 4 as the original)")
-    parser.add_argument("--classes", type=int, default=10, help="classes (Omniglot) or task slots (sine) in the 2-D projection")
+    parser.add_argument("--classes", type=int, default=None,
+                        help=f"classes (Omniglot) or task slots (sine) in the 2-D projection (default "
+                             f"{DEFAULT_PROJECTION_CLASSES}, or all when the inputs have fewer)")
     parser.add_argument("--projection", choices=("pca", "tsne"), default="pca", help="2-D projection (default pca; tsne is slower)")
     parser.add_argument("--binary", action="store_true", help="draw the heat maps binarised (active = output > 0)")
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=256, help="inputs per forward pass")
@@ -53,19 +55,28 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_") or "model"
 
 
+def _inputs(subjects, args) -> list:
+    """Each subject's inputs, every size checked (against the data, and the memory it needs)
+    before any representation is computed."""
+    cache, chosen = {}, []
+    for subject in subjects:
+        if subject.benchmark == "sine":
+            limits.sine_study(subject.config, args, args.images or DEFAULT_SINE_INPUTS)
+        inputs = inputs_for(subject, args, cache)
+        if subject.benchmark == "omniglot":
+            limits.omniglot_study(subject.config, args, inputs.description["n_classes"])
+        chosen.append(inputs)
+    return chosen
+
+
 def main(args):
+    limits.study_flags(args)
+    limits.run_folder(args)  # before the study, which would otherwise run and then fail to be written
     subjects = load_subjects(args)
     benchmark = subjects[0].benchmark
     device = resolve_device(args.device)
-    if args.images is not None and args.images < 1:
-        raise UserError(f"--images must be at least 1, got {args.images}")
-    if args.maps < 1 or args.classes < 1 or args.batch_size < 1:
-        raise UserError("--maps, --classes and --batch-size must be at least 1")
-
-    cache, results = {}, []
-    for subject in subjects:
-        inputs = inputs_for(subject, args, cache)
-        results.append((subject, inputs, study(subject, inputs, args, device)))
+    results = [(subject, inputs, study(subject, inputs, args, device))
+               for subject, inputs in zip(subjects, _inputs(subjects, args))]
 
     run = Run.create({"seed": args.seed, "benchmark": benchmark, "models": list(args.model),
                       "labels": [s.label for s in subjects], "add_random": args.add_random, "images": args.images,

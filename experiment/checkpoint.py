@@ -13,6 +13,7 @@ from utils.errors import UserError
 
 FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+FIELDS = {"benchmark": str, "method": str, "config": dict, "state_dict": dict, "step": int}
 
 
 def _interned(obj):
@@ -54,13 +55,30 @@ def resolve_checkpoint_path(model_path) -> Path:
 
 def load_checkpoint(model_path, benchmark: str | None = None) -> dict:
     path = resolve_checkpoint_path(model_path)
+    if path.stat().st_size == 0:  # a write cut short, or a placeholder: torch says only "EOFError"
+        raise UserError(f"'{path}' is empty (0 bytes), not a checkpoint")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a non-checkpoint file
-        raise UserError(f"'{path}' is not a checkpoint this code can read ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+        detail = (str(err).splitlines() or [""])[0][:120]  # some carry no message at all
+        raise UserError(f"'{path}' is not a checkpoint this code can read "
+                        f"({type(err).__name__}{': ' + detail if detail else ''})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
         raise UserError(f"'{path}' is not a checkpoint written by this repository (no format-{FORMAT} header)")
+    missing = [key for key, kind in FIELDS.items() if not isinstance(payload.get(key), kind)]
+    if missing:
+        raise UserError(f"'{path}' is a damaged checkpoint: {', '.join(missing)} missing or of the wrong type")
     if benchmark is not None and payload["benchmark"] != benchmark:
         raise UserError(f"'{path}' is a {payload['benchmark']} checkpoint, but this script needs a {benchmark} one")
     payload["path"] = str(path)
     return payload
+
+
+def load_weights(model, payload: dict):
+    """model.load_state_dict(payload's weights), a missing or misshapen tensor a one-line error."""
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as err:
+        raise UserError(f"'{payload['path']}' does not fit the network its config describes "
+                        f"({' '.join(str(err).split())[:240]})") from None
+    return model

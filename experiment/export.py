@@ -13,6 +13,7 @@ import torch
 
 from experiment.checkpoint import load_checkpoint
 from experiment.files import save_torch
+from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
 
@@ -43,6 +44,8 @@ def _check_target(out: Path, source: Path) -> None:
 def main(args):
     payload = load_checkpoint(args.model)
     _check_target(Path(args.out), Path(payload["path"]))
+    # save_torch creates missing folders; a read-only or full one is refused before writing
+    bounds.output_file("out", args.out, Path(payload["path"]).stat().st_size + bounds.MIN_FREE_BYTES, create_folder=True)
     payload.pop("training", None)
     payload.pop("path", None)
     save_torch(args.out, payload)

@@ -17,6 +17,7 @@ import torch
 
 from experiment import lock as run_lock
 from experiment.files import write_bytes, write_json
+from utils import bounds
 from utils.errors import UserError
 from utils.messages import note
 
@@ -105,6 +106,7 @@ class Run:
     def create(cls, config: dict, *, dataset: str, name: str, results_dir=DEFAULT_RESULTS_ROOT, device="cpu",
                lock: bool = False) -> "Run":
         """A new numbered folder; `lock=True` (training) holds run.lock until close()."""
+        bounds.run_name(name)  # scripts check it first; this keeps every caller inside results_dir
         day = dt.date.today()
         parent = Path(results_dir) / f"{day.day:02d}{day.strftime('%B%Y')}" / dataset
         parent.mkdir(parents=True, exist_ok=True)

@@ -24,9 +24,13 @@ def load_result(path) -> dict:
     path = Path(path)
     file = path / "results.json" if path.is_dir() else path
     try:
-        return json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        result = json.loads(file.read_text())
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"no readable results file at '{file}' ({err.__class__.__name__})") from None
+    if not isinstance(result, dict) or result.get("benchmark") not in ("sine", "omniglot"):
+        raise UserError(f"'{file}' is not an evaluation results file (a JSON object with \"benchmark\": "
+                        "\"sine\" or \"omniglot\")")
+    return result
 
 
 def validation_score(result: dict, class_counts=None) -> tuple[float, bool]:
@@ -79,7 +83,11 @@ def main(args):
     labels = args.labels or args.results
     if len(labels) != len(results):
         raise UserError(f"{len(labels)} labels for {len(results)} results")
-    best = select(results)
+    try:
+        best = select(results)
+    except (KeyError, TypeError, ValueError, IndexError) as err:  # a results file missing the search record
+        raise UserError(f"a results file lacks what the rate search records ({type(err).__name__}: {err}); "
+                        "give results.json files written by evaluate_regression.py or evaluate_omniglot.py") from None
     counts = common_class_counts(results)
     if counts is not None:
         print(f"compared on class counts {', '.join(sorted(counts, key=int))}")

@@ -27,9 +27,14 @@ DEFAULT_HINT = "lower --meta_lr or --update_lr"
 
 
 def intervals(args, payload: dict | None = None) -> dict:
-    """Flags first, then what the resumed run used, then the defaults."""
+    """Flags first, then what the resumed run used, then the defaults (a flag of 0 is refused by
+    experiment.limits.training_intervals, not taken as unset)."""
     saved = (payload or {}).get("training", {}).get("intervals", {})
-    return {key: getattr(args, key, None) or saved.get(key) or default for key, default in DEFAULT_INTERVALS.items()}
+    chosen = {}
+    for key, default in DEFAULT_INTERVALS.items():
+        given = getattr(args, key, None)
+        chosen[key] = given if given is not None else saved.get(key) or default
+    return chosen
 
 
 def save_training(run, task, *, benchmark: str, config: dict, step: int, intervals: dict) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from datasets.omniglot import N_DRAWERS, load_omniglot, to_float
 from datasets.sine import sample_trajectory
-from experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights
 from model import representation_stats as rs
 from model.config import from_dict
 from model.networks import build_omniglot_net
@@ -23,6 +23,7 @@ from utils.seeding import stream
 
 ORIGINAL_CLASSES = 900    # background classes 0-899, as the original
 DEFAULT_SINE_INPUTS = 5000
+DEFAULT_PROJECTION_CLASSES = 10  # --classes unset: this many, or all when the inputs have fewer
 DEFAULT_SEED = 222        # the original visualize_representations.py's seed
 SIDE_BY_SIDE_ROWS = 6     # sample inputs in the comparison figure (visualize_representations.py)
 
@@ -48,10 +49,7 @@ def _load_subject(path) -> Subject:
         net = _omniglot_net(config)
     else:
         raise UserError(f"'{payload['path']}' is a {payload['benchmark']!r} checkpoint; this script reads omniglot and sine ones")
-    try:
-        net.load_state_dict(payload["state_dict"])
-    except RuntimeError as err:
-        raise UserError(f"'{payload['path']}' does not fit the network its config describes ({str(err).splitlines()[0]})") from None
+    load_weights(net, payload)
     return Subject(payload["method"], payload["benchmark"], net.eval(), config, payload)
 
 
@@ -130,7 +128,8 @@ def omniglot_inputs(path, image_size, seed, n_images, n_maps, n_classes_projecti
     map_classes = rng.choice(n_classes, n_maps, replace=n_maps > n_classes)
     map_drawers = rng.integers(0, N_DRAWERS, size=n_maps)
     maps = images[map_classes, map_drawers]
-    proj_classes = np.sort(rng.choice(n_classes, min(n_classes_projection, n_classes), replace=False))
+    wanted = DEFAULT_PROJECTION_CLASSES if n_classes_projection is None else n_classes_projection
+    proj_classes = np.sort(rng.choice(n_classes, min(wanted, n_classes), replace=False))
     projection = images[proj_classes].reshape(-1, *images.shape[2:])
     return Inputs(
         stats=stats, maps=maps,
@@ -159,7 +158,7 @@ def sine_inputs(cfg, seed, n_inputs, n_maps, n_classes_projection) -> Inputs:
         total += len(xs[-1])
     x, slot = np.concatenate(xs)[:n_inputs], np.concatenate(slots)[:n_inputs]
     pick = rng.choice(n_inputs, n_maps, replace=n_maps > n_inputs)
-    shown = np.sort(np.unique(slot))[:n_classes_projection]
+    shown = np.sort(np.unique(slot))[:DEFAULT_PROJECTION_CLASSES if n_classes_projection is None else n_classes_projection]
     in_projection = np.isin(slot, shown)
     return Inputs(
         stats=x, maps=x[pick], map_titles=[f"slot {slot[i]}, x={x[i, -1]:+.2f}" for i in pick], map_images=None,

@@ -2,7 +2,7 @@
 folders a script writes to, and whether an estimated allocation fits in memory.
 
 Pure functions of their arguments (and, for folders and memory, of the machine), so every
-script family states its bounds in one place (experiment/bounds.py) instead of scattered ifs,
+script family states its bounds in one place (experiment/limits.py) instead of scattered ifs,
 and refuses before it has created anything.
 """
 import math

@@ -1,8 +1,11 @@
 """Flags shared by the scripts, and the wrapper that turns a UserError into one line + exit 2."""
 import argparse
+import errno
 import sys
 
 from utils.errors import UserError
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def add_common(parser: argparse.ArgumentParser, *, training: bool) -> None:
@@ -32,9 +35,10 @@ def add_meta_learning(parser: argparse.ArgumentParser, *, step_help: str, tasks_
     parser.add_argument("--meta_lr", "--meta-lr", dest="meta_lr", type=float, default=None, help="Adam step of the outer loop")
     parser.add_argument("--update_step", "--update-step", dest="update_step", type=int, default=None, help=step_help)
     parser.add_argument("--tasks", type=int, default=None, help=tasks_help)
-    parser.add_argument("--first-order", dest="first_order", action="store_const", const=True, default=None,
-                        help="detach the inner gradients (the pre-2020 meta-gradient)")
-    parser.add_argument("--second-order", dest="first_order", action="store_const", const=False)
+    order = parser.add_mutually_exclusive_group()  # together, the last one silently won
+    order.add_argument("--first-order", dest="first_order", action="store_const", const=True, default=None,
+                       help="detach the inner gradients (the pre-2020 meta-gradient)")
+    order.add_argument("--second-order", dest="first_order", action="store_const", const=False)
 
 
 def add_nonstandard_data(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +61,14 @@ def run_main(main, parser: argparse.ArgumentParser, argv=None):
         return main(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        # A disk that fills up or turns read-only mid-run (the folders are checked before work
+        # starts) is the user's to fix, not a bug: one line. Any other OSError stays a traceback.
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        where = f": '{err.filename}'" if err.filename else ""
+        print(f"error: {err.strerror}{where}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as err:
         # Only the training loop knows whether a checkpoint exists; it raises Interrupted saying so.

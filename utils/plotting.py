@@ -7,6 +7,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+
+SAVE_FORMATS = frozenset(FigureCanvasAgg.get_supported_filetypes())  # file extensions savefig can write
 
 
 def load_results(paths) -> list[dict]:
