@@ -123,6 +123,7 @@ ROWS = [
     ("eval_omni", ["--runs", "10001", "--run-batch", "10001", "--schedule", "1"], "--runs must be in 1..10000"),
     ("eval_omni", ["--runs", "0"], "--runs must be at least 1, got 0"),
     ("eval_omni", ["--run-batch", "0"], "--run-batch must be at least 1, got 0"),
+    ("eval_omni", ["--lr", "0"], "--lr must be a positive finite number, got 0.0"),
     ("eval_omni", ["--lr", "inf"], "--lr must be a positive finite number, got inf"),
     ("eval_omni", ["--seed", "-1"], "--seed must be in 0..2**63-1, got -1"),
     ("eval_omni", ["--model", "{empty}"], "is empty (0 bytes), not a checkpoint"),
