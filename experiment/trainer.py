@@ -67,13 +67,6 @@ def conflicting_flags(given: dict, run_values: dict, allowed) -> list[str]:
     return conflicts
 
 
-def reopen_run(resume: str, *, benchmark: str, config_from_checkpoint, given: dict, allowed, device):
-    """(payload, config, run) of a killed run: `check_resume`, then `open_resumed`."""
-    payload, config = check_resume(resume, benchmark=benchmark, config_from_checkpoint=config_from_checkpoint,
-                                   given=given, allowed=allowed)
-    return payload, config, open_resumed(payload, config, device)
-
-
 def check_resume(resume: str, *, benchmark: str, config_from_checkpoint, given: dict, allowed):
     """(payload, config) of a killed run, its config extended by `--steps`; writes nothing.
     `given`: the explicit flags ({dest: (flag, value)}, utils.cli.explicit_args); `allowed`:
