@@ -215,7 +215,10 @@ def test_steps_extend_a_run(killed):
 def test_concurrent_resume_is_refused_naming_the_holder(killed, capsys, monkeypatch):
     first = subprocess.Popen([sys.executable, "oml_regression.py", "--resume", str(killed), "--steps", "100000",
                               "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+                             env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             # a job started in the background (CI, nohup) inherits SIGINT ignored, and
+                             # Python then installs no KeyboardInterrupt handler: restore the default
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 60
         while time.time() < deadline and first.poll() is None:  # until it trains: its lock, a new checkpoint
