@@ -21,8 +21,8 @@ import oml_omniglot
 import visualize_representations
 from datasets import omniglot as om
 from model import omniglot_eval as oe
-from tests.conftest import REPO, SHARED_OMNIGLOT
-from tests.omniglot_fixtures import fake_png, write_fake_omniglot, tiny_network_and_tree
+from tests.conftest import REPO, SHARED_OMNIGLOT, one_line_error
+from tests.omniglot_fixtures import fake_png, tiny_network_and_tree, write_fake_omniglot
 from utils.cli import run_main
 
 TINY = {"image_size": 12, "channels": 4, "strides": (2, 2), "n_outputs": 16, "n_classes": 8, "class_split": 4}
@@ -338,14 +338,7 @@ def test_kernel_folder_of_another_owner_or_open_mode_is_not_trusted(tmp_path, mo
 
 # --- official class counts -----------------------------------------------------------------------
 
-def _script_error(capsys, main, parser, argv) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        run_main(main, parser, argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    return err
+_script_error = one_line_error
 
 
 @pytest.mark.parametrize("script", ["evaluate_omniglot", "oml_omniglot", "visualize_representations"])

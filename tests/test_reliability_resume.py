@@ -24,7 +24,7 @@ import oml_regression
 from experiment import export
 from experiment.lock import LOCK_NAME
 from model import sine
-from tests.conftest import REPO
+from tests.conftest import REPO, one_line_error
 from tests.omniglot_fixtures import write_fake_both
 from utils.cli import run_main
 
@@ -71,14 +71,7 @@ def _snapshot(folder) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _refused(capsys, main, parser, argv) -> str:
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        run_main(main, parser, argv)
-    assert info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    return err
+_refused = one_line_error
 
 
 def _resume(run, *extra):
