@@ -8,12 +8,12 @@ A run folder stands for its results.json (or, while an evaluation is still runni
 results.partial.json: the class counts finished so far). Labels default to each file's label.
 """
 import argparse
-import json
 from pathlib import Path
 
 from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
+from utils.results import read_results
 from utils.plotting import SAVE_FORMATS, plot_files
 
 
@@ -58,7 +58,7 @@ def main(args):
         raise UserError(f"{len(args.labels)} labels for {len(paths)} results files")
     out = figure_path(args.out)
     for path in paths:
-        _check_results(path)
+        read_results(path)  # a list or a number is not a results file: refuse before plotting
     try:
         out = plot_files(paths, args.labels, out, args.title)
     except (ValueError, KeyError, TypeError, IndexError) as err:
@@ -66,16 +66,6 @@ def main(args):
     print(f"figure: {out}")
     return out
 
-
-def _check_results(path: Path) -> None:
-    """A results file is a JSON object naming its benchmark (a list or a number is not)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise UserError(f"'{path}' is not a readable JSON results file ({type(err).__name__})") from None
-    if not isinstance(data, dict) or data.get("benchmark") not in ("sine", "omniglot"):
-        raise UserError(f"'{path}' is not a results file of evaluate_regression.py or evaluate_omniglot.py "
-                        "(a JSON object with \"benchmark\": \"sine\" or \"omniglot\")")
 
 
 if __name__ == "__main__":

@@ -11,26 +11,12 @@ at the rate it chose, and never a held-out sample or image:
 Candidates evaluated with a fixed --lr have no search, hence no score, and are refused.
 """
 import argparse
-import json
-from pathlib import Path
 
 import numpy as np
 
 from utils.cli import run_main
 from utils.errors import UserError
-
-
-def load_result(path) -> dict:
-    path = Path(path)
-    file = path / "results.json" if path.is_dir() else path
-    try:
-        result = json.loads(file.read_text())
-    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise UserError(f"no readable results file at '{file}' ({err.__class__.__name__})") from None
-    if not isinstance(result, dict) or result.get("benchmark") not in ("sine", "omniglot"):
-        raise UserError(f"'{file}' is not an evaluation results file (a JSON object with \"benchmark\": "
-                        "\"sine\" or \"omniglot\")")
-    return result
+from utils.results import read_results
 
 
 def validation_score(result: dict, class_counts=None) -> tuple[float, bool]:
@@ -79,7 +65,7 @@ def get_args_parser():
 
 
 def main(args):
-    results = [load_result(p) for p in args.results]
+    results = [read_results(p) for p in args.results]
     labels = args.labels or args.results
     if len(labels) != len(results):
         raise UserError(f"{len(labels)} labels for {len(results)} results")

@@ -142,7 +142,7 @@ ROWS = [
     ("visualize", ["--name", "../../x"], "--name '../../x' must be a plain folder name"),
     ("visualize", ["--results-dir", "{file}"], "is a file, not a folder"),
     # --- plot_results.py, experiment.export, experiment.select ---------------------------------------
-    ("plot", ["{listjson}"], "is not a results file of evaluate_regression.py or evaluate_omniglot.py"),
+    ("plot", ["{listjson}"], "is not an evaluation results file of evaluate_regression.py or evaluate_omniglot.py"),
     ("plot", ["{sine_results}", "--out", "{tmp}/missing/fig.png"], "the folder '{tmp}/missing' does not exist"),
     ("plot", ["{sine_results}", "--out", "{tmp}/fig.xyz"], "matplotlib cannot write '.xyz' files"),
     ("plot", ["{sine_results}", "--out", "{file}/fig.png"], "is a file, not a folder"),
