@@ -154,17 +154,17 @@ def _start_params(pln, rngs, p: SineProtocol, device):
     return [w.detach().to(device).requires_grad_() for w in online.stacked_params(pln, len(rngs), generators)]
 
 
-def _learn(model, cfg, p, data: RunData, rngs, lr, device, on_function=None):
-    """Train a batch of runs through all functions; on_function(t, params) after each one."""
-    feats = _features(model.rln, data.x_traj)
-    start = _start_params(model.pln, rngs, p, device)
+def _learn(pln, cfg, p, feats, y_traj, rngs, lr, device, on_function=None):
+    """Train a batch of runs on their trajectory features through all functions;
+    on_function(t, params) after each one."""
+    start = _start_params(pln, rngs, p, device)
     orders = _orders(rngs, cfg, p, device)
     params = start
     for t in range(cfg.tasks):
-        params = _train(params if _sequential(p) else start, feats, data.y_traj, orders[t], lr, p.clip)
+        params = _train(params if _sequential(p) else start, feats, y_traj, orders[t], lr, p.clip)
         if on_function is not None:
             on_function(t, params)
-    return params, feats
+    return params
 
 
 def _diverged(mse) -> bool:
@@ -177,10 +177,11 @@ def search_on(model, cfg: SineConfig, p: SineProtocol, data: RunData, rngs, devi
     read: the held-out part of `data` never influences the choice."""
     scores = np.zeros((len(rngs), len(LR_GRID)))
     states = [rng.bit_generator.state for rng in rngs]
+    feats = _features(model.rln, data.x_traj)  # the RLN is frozen: once for every rate
     for j, lr in enumerate(LR_GRID):
         for rng, state in zip(rngs, states):  # every rate starts from the same draws (reset, shuffles)
             rng.bit_generator.state = state
-        params, feats = _learn(model, cfg, p, data, rngs, lr, device)
+        params = _learn(model.pln, cfg, p, feats, data.y_traj, rngs, lr, device)
         mse = _mse(params, feats, data.y_traj).mean(1).double().cpu().numpy()
         mse[~np.isfinite(mse) | (mse > DIVERGED_MSE)] = np.inf
         scores[:, j] = mse
@@ -220,7 +221,8 @@ def evaluate(model, cfg: SineConfig, p: SineProtocol, *, device="cpu", progress=
         def after(t, params, curve=curve, feats=feats_test, y=data.y_test):
             curve[:, t] = _mse(params, feats[:, : t + 1], y[:, : t + 1]).mean(1)
 
-        params, _ = _learn(model, cfg, p, data, rngs, lr, device, on_function=after)
+        params = _learn(model.pln, cfg, p, _features(model.rln, data.x_traj), data.y_traj, rngs, lr, device,
+                        on_function=after)
         curves.append(curve.cpu())
         finals.append(_mse(params, feats_test, data.y_test).cpu())
         if _diverged(curves[-1]) or _diverged(finals[-1]):
