@@ -11,7 +11,7 @@
 The RLN is frozen and its features of all evaluation images are computed once and cached; the
 PLN is reset and trained online (batch 1, one class-sorted pass) per run; accuracy is reported on
 the trajectory images and on the held-out images of the same classes. Protocol details and the
-learning-rate rule: model/omniglot_eval.py; the 2019/2020 bundles: model/omniglot_protocols.py
+learning-rate rule: experiment/evaluation/omniglot.py; the 2019/2020 bundles: experiment/evaluation/omniglot_protocols.py
 (`--protocol 2020`, the default, re-initialises the whole PLN; `2019` keeps a 2-layer PLN's
 meta-learned hidden layer and re-initialises the output layer; `--reset` overrides either).
 The Oracle is the same representation learned i.i.d. with several passes (`--iid --epochs E`;
@@ -20,7 +20,7 @@ regime. Two baselines need no checkpoint:
 
 * `--scratch`: the paper's Scratch (the 2019 `--scratch`): per run a fresh random network of
   --preset (default cpu), or of --model's architecture (its weights unused), ALL of it trained
-  online on the images (model/omniglot_scratch.py). No features can be cached: it is slow.
+  online on the images (experiment/evaluation/scratch.py). No features can be cached: it is slow.
 * no --model: a random RLN of --preset, seeded by the preset's seed, kept FROZEN; only the PLN
   is trained (what a representation without learning gives; not the paper's Scratch).
 """
@@ -34,15 +34,15 @@ from experiment import limits
 from experiment.checkpoint import load_checkpoint, load_weights
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
-from model.config import as_dict, from_dict, resolve
-from model.networks import build_omniglot_net
-from model.omniglot_eval import (DEFAULT_SCHEDULE, EVAL_SEED, Protocol, check_schedule, evaluate, feature_bank,
-                                 headline, parse_schedule, total_steps)
-from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
-from model.omniglot_protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES, coincidence_note
-from model.omniglot_protocols import bundle as protocol_bundle
-from model.omniglot_scratch import EvalImages, evaluate_scratch
-from model.omniglot_scratch import check_protocol as check_scratch_protocol
+from experiment.config import as_dict, from_dict, resolve
+from experiment.omniglot_presets import build_model
+from experiment.evaluation.features import feature_bank
+from experiment.evaluation.omniglot import DEFAULT_SCHEDULE, EVAL_SEED, Protocol, check_schedule, evaluate, headline, parse_schedule, total_steps
+from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from experiment.evaluation.omniglot_protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES, coincidence_note
+from experiment.evaluation.omniglot_protocols import bundle as protocol_bundle
+from experiment.evaluation.scratch import EvalImages, evaluate_scratch
+from experiment.evaluation.scratch import check_protocol as check_scratch_protocol
 from utils.cli import add_common, add_nonstandard_data, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
@@ -103,13 +103,13 @@ def _network(args):
         preset = args.preset or RANDOM_RLN_PRESET
         config = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, {})
         torch.manual_seed(config.seed)
-        net = build_omniglot_net(config.channels, config.image_size, config.strides, config.pln_hidden, config.n_outputs)
+        net = build_model(config)
         return net, config, None
     payload = load_checkpoint(args.model, benchmark="omniglot")
     config = from_dict(OmniglotConfig, payload["config"])
     if args.preset is not None and args.preset != config.preset:
         print(f"note: --preset {args.preset} ignored; the checkpoint's network is preset {config.preset}")
-    net = build_omniglot_net(config.channels, config.image_size, config.strides, config.pln_hidden, config.n_outputs)
+    net = build_model(config)
     return load_weights(net, payload), config, payload
 
 

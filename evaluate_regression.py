@@ -6,7 +6,7 @@
     python evaluate_regression.py --preset oml2020                      # no --model: untrained network
     python evaluate_regression.py --model ckpt.pt --name sine_test_set --rln 6 --tasks 10 --capacity 10 --runs 50
 
-The protocol (model/sine_eval.py): 40 mini-batches of 32 per function, 10 functions in sequence,
+The protocol (experiment/evaluation/sine.py): 40 mini-batches of 32 per function, 10 functions in sequence,
 one pass, the PLN not reset, the online rate chosen per checkpoint on validation trajectories'
 training MSE (`--lr` fixes it).
 """
@@ -18,11 +18,11 @@ from experiment import limits
 from experiment.checkpoint import load_checkpoint, load_weights
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
-from model.config import as_dict, resolve
+from experiment.config import as_dict, resolve
 from model.networks import resplit_sine_net
-from model.sine import build_model, config_from_checkpoint
-from model.sine_eval import EVAL_SEED, evaluate, headline, make_protocol
-from model.sine_presets import SINE_PRESETS, SineConfig
+from experiment.sine_presets import build_model, config_from_checkpoint
+from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
+from experiment.sine_presets import SINE_PRESETS, SineConfig
 from utils.cli import add_common, run_main
 from utils.device import resolve_device
 from utils.errors import UserError

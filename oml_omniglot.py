@@ -20,11 +20,13 @@ import torch
 from datasets.omniglot import load_omniglot
 from experiment import limits
 from experiment.run import Run, read_metadata
-from experiment.trainer import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
-from model.config import as_dict, resolve
-from model.omniglot import build_model, config_from_checkpoint, iid_default_steps, load_meta_training_images, make_training
-from model.omniglot_eval import Protocol, evaluate, feature_bank
-from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from experiment.training.loop import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
+from experiment.config import as_dict, resolve
+from experiment.omniglot_presets import build_model, config_from_checkpoint
+from experiment.training.omniglot import iid_default_steps, load_meta_training_images, make_training
+from experiment.evaluation.features import feature_bank
+from experiment.evaluation.omniglot import Protocol, evaluate
+from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
 from utils import bounds
 from utils.cli import add_common, add_meta_learning, add_nonstandard_data, explicit_args, run_main
 from utils.device import resolve_device

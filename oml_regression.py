@@ -14,11 +14,12 @@ from experiment.checkpoint import load_checkpoint
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
 from experiment import limits
-from experiment.trainer import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
-from model.config import as_dict, resolve
-from model.sine import build_model, config_from_checkpoint, make_training
-from model.sine_eval import EVAL_SEED, evaluate, headline, make_protocol
-from model.sine_presets import SINE_PRESETS, SineConfig
+from experiment.training.loop import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
+from experiment.config import as_dict, resolve
+from experiment.sine_presets import build_model, config_from_checkpoint
+from experiment.training.sine import make_training
+from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
+from experiment.sine_presets import SINE_PRESETS, SineConfig
 from utils import bounds
 from utils.cli import add_common, add_meta_learning, explicit_args, run_main
 from utils.device import resolve_device

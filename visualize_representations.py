@@ -16,13 +16,13 @@ import re
 from experiment import limits
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
-from model import representation_stats as rs
-from model.config import as_dict
-from model.representation_study import (DEFAULT_PROJECTION_CLASSES, DEFAULT_SEED, DEFAULT_SINE_INPUTS,
+from analysis import representation_stats as rs
+from experiment.config import as_dict
+from analysis.representation_study import (DEFAULT_PROJECTION_CLASSES, DEFAULT_SEED, DEFAULT_SINE_INPUTS,
                                         ORIGINAL_CLASSES, SIDE_BY_SIDE_ROWS, inputs_for, load_subjects, study)
 from utils.cli import add_common, add_nonstandard_data, run_main
 from utils.device import resolve_device
-from utils.representation_plots import (plot_activity_histograms, plot_average_activation, plot_instance_grid,
+from analysis.plots import (plot_activity_histograms, plot_average_activation, plot_instance_grid,
                                         plot_model_grid, plot_projection)
 
 

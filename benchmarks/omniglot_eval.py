@@ -31,9 +31,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from model.networks import build_omniglot_net, features  # noqa: E402
-from model.omniglot_eval import (DEFAULT_SCHEDULE, LR_GRID, SEARCH_RUNS, OnlineLearner, Protocol,  # noqa: E402
+from experiment.evaluation.omniglot import (DEFAULT_SCHEDULE, LR_GRID, SEARCH_RUNS, OnlineLearner, Protocol,  # noqa: E402
                                  _accuracy, c_engine, train_c, train_torch)
-from model.omniglot_presets import OMNIGLOT_PRESETS  # noqa: E402
+from experiment.omniglot_presets import OMNIGLOT_PRESETS  # noqa: E402
 
 N_EVAL_IMAGES = 659 * 20
 RUNS = 50

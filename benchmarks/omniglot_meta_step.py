@@ -26,11 +26,11 @@ import torch  # noqa: E402
 from isolated import add_flags, answer_child, apply_threads, peak_mb, run_child  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from model.config import resolve  # noqa: E402
+from experiment.config import resolve  # noqa: E402
 from model.meta_learner import meta_loss  # noqa: E402
 from model.networks import count_parameters  # noqa: E402
-from model.omniglot import OMLTraining  # noqa: E402
-from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig  # noqa: E402
+from experiment.training.omniglot import OMLTraining  # noqa: E402
+from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig  # noqa: E402
 from model.reference import reference_meta_loss  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 

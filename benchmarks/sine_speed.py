@@ -20,12 +20,12 @@ from isolated import add_flags, answer_child, apply_threads, peak_mb, run_child 
 import torch.nn.functional as F  # noqa: E402
 
 from datasets.sine import sample_trajectory  # noqa: E402
-from model.config import resolve  # noqa: E402
+from experiment.config import resolve  # noqa: E402
 from model.meta_learner import InnerLoopRule, meta_loss  # noqa: E402
 from model.reference import reference_meta_loss  # noqa: E402
-from model.sine import build_model, training_functions  # noqa: E402
-from model.sine_eval import evaluate, make_protocol  # noqa: E402
-from model.sine_presets import SINE_PRESETS, SineConfig  # noqa: E402
+from experiment.sine_presets import build_model, training_functions  # noqa: E402
+from experiment.evaluation.sine import evaluate, make_protocol  # noqa: E402
+from experiment.sine_presets import SINE_PRESETS, SineConfig  # noqa: E402
 from utils.device import resolve_device  # noqa: E402
 from utils.seeding import stream  # noqa: E402
 

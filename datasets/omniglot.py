@@ -57,6 +57,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from utils.errors import UserError
+from utils.files import atomic_write, file_digest
 from utils.messages import quiet_logger, warn
 
 log = quiet_logger(__name__)
@@ -255,7 +256,7 @@ def _download(root: Path, split: str) -> None:
                 f"and images_evaluation.zip from github.com/brendenlake/omniglot/tree/master/python "
                 f"by hand and put them in '{root}'"
             ) from e
-        md5 = _file_digest(Path(tmp), "md5")
+        md5 = file_digest(Path(tmp), "md5")
         if md5 != OFFICIAL_MD5[name]:
             raise OmniglotDataError(
                 f"downloaded {url} has md5 {md5}, expected {OFFICIAL_MD5[name]}: the file is "
@@ -265,14 +266,6 @@ def _download(root: Path, split: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def _file_digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,7 +513,7 @@ def _source_problem(cache_dir: Path, stem: str, manifest: dict, source: _Source,
         manifest = {**manifest, "source_stat": stat, "source": str(source.location.resolve())}
         try:
             text = json.dumps(manifest, indent=1).encode()
-            _write_atomic(cache_dir / f"{stem}.json", lambda f: f.write(text))
+            atomic_write(cache_dir / f"{stem}.json", lambda f: f.write(text))
         except OSError:
             pass  # read-only cache: the next load compares the content again
     return None
@@ -542,25 +535,13 @@ def _write_cache(cache_dir: Path, stem: str, expected: dict, source: _Source, im
         cache_dir.mkdir(parents=True, exist_ok=True)
         # The .npy goes first: the manifest's hash pairs the two, so a reader that catches the
         # new array with the old manifest just rebuilds.
-        _write_atomic(cache_dir / f"{stem}.npy", lambda f: np.save(f, images, allow_pickle=False))
+        atomic_write(cache_dir / f"{stem}.npy", lambda f: np.save(f, images, allow_pickle=False))
         text = json.dumps(manifest, indent=1).encode()
-        _write_atomic(cache_dir / f"{stem}.json", lambda f: f.write(text))
+        atomic_write(cache_dir / f"{stem}.json", lambda f: f.write(text))
     except OSError as e:
         if str(cache_dir) not in _warned_unwritable:  # once per folder, not once per split
             _warned_unwritable.add(str(cache_dir))
             warn(f"cannot write the Omniglot cache to {cache_dir} ({e}); going on without it", log)
-
-
-def _write_atomic(dest: Path, write) -> None:
-    """Write via a temp file in the same folder and os.replace, so `dest` is never half written."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from experiment.files import save_torch
+from utils.files import save_torch
 from utils.errors import UserError
 
 FORMAT = 1

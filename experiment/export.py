@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from experiment.checkpoint import load_checkpoint
-from experiment.files import save_torch
+from utils.files import save_torch
 from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError

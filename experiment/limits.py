@@ -7,15 +7,15 @@ right within a factor of about two, enough to refuse a size typed with three zer
 before it makes the machine swap (the single checks of one value live in utils/bounds.py).
 """
 from model.networks import conv_output_size, sine_layer_sizes
-from model.omniglot_presets import OmniglotConfig
-from model.sine_presets import SineConfig
+from experiment.omniglot_presets import OmniglotConfig
+from experiment.sine_presets import SineConfig
 from utils import bounds
 from utils.errors import UserError
 
 F32 = 4
 OMNIGLOT_BACKGROUND_CLASSES = 964  # the whole background split is decoded, whatever --n-classes
 OMNIGLOT_IMAGES_PER_CLASS = 20
-FEATURE_CHUNK = 256                # model.omniglot_eval.feature_bank's forward batch
+FEATURE_CHUNK = 256                # experiment.evaluation.features.feature_bank's forward batch
 # Figures of the representation study: 20 rows of the 9-wide grid (the original drew 9 x 4), and
 # as many projection classes as the colour map has distinct colours.
 MAX_MAPS = 180
@@ -80,7 +80,7 @@ def sine_training(cfg: SineConfig) -> None:
 
 
 def sine_evaluation(cfg: SineConfig, protocol) -> None:
-    """model.sine_eval.evaluate: a batch of runs (or all search runs) drawn and featurised at once."""
+    """experiment.evaluation.sine.evaluate: a batch of runs (or all search runs) drawn and featurised at once."""
     sizes = sine_layer_sizes(cfg.arch, cfg.width, cfg.capacity)
     runs = max(min(protocol.run_batch, protocol.runs), protocol.search_runs)
     samples = cfg.tasks * (protocol.batches_per_function * protocol.batch_size + protocol.test_samples)

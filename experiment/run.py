@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from experiment import lock as run_lock
-from experiment.files import write_bytes, write_json
+from utils.files import write_bytes, write_json
 from utils import bounds
 from utils.errors import UserError
 from utils.messages import note

@@ -8,6 +8,7 @@ tests that compare the two). `first_order=True` treats the inner gradients as co
 pre-2020 behaviour.
 """
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch.func import functional_call
@@ -40,12 +41,14 @@ def inner_loop(pln, params: dict, traj_features, traj_targets, loss_fn, rule: In
     return params
 
 
-def meta_loss(model, x_traj, y_traj, x_meta, y_meta, loss_fn, rule: InnerLoopRule, pln_start: dict | None = None):
-    """Meta-loss after adapting the PLN along (x_traj, y_traj); x_traj is [K, B, ...].
+class MetaLoss(NamedTuple):
+    loss: torch.Tensor      # the meta-loss after adaptation, with its graph into RLN and PLN init
+    before: torch.Tensor    # the meta-set loss of the unadapted PLN (detached): what adaptation gained
+    outputs: torch.Tensor   # the adapted PLN's meta-set outputs (detached), for accuracy
 
-    Returns (loss with graph into the RLN and the PLN initialisation, detached pre-adaptation loss,
-    detached meta-set PLN outputs after adaptation).
-    """
+
+def meta_loss(model, x_traj, y_traj, x_meta, y_meta, loss_fn, rule: InnerLoopRule) -> MetaLoss:
+    """The meta-loss after adapting the PLN along (x_traj, y_traj); x_traj is [K, B, ...]."""
     k, b = x_traj.shape[:2]
     flat_traj = x_traj.reshape(k * b, *x_traj.shape[2:])
     if rule.first_order:
@@ -57,9 +60,9 @@ def meta_loss(model, x_traj, y_traj, x_meta, y_meta, loss_fn, rule: InnerLoopRul
     else:
         feats = model.rln(torch.cat([flat_traj, x_meta]))
         traj_feats, meta_feats = feats[: k * b].reshape(k, b, -1), feats[k * b:]
-    start = pln_params(model.pln) if pln_start is None else pln_start
+    start = pln_params(model.pln)
     adapted = inner_loop(model.pln, start, traj_feats, y_traj, loss_fn, rule)
     outputs = functional_call(model.pln, adapted, (meta_feats,))
     with torch.no_grad():
         before = loss_fn(functional_call(model.pln, start, (meta_feats,)), y_meta)
-    return loss_fn(outputs, y_meta), before.detach(), outputs.detach()
+    return MetaLoss(loss_fn(outputs, y_meta), before.detach(), outputs.detach())

@@ -3,6 +3,9 @@
 At meta-training the PLN is run with explicit ("fast") weights through `functional_call`, keyed
 like `pln.state_dict()`; the RLN is an ordinary module run once per meta-step.
 """
+import math
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,6 +29,17 @@ def _init(module: nn.Module) -> nn.Module:
             nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
             nn.init.zeros_(layer.bias)
     return module
+
+
+def kaiming_normal(shape, generator) -> torch.Tensor:
+    """A fresh Kaiming-normal weight (fan_in = the product of shape[1:], ReLU gain, as `_init`) drawn
+    from `generator`, a CPU torch.Generator or a numpy Generator: the same draw on any device, and
+    one that never touches the global RNG. Re-initialising a layer always goes through here."""
+    shape = tuple(int(s) for s in shape)
+    std = (2.0 / math.prod(shape[1:])) ** 0.5
+    if isinstance(generator, np.random.Generator):
+        return torch.from_numpy(generator.standard_normal(shape).astype(np.float32) * std)
+    return torch.randn(shape, generator=generator) * std
 
 
 def _mlp(sizes: list[int], relu_last: bool) -> nn.Sequential:
@@ -94,16 +108,28 @@ def build_omniglot_net(channels: int, image_size: int, strides, pln_hidden: int,
     return _init(OMLNet(rln, _mlp(sizes, relu_last=False)))
 
 
-def representation_size(model: OMLNet) -> int:
-    first = next(m for m in model.pln.modules() if isinstance(m, nn.Linear))
-    return first.in_features
-
-
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
 @torch.no_grad()
-def features(rln: nn.Module, inputs: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """Frozen-RLN features in chunks (evaluation computes them once and reuses them)."""
-    return torch.cat([rln(chunk) for chunk in inputs.split(batch_size)]) if len(inputs) else inputs.new_zeros(0)
+def features(rln: nn.Module, inputs, *, batch_size: int = 1024, convert=None, device=None,
+             binary: bool = False, out_device=None, progress: bool = False) -> torch.Tensor:
+    """The frozen RLN's outputs for `inputs` [N, ...], in `no_grad` chunks of `batch_size`, moved to
+    `out_device` chunk by chunk (None: where the RLN ran). `convert` turns a chunk of stored inputs (e.g. uint8 images) into network input; `binary`
+    keeps only `output > 0` (a bool tensor, 1/32 of the memory). The one chunked forward pass that
+    evaluation, the feature cache and the representation study share."""
+    chunks = range(0, len(inputs), batch_size)
+    if progress:
+        from tqdm import tqdm
+        chunks = tqdm(chunks, desc="features", unit="batch", disable=None)  # None: only in a terminal
+    out = []
+    for start in chunks:
+        chunk = inputs[start:start + batch_size]
+        chunk = convert(chunk) if convert is not None else chunk
+        rep = rln(chunk.to(device) if device is not None else chunk)
+        rep = rep > 0 if binary else rep.float()
+        out.append(rep.to(out_device) if out_device is not None else rep)
+    if not out:
+        return torch.zeros(0, dtype=torch.bool if binary else torch.float32)
+    return torch.cat(out)

@@ -7,6 +7,8 @@ With one run per batch this is the plain loop, which the tests compare against.
 import torch
 from torch import nn
 
+from model.networks import kaiming_normal
+
 
 def pln_linears(pln: nn.Module) -> list[nn.Linear]:
     layers = [m for m in pln.modules() if isinstance(m, nn.Linear)]
@@ -23,8 +25,7 @@ def stacked_params(pln: nn.Module, n_runs: int, reset_generators=None) -> list[t
         w = layer.weight.detach().unsqueeze(0).repeat(n_runs, 1, 1)
         b = layer.bias.detach().unsqueeze(0).repeat(n_runs, 1)
         if reset_generators is not None:
-            std = (2.0 / layer.in_features) ** 0.5
-            w = torch.stack([torch.randn(layer.weight.shape, generator=g) for g in reset_generators]).to(w) * std
+            w = torch.stack([kaiming_normal(layer.weight.shape, g) for g in reset_generators]).to(w)
             b = torch.zeros_like(b)
         params += [w.requires_grad_(), b.requires_grad_()]
     return params
@@ -41,8 +42,8 @@ def forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def sgd_step(params, x, y, loss_fn, lr: float, clip: float | None):
-    """One SGD step for every run on its own batch x[r], y[r]."""
+def sgd_step_runs(params, x, y, loss_fn, lr: float, clip: float | None):
+    """One SGD step for every run on its own batch x[r], y[r] (runs on the leading dimension)."""
     out = forward(params, x)
     loss = loss_fn(out, y).sum()
     grads = torch.autograd.grad(loss, params)

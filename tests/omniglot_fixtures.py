@@ -87,9 +87,9 @@ def tiny_network_and_tree(root: Path, overrides: dict):
     import torch
 
     from experiment.checkpoint import save_checkpoint
-    from model.config import as_dict, resolve
-    from model.omniglot import build_model
-    from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+    from experiment.config import as_dict, resolve
+    from experiment.omniglot_presets import build_model
+    from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
 
     data = write_fake_both(root / "data", n_alphabets=2, chars_per_alphabet=4, size=24)
     cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, "cpu", overrides)

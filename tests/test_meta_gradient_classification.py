@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from model.meta_learner import InnerLoopRule, meta_loss
 from model.networks import build_omniglot_net
-from model.omniglot_presets import OMNIGLOT_PRESETS
+from experiment.omniglot_presets import OMNIGLOT_PRESETS
 from model.reference import reference_meta_loss
 
 N_OUT = 6

@@ -9,9 +9,9 @@ import evaluate_omniglot
 import plot_results
 from datasets.omniglot import load_omniglot
 from experiment.checkpoint import save_checkpoint
-from model.config import as_dict, resolve
-from model.omniglot_eval import (LR_GRID, FeatureBank, OnlineLearner, Protocol, c_engine, choose_lr, evaluate,
-                                 feature_bank, parse_schedule, run_specs)
+from experiment.config import as_dict, resolve
+from experiment.evaluation.features import FeatureBank, feature_bank
+from experiment.evaluation.omniglot import LR_GRID, OnlineLearner, Protocol, c_engine, choose_lr, evaluate, parse_schedule, run_specs
 from tests.omniglot_fixtures import tiny_network_and_tree
 from utils.cli import run_main
 from utils.errors import UserError
@@ -151,8 +151,8 @@ def test_feature_cache_is_reused(tiny):
 
 
 def test_bad_input_gives_one_line_errors(tiny, tmp_path, capsys):
-    from model.sine import build_model
-    from model.sine_presets import SINE_PRESETS, SineConfig
+    from experiment.sine_presets import build_model
+    from experiment.sine_presets import SINE_PRESETS, SineConfig
     sine_cfg = resolve(SineConfig, SINE_PRESETS, "quick", {})
     save_checkpoint(tmp_path / "sine.pt", benchmark="sine", config=as_dict(sine_cfg), model=build_model(sine_cfg), step=0)
     err = _one_line_error(capsys, tiny, tmp_path, "--model", str(tmp_path / "sine.pt"), "--schedule", "2")

@@ -9,12 +9,12 @@ import evaluate_omniglot
 import oml_omniglot
 from datasets.omniglot import load_omniglot
 from experiment.checkpoint import load_checkpoint, save_checkpoint
-from model.config import as_dict, resolve
-from model.networks import build_omniglot_net
-from model.omniglot import build_model, config_from_checkpoint
-from model.omniglot_eval import FeatureBank, OnlineLearner, Protocol, evaluate, feature_bank, run_specs
-from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
-from model.omniglot_protocols import BUNDLES
+from experiment.config import as_dict, resolve
+from experiment.omniglot_presets import build_model, config_from_checkpoint
+from experiment.evaluation.features import FeatureBank, feature_bank
+from experiment.evaluation.omniglot import OnlineLearner, Protocol, evaluate, run_specs
+from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from experiment.evaluation.omniglot_protocols import BUNDLES
 from tests.omniglot_fixtures import write_fake_both
 from utils.cli import run_main
 
@@ -23,7 +23,7 @@ TINY = {"image_size": 12, "channels": 4, "strides": (2, 2), "n_outputs": 16, "n_
 
 def _tiny_net(cfg, seed):
     torch.manual_seed(seed)
-    net = build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
+    net = build_model(cfg)
     with torch.no_grad():  # a meta-learned PLN has non-zero biases: make "kept" distinguishable from "reset"
         for layer in net.pln:
             if isinstance(layer, torch.nn.Linear):

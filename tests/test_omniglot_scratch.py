@@ -7,9 +7,10 @@ import torch
 
 import evaluate_omniglot
 from datasets.omniglot import load_omniglot
-from model.networks import build_omniglot_net
-from model.omniglot_eval import Protocol, evaluate, feature_bank, run_specs
-from model.omniglot_scratch import EvalImages, ScratchLearner, evaluate_scratch
+from experiment.omniglot_presets import build_model
+from experiment.evaluation.features import feature_bank
+from experiment.evaluation.omniglot import Protocol, evaluate, run_specs
+from experiment.evaluation.scratch import EvalImages, ScratchLearner, evaluate_scratch
 from tests.omniglot_fixtures import tiny_network_and_tree
 from utils.cli import run_main
 
@@ -109,7 +110,7 @@ def test_scratch_end_to_end_uses_only_the_checkpoints_architecture(tiny, tmp_pat
     # other weights, same architecture: the same numbers (the checkpoint's weights are never used)
     cfg = tiny["cfg"]
     torch.manual_seed(123)
-    other = build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
+    other = build_model(cfg)
     direct = evaluate_scratch(other, tiny["images"], (2, 4), Protocol(runs=2, search_runs=2))
     assert direct["by_classes"] == result["by_classes"]
     # the 2019 protocol gives Scratch the same numbers, and says so

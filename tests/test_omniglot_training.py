@@ -16,8 +16,9 @@ import oml_omniglot
 from datasets.omniglot import load_omniglot, to_float
 from datasets.omniglot_sampler import ImageBank, iid_batch, sample_oml, steps_per_epoch
 from experiment.checkpoint import load_checkpoint
-from model.omniglot import OMLTraining, build_model, config_from_checkpoint, make_training
-from model.omniglot_presets import OMNIGLOT_PRESETS
+from experiment.omniglot_presets import build_model, config_from_checkpoint
+from experiment.training.omniglot import OMLTraining, make_training
+from experiment.omniglot_presets import OMNIGLOT_PRESETS
 from tests.conftest import REPO, SHARED_OMNIGLOT
 from tests.omniglot_fixtures import write_fake_both
 from utils.cli import run_main
@@ -178,7 +179,7 @@ def test_default_iid_steps_are_epochs(run_args):
 def test_killed_run_resumes_byte_for_byte(run_args, tmp_path, monkeypatch, method):
     extra = ["--steps", "8", "--class-split", "6", "--method", method, "--iid-batch", "32"]
     whole = oml_omniglot.main(run_args(*extra, "--name", "whole"))
-    from model import omniglot
+    from experiment.training import omniglot
     cls = omniglot.OMLTraining if method == "oml" else omniglot.IIDTraining
     original_step, calls = cls.step, {"n": 0}
 

@@ -7,8 +7,8 @@ import pytest
 import evaluate_regression
 import oml_omniglot
 import oml_regression
-from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
-from model.sine_presets import SINE_PRESETS, SineConfig
+from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from experiment.sine_presets import SINE_PRESETS, SineConfig
 
 
 def _declared(config_cls, presets, name):

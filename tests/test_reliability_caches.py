@@ -1,7 +1,7 @@
 """Caches never change a result: a damaged or foreign cache is rebuilt with a printed `warning:`
 line, and what is computed equals the clean run. Also the official-size check of the data.
 
-Feature cache (model/omniglot_eval.py), image cache (datasets/omniglot.py), the compiled C
+Feature cache (experiment/evaluation/omniglot.py), image cache (datasets/omniglot.py), the compiled C
 kernel, and `--nonstandard-data`. All on small generated trees; the last test reads the real
 data's listing and skips without it.
 """
@@ -20,7 +20,8 @@ import evaluate_omniglot
 import oml_omniglot
 import visualize_representations
 from datasets import omniglot as om
-from model import omniglot_eval as oe
+from experiment.evaluation import features as fc
+from experiment.evaluation import omniglot as oe
 from tests.conftest import REPO, SHARED_OMNIGLOT, one_line_error
 from tests.omniglot_fixtures import fake_png, tiny_network_and_tree, write_fake_omniglot
 from utils.cli import run_main
@@ -34,15 +35,15 @@ def tiny(tmp_path_factory):
     data, cfg, net, ckpt = tiny_network_and_tree(root, TINY)
     split = om.load_omniglot(data, "evaluation", cfg.image_size, cache_dir=False, progress=False)
     with pytest.MonkeyPatch.context() as mp:  # leave the process-wide memory cache as other modules expect it
-        mp.setattr(oe, "_MEMORY_CACHE", {})
-        clean = oe.feature_bank(net.rln, split, cache_dir=False)
+        mp.setattr(fc, "_MEMORY_CACHE", {})
+        clean = fc.feature_bank(net.rln, split, cache_dir=False)
     return {"root": root, "data": data, "net": net, "ckpt": ckpt, "split": split, "clean": clean}
 
 
 @pytest.fixture
 def no_memory_cache(monkeypatch):
     """Each feature_bank call must go to disk, as a new process would."""
-    monkeypatch.setattr(oe, "_MEMORY_CACHE", {})
+    monkeypatch.setattr(fc, "_MEMORY_CACHE", {})
 
 
 def _warnings(capsys, fragment) -> list[str]:
@@ -65,7 +66,7 @@ def _flip_one_class(data):  # an exponent bit in every feature of class 3: the s
 def _fewer_classes(data):  # a consistent file (hash and shapes redone) of the wrong size
     data["train"], data["test"] = data["train"][:5], data["test"][:5]
     data["shapes"] = {"train": list(data["train"].shape), "test": list(data["test"].shape)}
-    data["sha256"] = oe.features_sha256(data["train"], data["test"])
+    data["sha256"] = fc.features_sha256(data["train"], data["test"])
 
 
 def _no_hash(data):
@@ -96,18 +97,18 @@ FEATURE_DAMAGE = [
 def test_damaged_feature_cache_is_recomputed(tiny, tmp_path, capsys, no_memory_cache, damage, fragment):
     cache = tmp_path / "cache"
     rln, split = tiny["net"].rln, tiny["split"]
-    oe.feature_bank(rln, split, cache_dir=cache)
+    fc.feature_bank(rln, split, cache_dir=cache)
     (path,) = cache.glob("omniglot_features_*.pt")
     damage(path)
-    oe._MEMORY_CACHE.clear()
+    fc._MEMORY_CACHE.clear()
     capsys.readouterr()
-    bank = oe.feature_bank(rln, split, cache_dir=cache)
+    bank = fc.feature_bank(rln, split, cache_dir=cache)
     lines = _warnings(capsys, f"feature cache {path}")
     assert len(lines) == 1 and fragment in lines[0] and "recomputing" in lines[0], lines
     assert bank.source == "computed"
     assert torch.equal(bank.train, tiny["clean"].train) and torch.equal(bank.test, tiny["clean"].test)
-    oe._MEMORY_CACHE.clear()  # the rewritten file is trusted again, silently
-    again = oe.feature_bank(rln, split, cache_dir=cache)
+    fc._MEMORY_CACHE.clear()  # the rewritten file is trusted again, silently
+    again = fc.feature_bank(rln, split, cache_dir=cache)
     assert again.source == "disk" and torch.equal(again.train, tiny["clean"].train)
     assert not _warnings(capsys, "")
 
@@ -129,13 +130,13 @@ def test_flipped_feature_cache_does_not_change_the_evaluation(tiny, tmp_path, ca
     damaged = torch.load(path, weights_only=True)
     _flip_one_class(damaged)
     torch.save(damaged, path)
-    oe._MEMORY_CACHE.clear()
+    fc._MEMORY_CACHE.clear()
     capsys.readouterr()
     again = evaluate("again")
     assert len(_warnings(capsys, "is corrupt")) == 1
     assert again["by_classes"] == clean["by_classes"]
     # The test can tell: the flipped features themselves give other numbers.
-    flipped = oe.FeatureBank(damaged["train"], damaged["test"], "flipped")
+    flipped = fc.FeatureBank(damaged["train"], damaged["test"], "flipped")
     fixed = oe.Protocol(runs=3, lr=1e-3, engine="torch")
     assert (oe.evaluate(tiny["net"].pln, flipped, (8,), fixed)["by_classes"]
             != oe.evaluate(tiny["net"].pln, tiny["clean"], (8,), fixed)["by_classes"])
@@ -312,7 +313,7 @@ def test_untrusted_kernel_is_rebuilt_not_loaded(tmp_path, capsys, monkeypatch, d
 @pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
 def test_truncated_kernel_does_not_crash_a_new_process(tmp_path):
     """In a fresh process the damaged file would be mapped (SIGBUS): it must be rebuilt first."""
-    child = ("import sys; from model import omniglot_eval as oe; "
+    child = ("import sys; from experiment.evaluation import omniglot as oe; "
              "fn = oe.c_engine(sys.argv[1]); print('engine', fn is not None)")
     first = subprocess.run([sys.executable, "-c", child, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
                            timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -25,12 +25,14 @@ import oml_omniglot
 import oml_regression
 import plot_results
 import visualize_representations
-from experiment import export, files, limits, select
+from experiment import export, limits
+from utils import files
+from experiment.evaluation import select
 from experiment.checkpoint import save_checkpoint
-from model.config import as_dict, resolve
-from model.networks import build_omniglot_net
-from model.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
-from model.sine_presets import SINE_PRESETS, SineConfig
+from experiment.config import as_dict, resolve
+from experiment.omniglot_presets import build_model as build_omniglot_model
+from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from experiment.sine_presets import SINE_PRESETS, SineConfig
 from tests.conftest import REPO
 from tests.omniglot_fixtures import write_fake_both
 from utils import bounds
@@ -141,7 +143,7 @@ ROWS = [
     ("visualize", ["--model", "{no_bias}"], "does not fit the network its config describes"),
     ("visualize", ["--name", "../../x"], "--name '../../x' must be a plain folder name"),
     ("visualize", ["--results-dir", "{file}"], "is a file, not a folder"),
-    # --- plot_results.py, experiment.export, experiment.select ---------------------------------------
+    # --- plot_results.py, experiment.export, experiment.evaluation.select ---------------------------------------
     ("plot", ["{listjson}"], "is not an evaluation results file of evaluate_regression.py or evaluate_omniglot.py"),
     ("plot", ["{sine_results}", "--out", "{tmp}/missing/fig.png"], "the folder '{tmp}/missing' does not exist"),
     ("plot", ["{sine_results}", "--out", "{tmp}/fig.xyz"], "matplotlib cannot write '.xyz' files"),
@@ -187,7 +189,7 @@ def _omniglot_checkpoint(path):
     cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, "cpu",
                   {"image_size": 12, "channels": 4, "strides": (2, 2), "n_outputs": 8, "n_classes": 8, "class_split": 4})
     torch.manual_seed(0)
-    net = build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
+    net = build_omniglot_model(cfg)
     save_checkpoint(path, benchmark="omniglot", config=as_dict(cfg), model=net, step=0)
     return path
 
@@ -302,7 +304,7 @@ def test_plot_out_is_written_where_printed(inputs, tmp_path, capsys, out, writte
 def test_a_disk_that_fills_up_mid_run_is_one_line(inputs, tmp_path, capsys, monkeypatch):
     def full(path, write):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
-    monkeypatch.setattr(files, "_atomic", full)
+    monkeypatch.setattr(files, "atomic_write", full)
     argv, _ = _command(inputs, tmp_path, "eval_sine", [])
     with pytest.raises(SystemExit) as info:
         run_main(evaluate_regression.main, evaluate_regression.get_args_parser(), argv)

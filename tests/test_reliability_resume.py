@@ -1,4 +1,4 @@
-"""Resume and export never damage or mislead a run (experiment/trainer.py, run.py, lock.py,
+"""Resume and export never damage or mislead a run (experiment/training/loop.py, run.py, lock.py,
 export.py, the two training scripts, utils/cli.py).
 
 A killed tiny sine run (checkpoint at step 4 of 8) is copied per test. Refusals: exit 2, one
@@ -23,7 +23,7 @@ import oml_omniglot
 import oml_regression
 from experiment import export
 from experiment.lock import LOCK_NAME
-from model import sine
+from experiment.training import sine
 from tests.conftest import REPO, one_line_error
 from tests.omniglot_fixtures import write_fake_both
 from utils.cli import run_main

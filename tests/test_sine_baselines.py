@@ -9,10 +9,10 @@ import torch
 import evaluate_regression
 import oml_regression
 from datasets.sine import SineFamily, sample_iid
-from experiment import select
+from experiment.evaluation import select
 from model.networks import build_sine_net, resplit_sine_net
-from model.sine import IIDTraining
-from model.sine_presets import SINE_PRESETS, SineConfig
+from experiment.training.sine import IIDTraining
+from experiment.sine_presets import SINE_PRESETS, SineConfig
 from utils.errors import UserError
 
 SMALL_2019 = ["--preset", "mrcl2019", "--width", "8", "--eval-runs", "0", "--no-progress", "--log-every", "2", "--save-every", "4"]
@@ -40,15 +40,15 @@ def test_the_2019_baseline_recipe_is_what_trains():
         seen.append(kwargs["group"])
         return original(*args, **kwargs)
 
-    import model.sine
-    model.sine.sample_iid, saved = spy, model.sine.sample_iid
+    import experiment.training.sine
+    experiment.training.sine.sample_iid, saved = spy, experiment.training.sine.sample_iid
     try:
         rates = []
         for _ in range(5):
             task.step()
             rates.append(task.optimizer.param_groups[0]["lr"])
     finally:
-        model.sine.sample_iid = saved
+        experiment.training.sine.sample_iid = saved
     assert seen == [0, 1, 2, 3, 4] and task.n_heads == 40  # 400 functions / 10 slots, heads in turn
     assert rates == pytest.approx([1e-4, 2e-5, 2e-5, 4e-6, 4e-6])  # MultiStepLR x 0.2 at updates 2 and 4
     assert cfg.iid_samples == 32 and cfg.iid_grouped

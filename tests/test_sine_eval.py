@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import evaluate_regression
-from model.sine import build_model
-from model.sine_eval import LR_GRID, draw_runs, eval_functions, evaluate, make_protocol, search_on
-from model.sine_presets import SINE_PRESETS, SineConfig
-from utils.rate_search import choose_lr
+from experiment.sine_presets import build_model
+from experiment.evaluation.sine import LR_GRID, draw_runs, eval_functions, evaluate, make_protocol, search_on
+from experiment.sine_presets import SINE_PRESETS, SineConfig
+from experiment.evaluation.rate_search import choose_lr
 from utils.seeding import run_streams
 
 

@@ -11,8 +11,8 @@ import evaluate_regression
 import oml_regression
 import plot_results
 from experiment.checkpoint import load_checkpoint
-from model.sine import build_model, config_from_checkpoint
-from model.sine_eval import evaluate, make_protocol
+from experiment.sine_presets import build_model, config_from_checkpoint
+from experiment.evaluation.sine import evaluate, make_protocol
 from tests.conftest import REPO
 from utils.errors import UserError
 
@@ -49,7 +49,7 @@ def test_same_seed_gives_byte_identical_results(tmp_path):
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     whole = train(tmp_path / "whole", "--eval-runs", "0")
-    from model import sine
+    from experiment.training import sine
     original_step = sine.OMLTraining.step
     calls = {"n": 0}
 

@@ -10,12 +10,13 @@ import torch
 
 import visualize_representations as vr
 from experiment.checkpoint import save_checkpoint
-from model import representation_stats as rs
-from model.config import as_dict, resolve
+from analysis import representation_stats as rs
+from experiment.config import as_dict, resolve
 from model.networks import build_omniglot_net
-from model.omniglot_presets import OmniglotConfig
-from model.sine import build_model
-from model.sine_presets import SINE_PRESETS, SineConfig
+from experiment.omniglot_presets import build_model as build_omniglot_model
+from experiment.omniglot_presets import OmniglotConfig
+from experiment.sine_presets import build_model
+from experiment.sine_presets import SINE_PRESETS, SineConfig
 from tests.conftest import REPO
 from tests.omniglot_fixtures import write_fake_omniglot
 from utils.errors import UserError
@@ -87,7 +88,7 @@ def _omniglot_checkpoint(path, method="oml", seed=0):
     cfg = OmniglotConfig(preset="tiny", method=method, image_size=20, channels=4, strides=(2, 2), n_outputs=12,
                          n_classes=12, class_split=None, tasks=1)
     torch.manual_seed(seed)
-    net = build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
+    net = build_omniglot_model(cfg)
     save_checkpoint(path, benchmark="omniglot", config=as_dict(cfg), model=net, step=0)
     return path
 

@@ -1,10 +1,9 @@
-"""One seed drives everything: torch, python `random`, and numpy Generators spawned from it.
+"""One seed drives everything: torch, and numpy Generators spawned from it (nothing draws from
+python's `random`).
 
 Per-run and per-purpose streams come from `numpy.random.SeedSequence`, so adding a run or a
 consumer never shifts the numbers another stream produces.
 """
-import random
-
 import numpy as np
 import torch
 
@@ -16,11 +15,6 @@ STREAM_TAGS = {
     "lr_search": 4,
     "init": 5,
 }
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def stream(seed: int, purpose: str, *extra: int) -> np.random.Generator:
@@ -43,8 +37,5 @@ def capture_rng_state(np_rng: np.random.Generator) -> dict:
 
 
 def restore_rng_state(state: dict, np_rng: np.random.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    python_state = state.get("python")  # checkpoints written before it was dropped still load
-    if python_state is not None:
-        random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+    torch.set_rng_state(state["torch"])  # a "python" entry of older checkpoints is ignored: unused
     np_rng.bit_generator.state = state["numpy"]

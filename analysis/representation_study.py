@@ -11,12 +11,13 @@ import torch
 from datasets.omniglot import N_DRAWERS, load_omniglot, to_float
 from datasets.sine import sample_trajectory
 from experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights
-from model import representation_stats as rs
-from model.config import from_dict
-from model.networks import build_omniglot_net
-from model.omniglot_presets import OmniglotConfig
-from model.sine import build_model as build_sine_model
-from model.sine import config_from_checkpoint as sine_config, training_functions
+from analysis import representation_stats as rs
+from experiment.config import from_dict
+from experiment.omniglot_presets import build_model as build_omniglot_model
+from experiment.omniglot_presets import OmniglotConfig
+from experiment.sine_presets import build_model as build_sine_model
+from experiment.sine_presets import config_from_checkpoint as sine_config, training_functions
+from model.networks import features
 from utils.errors import UserError
 from utils.seeding import stream
 
@@ -54,7 +55,7 @@ def _load_subject(path) -> Subject:
 
 
 def _omniglot_net(cfg):
-    return build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
+    return build_omniglot_model(cfg)
 
 
 def _random_subject(first: Subject, seed: int) -> Subject:
@@ -188,21 +189,12 @@ def inputs_for(subject: Subject, args, cache: dict) -> Inputs:
 
 # --- the study --------------------------------------------------------------------------------
 
-@torch.no_grad()
-def representations(rln, array, convert, device, batch_size, binary=False) -> torch.Tensor:
-    """RLN outputs of `array` in chunks, on the CPU (bool `> 0` when binary, to keep memory low)."""
-    out = []
-    for start in range(0, len(array), batch_size):
-        rep = rln(convert(array[start:start + batch_size]).to(device))
-        out.append((rep > 0 if binary else rep).cpu())
-    return torch.cat(out)
-
-
 def study(subject: Subject, inputs: Inputs, args, device) -> dict:
     rln = subject.net.rln.to(device)
-    active = representations(rln, inputs.stats, inputs.convert, device, args.batch_size, binary=True).numpy()
-    sample = representations(rln, inputs.maps, inputs.convert, device, args.batch_size).numpy()
-    projected = representations(rln, inputs.projection, inputs.convert, device, args.batch_size).numpy()
+    def reps(array, binary=False):  # on the CPU, chunk by chunk: 18,000 images fit in memory
+        return features(rln, array, batch_size=args.batch_size, convert=inputs.convert, device=device,
+                        binary=binary, out_device="cpu").numpy()
+    active, sample, projected = reps(inputs.stats, binary=True), reps(inputs.maps), reps(inputs.projection)
     shape = rs.map_shape(active.shape[1])
     shown = rs.binarise(sample).astype(np.float64) if args.binary else sample
     return {

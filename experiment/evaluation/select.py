@@ -1,7 +1,7 @@
 """Choose one candidate among evaluations of the same cell (e.g. SR-NN at three sparsity targets,
 pretraining at three RLN/PLN splits) from validation scores alone.
 
-    python -m experiment.select RUN_A RUN_B RUN_C [--labels A B C]
+    python -m experiment.evaluation.select RUN_A RUN_B RUN_C [--labels A B C]
 
 The score is what the learning-rate search already measured on its own validation trajectories,
 at the rate it chose, and never a held-out sample or image:

@@ -1,7 +1,7 @@
 """Split-Omniglot continual classification on a frozen RLN: the 2020 (and 2019) protocol, fast.
 
 Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made explicit; the
-2019 variant, which differs only in the reset, is named in model/omniglot_protocols.py):
+2019 variant, which differs only in the reset, is named in experiment/evaluation/omniglot_protocols.py):
 
 * The RLN is frozen, so the features of every evaluation image are computed **once** per
   checkpoint and cached (in memory, and on disk keyed by the RLN weights, the image size and the
@@ -33,7 +33,7 @@ Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made ex
   looped engines, and any `runs` count, give the same numbers for the same run.
 * `run_protocol` drives any learner with this interface (init / train / trajectory_accuracy /
   test_accuracy / record): the frozen-RLN `OnlineLearner` here, and Scratch
-  (model/omniglot_scratch.py), which trains a whole fresh network on the images; so baselines
+  (experiment/evaluation/scratch.py), which trains a whole fresh network on the images; so baselines
   get the same run streams, class sets and learning-rate rule, run for run.
 
 Engines (all exact implementations of the same maths):
@@ -61,7 +61,6 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,12 +69,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.omniglot import TRAIN_DRAWERS, OmniglotSplit, to_float
-from experiment.files import save_torch
+from datasets.omniglot import TRAIN_DRAWERS
+from experiment.evaluation.features import FeatureBank, default_cache_dir
 from model import online
-from model.omniglot_protocols import DEFAULT_PROTOCOL, protocol_record
-from model.omniglot_protocols import bundle as protocol_bundle
-from utils import bounds, rate_search
+from model.networks import kaiming_normal
+from experiment.evaluation.omniglot_protocols import DEFAULT_PROTOCOL, protocol_record
+from experiment.evaluation.omniglot_protocols import bundle as protocol_bundle
+from utils import bounds
+from experiment.evaluation import rate_search
 from utils.errors import UserError
 from utils.messages import quiet_logger, warn
 from utils.seeding import stream
@@ -89,7 +90,6 @@ SEARCH_RUNS = 5
 EVAL_SEED = 90
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
-FEATURE_CACHE_VERSION = 2  # 2: the file carries its tensors' shapes and sha256
 
 
 # --- schedule ----------------------------------------------------------------------------------
@@ -106,133 +106,6 @@ def parse_schedule(text) -> tuple[int, ...]:
         shown = ":".join(str(p) for p in parts)
         raise UserError(f"--schedule {shown!r} is not a list of positive class counts like 10:50:100:200:600")
     return values
-
-
-# --- features, computed once per RLN -------------------------------------------------------------
-
-@dataclass
-class FeatureBank:
-    """Frozen-RLN features of the evaluation split: train [C, 15, F] (drawers 1-15) and
-    test [C, 5, F] (drawers 16-20). `source` says whether they were computed or read."""
-    train: torch.Tensor
-    test: torch.Tensor
-    key: str
-    source: str = "computed"
-    seconds: float = 0.0
-
-    @property
-    def n_classes(self) -> int:
-        return self.train.shape[0]
-
-    @property
-    def n_features(self) -> int:
-        return self.train.shape[-1]
-
-
-_MEMORY_CACHE: dict[str, FeatureBank] = {}
-
-
-def rln_digest(rln: nn.Module) -> str:
-    """sha256 of the RLN's architecture and weights: the same digest means the same features."""
-    digest = hashlib.sha256(repr(rln).encode())
-    for name, tensor in rln.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def feature_key(rln: nn.Module, split: OmniglotSplit) -> str:
-    digest = hashlib.sha256(f"v{FEATURE_CACHE_VERSION}:{rln_digest(rln)}:{split.image_size}:".encode())
-    digest.update(np.ascontiguousarray(split.images).tobytes())
-    return digest.hexdigest()
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("OML_CACHE_DIR", ".oml_cache"))
-
-
-def feature_bank(rln: nn.Module, split: OmniglotSplit, *, cache_dir=None, device="cpu",
-                 batch_size: int = 256, progress: bool = False) -> FeatureBank:
-    """Features of every evaluation image, from memory, from disk (`cache_dir`, None: the default,
-    False: no disk cache), or computed with the frozen RLN in `no_grad` chunks."""
-    key = feature_key(rln, split)
-    if key in _MEMORY_CACHE:
-        bank = _MEMORY_CACHE[key]
-        return FeatureBank(bank.train.to(device), bank.test.to(device), key, "memory", 0.0)
-    start = time.perf_counter()
-    path = None if cache_dir is False else Path(cache_dir or default_cache_dir()) / f"omniglot_features_{key[:24]}.pt"
-    n_classes, per_class = split.images.shape[:2]
-    bank = _read_features(path, key, n_classes, per_class) if path is not None else None
-    if bank is None:
-        feats = _compute(rln, split.images, device, batch_size, progress)
-        bank = FeatureBank(feats[:, :TRAIN_DRAWERS].contiguous(), feats[:, TRAIN_DRAWERS:].contiguous(), key)
-        if path is not None:
-            train, test = bank.train.cpu(), bank.test.cpu()
-            try:
-                save_torch(path, {"version": FEATURE_CACHE_VERSION, "key": key, "train": train, "test": test,
-                                  "shapes": {"train": list(train.shape), "test": list(test.shape)},
-                                  "sha256": features_sha256(train, test)})
-            except OSError as err:
-                warn(f"cannot write the feature cache {path} ({err}); going on without it", log)
-    bank.seconds = round(time.perf_counter() - start, 2)
-    _MEMORY_CACHE[key] = FeatureBank(bank.train.cpu(), bank.test.cpu(), key)
-    return FeatureBank(bank.train.to(device), bank.test.to(device), key, bank.source, bank.seconds)
-
-
-def features_sha256(train: torch.Tensor, test: torch.Tensor) -> str:
-    """sha256 of the cached tensors' dtypes, shapes and bytes."""
-    digest = hashlib.sha256()
-    for tensor in (train, test):
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _features_problem(data, key: str, n_classes: int, per_class: int) -> str | None:
-    """Why a loaded cache file cannot be used, or None. The name already carries the key, so any
-    problem here is damage or a foreign file, never a normal miss."""
-    if not isinstance(data, dict) or data.get("version") != FEATURE_CACHE_VERSION or data.get("key") != key:
-        return "not this RLN's and split's features (key or version differs)"
-    train, test = data.get("train"), data.get("test")
-    if not isinstance(train, torch.Tensor) or not isinstance(test, torch.Tensor):
-        return "malformed (no train/test tensors)"
-    want = ([n_classes, TRAIN_DRAWERS], [n_classes, per_class - TRAIN_DRAWERS])
-    if (train.dtype != torch.float32 or test.dtype != torch.float32 or train.ndim != 3 or test.ndim != 3
-            or [list(train.shape[:2]), list(test.shape[:2])] != list(want) or train.shape[2] != test.shape[2]):
-        return (f"malformed (train {list(train.shape)}, test {list(test.shape)}; expected [{n_classes}, "
-                f"{TRAIN_DRAWERS}, F] and [{n_classes}, {per_class - TRAIN_DRAWERS}, F] float32)")
-    if data.get("shapes") != {"train": list(train.shape), "test": list(test.shape)}:
-        return "malformed (its tensors' shapes differ from those stored with them)"
-    if data.get("sha256") != features_sha256(train, test):
-        return "corrupt (the features' sha256 differs from the one stored with them)"
-    return None
-
-
-def _read_features(path: Path, key: str, n_classes: int, per_class: int) -> FeatureBank | None:
-    if not path.is_file():
-        return None
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        problem = _features_problem(data, key, n_classes, per_class)
-    except Exception as err:  # a truncated or foreign file: recompute
-        problem = f"unreadable ({type(err).__name__})"
-    if problem is None:
-        return FeatureBank(data["train"], data["test"], key, "disk")
-    warn(f"feature cache {path} is {problem}; recomputing the features", log)
-    return None
-
-
-@torch.no_grad()
-def _compute(rln, images: np.ndarray, device, batch_size: int, progress: bool) -> torch.Tensor:
-    rln = rln.to(device).eval()
-    n_classes, per_class = images.shape[:2]
-    flat = images.reshape(n_classes * per_class, *images.shape[2:])
-    chunks = range(0, len(flat), batch_size)
-    if progress:
-        from tqdm import tqdm
-        chunks = tqdm(chunks, desc="features", unit="batch", disable=None)  # None: only in a terminal
-    out = [rln(to_float(flat[i:i + batch_size]).to(device)).float() for i in chunks]
-    return torch.cat(out).reshape(n_classes, per_class, -1)
 
 
 # --- runs ----------------------------------------------------------------------------------------
@@ -285,8 +158,7 @@ class PLNInit:
                 # representation from uniform predictions, whatever the scale of its features.
                 params += [torch.zeros(layer.weight.shape), torch.zeros(layer.out_features)]
             elif self.reset in ("all", "zero") or i == len(self.layers) - 1:
-                std = (2.0 / layer.in_features) ** 0.5
-                params += [torch.randn(layer.weight.shape, generator=gen) * std, torch.zeros(layer.out_features)]
+                params += [kaiming_normal(layer.weight.shape, gen), torch.zeros(layer.out_features)]
             else:
                 params += [layer.weight.detach().cpu().float().clone(), layer.bias.detach().cpu().float().clone()]
         return params
@@ -568,7 +440,7 @@ def train_c(fn, init: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, orde
 
 @dataclass
 class Protocol:
-    name: str = DEFAULT_PROTOCOL   # 2020 | 2019: whose original code (model/omniglot_protocols.py)
+    name: str = DEFAULT_PROTOCOL   # 2020 | 2019: whose original code (experiment/evaluation/omniglot_protocols.py)
     optimizer: str = "adam"        # adam (the 2020 code) | sgd (the paper's text)
     iid: bool = False              # shuffle the trajectory (each epoch)
     epochs: int = 1                # passes over the trajectory (Oracle: iid + several epochs)
@@ -657,7 +529,7 @@ class OnlineLearner:
 
 def choose_lr(scores: np.ndarray, grid=LR_GRID) -> tuple[float, list[float]]:
     """scores [search_runs, len(grid)] trajectory accuracies -> (chosen rate, best rate per run);
-    the rule shared with sine: utils.rate_search.choose_lr."""
+    the rule shared with sine: experiment.evaluation.rate_search.choose_lr."""
     return rate_search.choose_lr(scores, grid)
 
 

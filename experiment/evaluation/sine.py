@@ -16,7 +16,7 @@ Protocols (`make_protocol`):
 Rate search (the paper's App. B: a grid judged on five validation trajectories): `search_runs`
 trajectories drawn from their own `lr_search` stream, every rate in LR_GRID from the same start,
 each scored by the MSE on the trajectory's own training samples after the whole pass (never the
-held-out samples, which the search is not given). Choice rule: utils.rate_search.choose_lr.
+held-out samples, which the search is not given). Choice rule: experiment.evaluation.rate_search.choose_lr.
 """
 from dataclasses import asdict, dataclass, replace
 
@@ -25,10 +25,11 @@ import torch
 
 from datasets.sine import SineFamily, sample_trajectory
 from model import online
-from model.sine_presets import SineConfig
+from model.networks import features
+from experiment.sine_presets import SineConfig
 from utils import bounds
 from utils.errors import UserError
-from utils.rate_search import choose_lr
+from experiment.evaluation.rate_search import choose_lr
 from utils.seeding import run_streams, stream
 from utils.stats import bootstrap_ci
 
@@ -106,9 +107,8 @@ def draw_runs(functions, rngs, cfg: SineConfig, p: SineProtocol, device) -> RunD
 
 
 def _features(rln, x):
-    with torch.no_grad():
-        flat = x.reshape(-1, x.shape[-1])
-        return torch.cat([rln(c) for c in flat.split(8192)]).reshape(*x.shape[:-1], -1)
+    """Features of samples x [..., D] -> [..., F], the leading dimensions kept."""
+    return features(rln, x.reshape(-1, x.shape[-1]), batch_size=8192).reshape(*x.shape[:-1], -1)
 
 
 def _mse(params, feats, y):
@@ -124,7 +124,7 @@ def _train(params, feats, y, order, lr, clip):
     idx = torch.arange(feats.shape[0], device=feats.device)[:, None]
     for k in range(order.shape[1]):
         step = order[:, k : k + 1]
-        params = online.sgd_step(params, feats[idx, step].squeeze(1), y[idx, step].squeeze(1),
+        params = online.sgd_step_runs(params, feats[idx, step].squeeze(1), y[idx, step].squeeze(1),
                                  online.per_run_mse, lr, clip)
     return params
 

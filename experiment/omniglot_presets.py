@@ -14,7 +14,8 @@
 """
 from dataclasses import dataclass
 
-from model.networks import conv_output_size
+from experiment.config import from_dict
+from model.networks import build_omniglot_net, conv_output_size
 from utils import bounds
 from utils.errors import UserError
 
@@ -107,3 +108,16 @@ OMNIGLOT_PRESETS["cpu"] = {**OMNIGLOT_PRESETS["oml2020"], "image_size": 28, "cha
                            "iid_epochs": 25, "iid_lr": 1e-3,
                            # chosen on validation among 0.05 / 0.1 / 0.2 (docs/baselines.md)
                            "srnn_beta": 0.2}
+
+
+def build_model(cfg: OmniglotConfig):
+    """The untrained network a config describes (the one place its sizes are spelled out)."""
+    return build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
+
+
+def config_from_checkpoint(payload: dict) -> OmniglotConfig:
+    benchmark = payload.get("benchmark")
+    if benchmark != "omniglot":
+        where = payload.get("path", "the checkpoint")
+        raise UserError(f"'{where}' is a {benchmark} checkpoint, but this needs an omniglot one")
+    return from_dict(OmniglotConfig, payload["config"])

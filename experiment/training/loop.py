@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from experiment import lock as run_lock
 from experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from experiment.files import remove_orphans
+from utils.files import remove_orphans
 from experiment.run import Run, read_metadata, repair_log
-from model.config import as_dict
+from experiment.config import as_dict
 from utils.errors import Interrupted, UserError
 from utils.messages import note
 from utils.seeding import capture_rng_state, restore_rng_state

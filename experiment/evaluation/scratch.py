@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.omniglot import TRAIN_DRAWERS, OmniglotSplit, to_float
-from model.omniglot_eval import ADAM_BETAS, ADAM_EPS, Protocol, RunSpec, run_protocol
-from model.omniglot_protocols import protocol_record
+from experiment.evaluation.omniglot import ADAM_BETAS, ADAM_EPS, Protocol, RunSpec, run_protocol
+from experiment.evaluation.omniglot_protocols import protocol_record
+from model.networks import kaiming_normal
 from utils.errors import UserError
 
 EVAL_CHUNK = 1024  # images per no_grad accuracy batch
@@ -56,13 +57,12 @@ def _trainable_layers(net: nn.Module) -> list[nn.Module]:
 
 def fresh_params(net: nn.Module, seed: int) -> list[torch.Tensor]:
     """A new initialisation of every parameter, in `net.parameters()` order, from `seed` alone:
-    weights Kaiming-normal (fan_in = weight[0].numel(), ReLU gain, as networks._init), biases 0.
+    weights Kaiming-normal (model.networks.kaiming_normal), biases 0.
     Drawn on the CPU so a run starts from the same weights on any device."""
     gen = torch.Generator().manual_seed(seed)
     params = []
     for layer in _trainable_layers(net):
-        w = layer.weight
-        params += [torch.randn(w.shape, generator=gen) * (2.0 / w[0].numel()) ** 0.5, torch.zeros(layer.bias.shape)]
+        params += [kaiming_normal(layer.weight.shape, gen), torch.zeros(layer.bias.shape)]
     return params
 
 

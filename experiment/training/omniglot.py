@@ -3,7 +3,6 @@
 Meta-training uses the background split's classes 0..n_classes-1 (963: the original never uses
 the 964th) with all 20 images of each class, as the original's `all=True`.
 """
-import math
 
 import numpy as np
 import torch
@@ -12,16 +11,11 @@ import torch.nn.functional as F
 from datasets.omniglot import load_omniglot
 from datasets.omniglot_sampler import ImageBank, iid_batch, sample_oml, steps_per_epoch
 from model.baselines import set_kl_sparsity
-from model.config import from_dict
+from model.networks import kaiming_normal
 from model.meta_learner import InnerLoopRule, meta_loss
-from model.networks import build_omniglot_net
-from model.omniglot_presets import OmniglotConfig
+from experiment.omniglot_presets import OmniglotConfig, build_model
 from utils.errors import UserError
 from utils.seeding import STREAM_TAGS, stream
-
-
-def build_model(cfg: OmniglotConfig):
-    return build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
 
 
 def load_meta_training_images(cfg: OmniglotConfig, path, *, cache_dir=None, download=False, progress=True,
@@ -97,9 +91,8 @@ class OMLTraining(_Training):
         before the inner loop, so only the last survives: one draw per class is the same thing.
         The draw comes from the numpy stream, so it is the same on every device and resumes exactly."""
         last = self.model.pln[-1]
-        std = math.sqrt(2.0 / last.in_features)
-        rows = self.rng.standard_normal((len(classes), last.in_features)).astype(np.float32) * std
-        last.weight[self._labels(classes)] = torch.from_numpy(rows).to(self.device)
+        rows = kaiming_normal((len(classes), last.in_features), self.rng)
+        last.weight[self._labels(classes)] = rows.to(self.device)
 
     def step(self) -> dict:
         cfg = self.cfg
@@ -168,10 +161,3 @@ class IIDTraining(_Training):
 def make_training(cfg: OmniglotConfig, device, images: np.ndarray):
     return OMLTraining(cfg, device, images) if cfg.method == "oml" else IIDTraining(cfg, device, images)
 
-
-def config_from_checkpoint(payload: dict) -> OmniglotConfig:
-    benchmark = payload.get("benchmark")
-    if benchmark != "omniglot":
-        where = payload.get("path", "the checkpoint")
-        raise UserError(f"'{where}' is a {benchmark} checkpoint, but this needs an omniglot one")
-    return from_dict(OmniglotConfig, payload["config"])

@@ -1,24 +1,14 @@
-"""Incremental sine: the meta-training step (OML) and the i.i.d. baselines (evaluation: model/sine_eval.py)."""
+"""Incremental sine: the meta-training step (OML) and the i.i.d. baselines (evaluation: experiment/evaluation/sine.py)."""
 import math
 
 import torch
 import torch.nn.functional as F
 
-from datasets.sine import SineFamily, sample_iid, sample_trajectory
+from datasets.sine import sample_iid, sample_trajectory
 from model.baselines import HeadBank, set_kl_sparsity
-from model.config import from_dict
 from model.meta_learner import InnerLoopRule, meta_loss
-from model.networks import build_sine_net
-from model.sine_presets import SineConfig
+from experiment.sine_presets import SineConfig, build_model, training_functions
 from utils.seeding import stream
-
-
-def build_model(cfg: SineConfig):
-    return build_sine_net(cfg.arch, cfg.width, cfg.capacity, cfg.rln)
-
-
-def training_functions(cfg: SineConfig) -> SineFamily:
-    return SineFamily.draw(cfg.n_train_functions, stream(cfg.seed, "functions"))
 
 
 class _Training:
@@ -129,7 +119,3 @@ class IIDTraining(_Training):
 
 def make_training(cfg: SineConfig, device):
     return OMLTraining(cfg, device) if cfg.method == "oml" else IIDTraining(cfg, device)
-
-
-def config_from_checkpoint(payload: dict) -> SineConfig:
-    return from_dict(SineConfig, payload["config"])

@@ -13,9 +13,12 @@
 import math
 from dataclasses import dataclass
 
-from model.networks import sine_layer_sizes
+from datasets.sine import SineFamily
+from experiment.config import from_dict
+from model.networks import build_sine_net, sine_layer_sizes
 from utils import bounds
 from utils.errors import UserError
+from utils.seeding import stream
 
 
 @dataclass
@@ -95,3 +98,17 @@ SINE_PRESETS = {
 # rate and 3,000 steps, so the effect shows within minutes on 2 cores. Chosen from six 3,000-step
 # probes on training loss and a 20-run evaluation (README, "Choosing the quick preset").
 SINE_PRESETS["quick"] = {**SINE_PRESETS["oml2020"], "update_lr": 0.01, "meta_lr": 3e-4, "iid_lr": 3e-4, "steps": 3000}
+
+
+def build_model(cfg: SineConfig):
+    """The untrained network a config describes (the one place its sizes are spelled out)."""
+    return build_sine_net(cfg.arch, cfg.width, cfg.capacity, cfg.rln)
+
+
+def training_functions(cfg: SineConfig) -> SineFamily:
+    """The meta-training functions: drawn from the config's seed, the same in every script."""
+    return SineFamily.draw(cfg.n_train_functions, stream(cfg.seed, "functions"))
+
+
+def config_from_checkpoint(payload: dict) -> SineConfig:
+    return from_dict(SineConfig, payload["config"])
