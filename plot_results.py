@@ -13,8 +13,8 @@ from pathlib import Path
 from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
-from utils.results import read_results
 from utils.plotting import SAVE_FORMATS, plot_files
+from utils.results import read_results
 
 
 def get_args_parser():

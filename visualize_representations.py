@@ -13,17 +13,24 @@ A unit is active when its RLN output is > 0. Writes PNGs and statistics.json to
 import argparse
 import re
 
+from analysis import representation_stats as rs
+from analysis.plots import plot_activity_histograms, plot_average_activation, plot_instance_grid, plot_model_grid, plot_projection
+from analysis.representation_study import (
+    DEFAULT_PROJECTION_CLASSES,
+    DEFAULT_SEED,
+    DEFAULT_SINE_INPUTS,
+    ORIGINAL_CLASSES,
+    SIDE_BY_SIDE_ROWS,
+    inputs_for,
+    load_subjects,
+    study,
+)
 from experiment import limits
+from experiment.config import as_dict
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
-from analysis import representation_stats as rs
-from experiment.config import as_dict
-from analysis.representation_study import (DEFAULT_PROJECTION_CLASSES, DEFAULT_SEED, DEFAULT_SINE_INPUTS,
-                                        ORIGINAL_CLASSES, SIDE_BY_SIDE_ROWS, inputs_for, load_subjects, study)
 from utils.cli import add_common, add_nonstandard_data, run_main
 from utils.device import resolve_device
-from analysis.plots import (plot_activity_histograms, plot_average_activation, plot_instance_grid,
-                                        plot_model_grid, plot_projection)
 
 
 def get_args_parser():
@@ -39,13 +46,15 @@ def get_args_parser():
                         help="Omniglot folder with images_background(.zip) (default: ../shared/omniglot)")
     add_nonstandard_data(parser)
     parser.add_argument("--images", type=int, default=None,
-                        help=f"inputs for the statistics: a seeded subset of this many (default: all 20 images of "
-                             f"classes 0-{ORIGINAL_CLASSES - 1} for Omniglot, {DEFAULT_SINE_INPUTS} samples for sine)")
-    parser.add_argument("--maps", type=int, default=36, help="sample inputs in each model's heat-map grid (9 x 4 as the original)")
+                        help="inputs for the statistics: a seeded subset of this many (default: all 20 images "
+                             f"of classes 0-{ORIGINAL_CLASSES - 1} for Omniglot, {DEFAULT_SINE_INPUTS} samples for sine)")
+    parser.add_argument("--maps", type=int, default=36,
+                        help="sample inputs in each model's heat-map grid (9 x 4 as the original)")
     parser.add_argument("--classes", type=int, default=None,
-                        help=f"classes (Omniglot) or task slots (sine) in the 2-D projection (default "
-                             f"{DEFAULT_PROJECTION_CLASSES}, or all when the inputs have fewer)")
-    parser.add_argument("--projection", choices=("pca", "tsne"), default="pca", help="2-D projection (default pca; tsne is slower)")
+                        help="classes (Omniglot) or task slots (sine) in the 2-D projection "
+                             f"(default {DEFAULT_PROJECTION_CLASSES}, or all when the inputs have fewer)")
+    parser.add_argument("--projection", choices=("pca", "tsne"), default="pca",
+                        help="2-D projection (default pca; tsne is slower)")
     parser.add_argument("--binary", action="store_true", help="draw the heat maps binarised (active = output > 0)")
     parser.add_argument("--batch-size", dest="batch_size", type=int, default=256, help="inputs per forward pass")
     return parser
@@ -85,7 +94,7 @@ def main(args):
                      dataset=benchmark, name=args.name or "representations", results_dir=args.results_dir, device=device)
     labels = [s.label for s in subjects]
     figures = []
-    for subject, inputs, res in results:
+    for subject, _, res in results:
         figures.append(plot_model_grid(res["maps"], run.dir / f"instances_{_slug(subject.label)}.png",
                                        f"{subject.label}: representations of {len(res['maps'])} sample inputs "
                                        f"({res['map_shape'][0]} x {res['map_shape'][1]} map)", binary=args.binary))

@@ -11,8 +11,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 COLUMN_WIDTH = 3.4  # inches per model column (histograms, projections)
 MAP_HEIGHT = 1.3    # inches per representation map; the width follows the map's aspect

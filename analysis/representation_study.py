@@ -8,19 +8,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from analysis import representation_stats as rs
 from datasets.omniglot import N_DRAWERS, load_omniglot, to_float
 from datasets.sine import sample_trajectory
 from experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights
-from analysis import representation_stats as rs
 from experiment.config import from_dict
-from experiment.omniglot_presets import build_model as build_omniglot_model
 from experiment.omniglot_presets import OmniglotConfig
+from experiment.omniglot_presets import build_model as build_omniglot_model
 from experiment.sine_presets import build_model as build_sine_model
-from experiment.sine_presets import config_from_checkpoint as sine_config, training_functions
+from experiment.sine_presets import config_from_checkpoint as sine_config
+from experiment.sine_presets import training_functions
 from model.networks import features
 from utils.errors import UserError
 from utils.seeding import stream
-
 
 ORIGINAL_CLASSES = 900    # background classes 0-899, as the original
 DEFAULT_SINE_INPUTS = 5000
@@ -140,7 +140,7 @@ def omniglot_inputs(path, image_size, seed, n_images, n_maps, n_classes_projecti
         convert=to_float,
         description={"data": f"Omniglot background classes 0-{n_classes - 1}, "
                              + ("all 20 images" if len(chosen) == total else f"a seeded subset of {len(chosen)} images"),
-                     "path": str(path), "image_size": image_size, "n_classes": n_classes, "n_inputs": int(len(chosen)),
+                     "path": str(path), "image_size": image_size, "n_classes": n_classes, "n_inputs": len(chosen),
                      "projection_classes": [int(c) for c in proj_classes]})
 
 

@@ -21,18 +21,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from isolated import add_flags, answer_child, apply_threads, peak_mb, run_child  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import torch
+from isolated import add_flags, answer_child, apply_threads, peak_mb, run_child
 
-from experiment.config import resolve  # noqa: E402
-from model.meta_learner import meta_loss  # noqa: E402
-from model.networks import count_parameters  # noqa: E402
-from experiment.training.omniglot import OMLTraining  # noqa: E402
-from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig  # noqa: E402
-from model.reference import reference_meta_loss  # noqa: E402
-from utils.device import resolve_device  # noqa: E402
+from experiment.config import resolve
+from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from experiment.training.omniglot import OMLTraining
+from model.meta_learner import meta_loss
+from model.networks import count_parameters
+from model.reference import reference_meta_loss
+from utils.device import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_OMNIGLOT = REPO.parent / "shared" / "omniglot"
@@ -49,26 +48,19 @@ def measure_step(preset: str, impl: str, steps: int, device) -> dict:
     cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, {})
     # Synthetic pixels of the real shape: timing does not depend on what the strokes look like.
     images = np.random.default_rng(0).integers(0, 256, (cfg.n_classes, 20, cfg.image_size, cfg.image_size), dtype=np.uint8)
-    task = OMLTraining(cfg, device, images)
-    model, rule = task.model, task.rule
+    task = OMLTraining(cfg, device, images)  # the training step itself: its batch(), then either objective
+    model = task.model
 
     def one_step(which):
         t0 = time.perf_counter()
-        s = task.sample()
-        if cfg.reset:
-            task.reset_rows(s.classes)
-        k = len(s.traj_classes)
-        x = task.bank.gather(np.concatenate([s.traj_classes, s.meta_classes]), np.concatenate([s.traj_drawers, s.meta_drawers]))
-        y_traj, y_meta = task._labels(s.traj_classes).reshape(k, 1), task._labels(s.meta_classes)
+        batch = task.batch()
         _sync(device)
         t1 = time.perf_counter()
         if which == "ours":
-            loss = meta_loss(model, x[:k].unsqueeze(1), y_traj, x[k:], y_meta, F.cross_entropy, rule)[0]
+            loss = meta_loss(model, *batch, task.loss_fn, task.rule).loss
         else:
-            loss = reference_meta_loss(model, x[:k].unsqueeze(1), y_traj, x[k:], y_meta, F.cross_entropy, rule)
-        task.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        task.optimizer.step()
+            loss = reference_meta_loss(model, *batch, task.loss_fn, task.rule)
+        task.update(loss)
         _sync(device)
         return t1 - t0, time.perf_counter() - t0
 

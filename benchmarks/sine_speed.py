@@ -15,46 +15,36 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from isolated import add_flags, answer_child, apply_threads, peak_mb, run_child  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+from isolated import add_flags, answer_child, apply_threads, peak_mb, run_child
 
-from datasets.sine import sample_trajectory  # noqa: E402
-from experiment.config import resolve  # noqa: E402
-from model.meta_learner import InnerLoopRule, meta_loss  # noqa: E402
-from model.reference import reference_meta_loss  # noqa: E402
-from experiment.sine_presets import build_model, training_functions  # noqa: E402
-from experiment.evaluation.sine import evaluate, make_protocol  # noqa: E402
-from experiment.sine_presets import SINE_PRESETS, SineConfig  # noqa: E402
-from utils.device import resolve_device  # noqa: E402
-from utils.seeding import stream  # noqa: E402
-
-
+from experiment.config import resolve
+from experiment.evaluation.sine import evaluate, make_protocol
+from experiment.sine_presets import (
+    SINE_PRESETS,
+    SineConfig,
+    build_model,
+)
+from experiment.training.sine import OMLTraining
+from model.meta_learner import meta_loss
+from model.reference import reference_meta_loss
+from utils.device import resolve_device
 
 
 def measure_step(preset: str, impl: str, steps: int, device) -> dict:
     cfg = resolve(SineConfig, SINE_PRESETS, preset, {})
-    torch.manual_seed(0)
-    model = build_model(cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.meta_lr)
-    rule = InnerLoopRule(cfg.update_lr, cfg.first_order, cfg.inner_clip)
-    functions, rng = training_functions(cfg), stream(0, "data")
+    task = OMLTraining(cfg, device)  # the training step itself: its batch(), then either objective
     sample_seconds, step_seconds = 0.0, []
     baseline = peak_mb(device)
     for i in range(steps + 1):  # the first step warms up and is not counted
         t0 = time.perf_counter()
-        b = sample_trajectory(functions, rng, tasks=cfg.tasks, update_step=cfg.update_step, batch_size=cfg.batch_size,
-                              extra_per_task=cfg.meta_batch, capacity=cfg.capacity, slot_mode=cfg.slot_mode)
-        x_traj, y_traj = (torch.as_tensor(b[k], device=device) for k in ("x_traj", "y_traj"))
-        x_meta, y_meta = (torch.as_tensor(b[k], device=device).flatten(0, 1) for k in ("x_extra", "y_extra"))
+        batch = task.batch()
         t1 = time.perf_counter()
         if impl == "ours":
-            loss = meta_loss(model, x_traj, y_traj, x_meta, y_meta, F.mse_loss, rule)[0]
+            loss = meta_loss(task.model, *batch, task.loss_fn, task.rule).loss
         else:
-            loss = reference_meta_loss(model, x_traj, y_traj, x_meta, y_meta, F.mse_loss, rule)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+            loss = reference_meta_loss(task.model, *batch, task.loss_fn, task.rule)
+        task.update(loss)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t2 = time.perf_counter()
@@ -94,7 +84,8 @@ def main():
     for preset in ("oml2020", "mrcl2019"):
         ours = run_child(__file__, "step", preset, "ours", args.steps)
         ref = run_child(__file__, "step", preset, "reference", min(args.steps, 2))
-        print(f"{preset:<28}{ours['ms_per_step']:>10.1f}{ref['ms_per_step']:>14.1f}{ref['ms_per_step'] / ours['ms_per_step']:>9.1f}x"
+        speedup = ref["ms_per_step"] / ours["ms_per_step"]
+        print(f"{preset:<28}{ours['ms_per_step']:>10.1f}{ref['ms_per_step']:>14.1f}{speedup:>9.1f}x"
               f"{ours['peak_mb']:>10.0f}{ref['peak_mb']:>10.0f}{100 * ours['sampling_share']:>9.1f}%")
     looped = run_child(__file__, "eval", 1, args.eval_runs)
     batched = run_child(__file__, "eval", 10, args.eval_runs)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from utils.files import save_torch
 from utils.errors import UserError
+from utils.files import save_torch
 
 FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"

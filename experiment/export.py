@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from experiment.checkpoint import load_checkpoint
-from utils.files import save_torch
 from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
+from utils.files import save_torch
 
 
 def get_args_parser():

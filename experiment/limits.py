@@ -6,9 +6,9 @@ inner loop's fast weights) and the network with its Adam state, in bytes; they a
 right within a factor of about two, enough to refuse a size typed with three zeros too many
 before it makes the machine swap (the single checks of one value live in utils/bounds.py).
 """
-from model.networks import conv_output_size, sine_layer_sizes
 from experiment.omniglot_presets import OmniglotConfig
 from experiment.sine_presets import SineConfig
+from model.networks import conv_output_size, sine_layer_sizes
 from utils import bounds
 from utils.errors import UserError
 
@@ -60,7 +60,7 @@ def sine_training(cfg: SineConfig) -> None:
     sizes = sine_layer_sizes(cfg.arch, cfg.width, cfg.capacity)
     rln_units, pln_units = sum(sizes[1:cfg.rln + 1]), sum(sizes[cfg.rln + 1:])
     n_params = _linear_params(sizes)
-    network = ("--width {} with --capacity {}".format(cfg.width, cfg.capacity), "the network and its Adam state",
+    network = (f"--width {cfg.width} with --capacity {cfg.capacity}", "the network and its Adam state",
                4 * F32 * n_params)
     if cfg.method == "oml":
         samples = cfg.tasks * (cfg.update_step * cfg.batch_size + cfg.meta_batch)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from experiment import lock as run_lock
-from utils.files import write_bytes, write_json
 from utils import bounds
 from utils.errors import UserError
+from utils.files import write_bytes, write_json
 from utils.messages import note
 
 DEFAULT_RESULTS_ROOT = "../results"

@@ -41,6 +41,14 @@ def inner_loop(pln, params: dict, traj_features, traj_targets, loss_fn, rule: In
     return params
 
 
+class MetaBatch(NamedTuple):
+    """What one meta-step learns from: a trajectory of K inner steps and a meta set."""
+    x_traj: torch.Tensor    # [K, B, ...]: B inputs per inner step
+    y_traj: torch.Tensor    # [K, B, ...]
+    x_meta: torch.Tensor    # [M, ...]
+    y_meta: torch.Tensor    # [M, ...]
+
+
 class MetaLoss(NamedTuple):
     loss: torch.Tensor      # the meta-loss after adaptation, with its graph into RLN and PLN init
     before: torch.Tensor    # the meta-set loss of the unadapted PLN (detached): what adaptation gained

@@ -88,8 +88,7 @@ def tiny_network_and_tree(root: Path, overrides: dict):
 
     from experiment.checkpoint import save_checkpoint
     from experiment.config import as_dict, resolve
-    from experiment.omniglot_presets import build_model
-    from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+    from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig, build_model
 
     data = write_fake_both(root / "data", n_alphabets=2, chars_per_alphabet=4, size=24)
     cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, "cpu", overrides)

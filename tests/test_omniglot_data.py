@@ -17,14 +17,12 @@ import torch
 from PIL import Image
 
 from datasets import omniglot as om
-from datasets.omniglot import (N_DRAWERS, TRAIN_DRAWERS, OmniglotDataError, load_both,
-                               load_omniglot, to_float)
+from datasets.omniglot import N_DRAWERS, TRAIN_DRAWERS, OmniglotDataError, load_both, load_omniglot, to_float
 
 try:
     from omniglot_fixtures import alphabet_names, fake_png, write_fake_both, write_fake_omniglot
 except ImportError:  # tests/ imported as a package
-    from tests.omniglot_fixtures import (alphabet_names, fake_png, write_fake_both,
-                                         write_fake_omniglot)
+    from tests.omniglot_fixtures import alphabet_names, fake_png, write_fake_both, write_fake_omniglot
 
 REAL_OMNIGLOT = Path(__file__).resolve().parents[2] / "shared" / "omniglot"
 N_CLASSES = 3 * 4  # the fixture's default: 3 alphabets x 4 characters

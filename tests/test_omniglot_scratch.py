@@ -7,10 +7,10 @@ import torch
 
 import evaluate_omniglot
 from datasets.omniglot import load_omniglot
-from experiment.omniglot_presets import build_model
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import Protocol, evaluate, run_specs
 from experiment.evaluation.scratch import EvalImages, ScratchLearner, evaluate_scratch
+from experiment.omniglot_presets import build_model
 from tests.omniglot_fixtures import tiny_network_and_tree
 from utils.cli import run_main
 

@@ -26,16 +26,15 @@ import oml_regression
 import plot_results
 import visualize_representations
 from experiment import export, limits
-from utils import files
-from experiment.evaluation import select
 from experiment.checkpoint import save_checkpoint
 from experiment.config import as_dict, resolve
-from experiment.omniglot_presets import build_model as build_omniglot_model
+from experiment.evaluation import select
 from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from experiment.omniglot_presets import build_model as build_omniglot_model
 from experiment.sine_presets import SINE_PRESETS, SineConfig
 from tests.conftest import REPO
 from tests.omniglot_fixtures import write_fake_both
-from utils import bounds
+from utils import bounds, files
 from utils.cli import run_main
 from utils.errors import UserError
 
@@ -295,7 +294,8 @@ def test_preset_equal_to_the_checkpoints_is_a_note(inputs, tmp_path, capsys):
 @pytest.mark.parametrize("out, written", [("figs", "figs/figure.png"), ("fig", "fig.png"), ("fig.pdf", "fig.pdf")])
 def test_plot_out_is_written_where_printed(inputs, tmp_path, capsys, out, written):
     (tmp_path / "figs").mkdir()
-    path = run_main(plot_results.main, plot_results.get_args_parser(), [str(inputs["sine_results"]), "--out", str(tmp_path / out)])
+    argv = [str(inputs["sine_results"]), "--out", str(tmp_path / out)]
+    path = run_main(plot_results.main, plot_results.get_args_parser(), argv)
     assert path == tmp_path / written and path.is_file()
     assert capsys.readouterr().out.strip() == f"figure: {tmp_path / written}"
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()) == [written]

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from datasets.omniglot import TRAIN_DRAWERS, OmniglotSplit, to_float
-from utils.files import save_torch
 from model.networks import features
+from utils.files import save_torch
 from utils.messages import quiet_logger, warn
 
 log = quiet_logger(__name__)

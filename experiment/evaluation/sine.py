@@ -24,12 +24,12 @@ import numpy as np
 import torch
 
 from datasets.sine import SineFamily, sample_trajectory
+from experiment.evaluation.rate_search import choose_lr
+from experiment.sine_presets import SineConfig
 from model import online
 from model.networks import features
-from experiment.sine_presets import SineConfig
 from utils import bounds
 from utils.errors import UserError
-from experiment.evaluation.rate_search import choose_lr
 from utils.seeding import run_streams, stream
 from utils.stats import bootstrap_ci
 

@@ -14,13 +14,12 @@ from tqdm import tqdm
 
 from experiment import lock as run_lock
 from experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from utils.files import remove_orphans
-from experiment.run import Run, read_metadata, repair_log
 from experiment.config import as_dict
+from experiment.run import Run, read_metadata, repair_log
 from utils.errors import Interrupted, UserError
+from utils.files import remove_orphans
 from utils.messages import note
 from utils.seeding import capture_rng_state, restore_rng_state
-
 
 DEFAULT_INTERVALS = {"log_every": 50, "save_every": 1000}
 DEFAULT_HINT = "lower --meta_lr or --update_lr"

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 from datasets.omniglot import load_omniglot
 from datasets.omniglot_sampler import ImageBank, iid_batch, sample_oml, steps_per_epoch
-from model.baselines import set_kl_sparsity
-from model.networks import kaiming_normal
-from model.meta_learner import InnerLoopRule, meta_loss
 from experiment.omniglot_presets import OmniglotConfig, build_model
+from model.baselines import set_kl_sparsity
+from model.meta_learner import InnerLoopRule, MetaBatch, meta_loss
+from model.networks import kaiming_normal
 from utils.errors import UserError
 from utils.seeding import STREAM_TAGS, stream
 
@@ -94,20 +94,33 @@ class OMLTraining(_Training):
         rows = kaiming_normal((len(classes), last.in_features), self.rng)
         last.weight[self._labels(classes)] = rows.to(self.device)
 
-    def step(self) -> dict:
-        cfg = self.cfg
+    loss_fn = staticmethod(F.cross_entropy)
+
+    def batch(self) -> MetaBatch:
+        """The next trajectory (one image per inner step: [K, 1, 1, H, W]) and its meta set, after
+        re-initialising the trajectory classes' output rows (`reset`)."""
         s = self.sample()
-        if cfg.reset:
+        if self.cfg.reset:
             self.reset_rows(s.classes)
         k = len(s.traj_classes)
         x = self.bank.gather(np.concatenate([s.traj_classes, s.meta_classes]),
                              np.concatenate([s.traj_drawers, s.meta_drawers]))
-        y_traj, y_meta = self._labels(s.traj_classes).reshape(k, 1), self._labels(s.meta_classes)
-        loss_fn = _CrossEntropy()
-        loss, before, outputs = meta_loss(self.model, x[:k].unsqueeze(1), y_traj, x[k:], y_meta, loss_fn, self.rule)
+        return MetaBatch(x[:k].unsqueeze(1), self._labels(s.traj_classes).reshape(k, 1), x[k:],
+                         self._labels(s.meta_classes))
+
+    def update(self, loss) -> None:
+        """One Adam step of the meta-parameters on `loss`."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+
+    def step(self) -> dict:
+        cfg = self.cfg
+        batch = self.batch()
+        y_meta = batch.y_meta
+        loss_fn = _CrossEntropy()
+        loss, before, outputs = meta_loss(self.model, *batch, loss_fn, self.rule)
+        self.update(loss)
         correct_after = (outputs.argmax(1) == y_meta).float()
         metrics = {"loss": loss.item(), "meta_loss_before": before.item(),
                    "accuracy_before": (loss_fn.unadapted.argmax(1) == y_meta).float().mean().item(),

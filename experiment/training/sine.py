@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from datasets.sine import sample_iid, sample_trajectory
-from model.baselines import HeadBank, set_kl_sparsity
-from model.meta_learner import InnerLoopRule, meta_loss
 from experiment.sine_presets import SineConfig, build_model, training_functions
+from model.baselines import HeadBank, set_kl_sparsity
+from model.meta_learner import InnerLoopRule, MetaBatch, meta_loss
 from utils.seeding import stream
 
 
@@ -42,21 +42,29 @@ class OMLTraining(_Training):
         self.scheduler = (torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(cfg.lr_milestones), cfg.lr_gamma)
                           if cfg.lr_milestones else None)
 
-    def step(self) -> dict:
+    loss_fn = staticmethod(F.mse_loss)
+
+    def batch(self) -> MetaBatch:
+        """The next trajectory ([K, B, D] inputs, one batch per inner step) and its meta set."""
         cfg = self.cfg
         batch = sample_trajectory(self.functions, self.rng, tasks=cfg.tasks, update_step=cfg.update_step,
                                   batch_size=cfg.batch_size, extra_per_task=cfg.meta_batch,
                                   capacity=cfg.capacity, slot_mode=cfg.slot_mode)
-        x_meta = self._tensor(batch["x_extra"]).flatten(0, 1)
-        y_meta = self._tensor(batch["y_extra"]).flatten(0, 1)
-        loss, before, _ = meta_loss(self.model, self._tensor(batch["x_traj"]), self._tensor(batch["y_traj"]),
-                                    x_meta, y_meta, F.mse_loss, self.rule)
+        return MetaBatch(self._tensor(batch["x_traj"]), self._tensor(batch["y_traj"]),
+                         self._tensor(batch["x_extra"]).flatten(0, 1), self._tensor(batch["y_extra"]).flatten(0, 1))
+
+    def update(self, loss) -> None:
+        """One Adam step of the meta-parameters (and the schedule) on `loss`."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return {"loss": loss.item(), "meta_loss_before": before.item()}
+
+    def step(self) -> dict:
+        result = meta_loss(self.model, *self.batch(), self.loss_fn, self.rule)
+        self.update(result.loss)
+        return {"loss": result.loss.item(), "meta_loss_before": result.before.item()}
 
     def training_state(self) -> dict:
         state = super().training_state()
