@@ -8,7 +8,7 @@ Generator's state resumes it exactly.
 An image is addressed by (class, drawer) with drawer 0..19; the images are then gathered and
 converted to float on the training device, once per step (`ImageBank.gather`).
 
-The two trajectory layouts (original-code.md section 2):
+The two trajectory layouts (the original's 2019 and July-2020 `oml_omniglot.py`):
 
 * 2020 (`held_out > 0`): for each of `tasks` classes, one shuffled pass over its 20 images; the
   first `update_step` images are the inner steps, the next `held_out` go to the meta set.

@@ -3,7 +3,7 @@
 # sine networks (oml2020 and the 2019 network with the 2019 recipe) and the Omniglot `cpu` network,
 # SR-NN at three sparsity targets beta, the Omniglot baselines at two Adam rates. The candidates
 # are then evaluated (evaluate_regression.py / evaluate_omniglot.py) and one is chosen per cell on
-# the validation scores of the rate search alone (python -m experiment.evaluation.select; README, "Baselines").
+# the validation scores of the rate search alone (python -m experiment.evaluation.select; docs/baselines.md).
 #
 #   bash scripts/train_baselines.sh                   # everything, one job at a time
 #   JOBS=8 bash scripts/train_baselines.sh            # 8 jobs at once (a GPU machine)

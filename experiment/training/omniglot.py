@@ -134,7 +134,8 @@ class OMLTraining(_Training):
 
 class IIDTraining(_Training):
     """Pretraining (and SR-NN with method='srnn'): the whole network, i.i.d. cross-entropy over
-    the same classes and images, Adam(iid_lr), batches of iid_batch (original-code.md 5.3, 5.4)."""
+    the same classes and images, Adam(iid_lr), batches of iid_batch, as the original's
+    pretraining and SR-NN baselines (khurramjaved96/mrcl: baseline_srnn.py, srnn_omniglot.py)."""
 
     def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray):
         super().__init__(cfg, device, images)
