@@ -13,7 +13,8 @@ PLN is reset and trained online (batch 1, one class-sorted pass) per run; accura
 the trajectory images and on the held-out images of the same classes. Protocol details and the
 learning-rate rule: experiment/evaluation/omniglot.py; the 2019/2020 bundles: experiment/evaluation/omniglot_protocols.py
 (`--protocol 2020`, the default, re-initialises the whole PLN; `2019` keeps a 2-layer PLN's
-meta-learned hidden layer and re-initialises the output layer; `--reset` overrides either).
+meta-learned hidden layer and re-initialises the output layer; `--pln-reset` (or `--reset`)
+overrides either).
 The Oracle is the same representation learned i.i.d. with several passes (`--iid --epochs E`;
 E = 5 as the paper's Fig. 4c/d "IID, 5 epochs"), with its own learning-rate search under that
 regime. Two baselines need no checkpoint:
@@ -32,17 +33,25 @@ import torch
 from datasets.omniglot import load_omniglot
 from experiment import limits
 from experiment.checkpoint import load_checkpoint, load_weights
-from experiment.identity import checkpoint_identity
-from experiment.run import Run
 from experiment.config import as_dict, from_dict, resolve
-from experiment.omniglot_presets import build_model
 from experiment.evaluation.features import feature_bank
-from experiment.evaluation.omniglot import DEFAULT_SCHEDULE, EVAL_SEED, Protocol, check_schedule, evaluate, headline, parse_schedule, total_steps
-from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from experiment.evaluation.omniglot import (
+    DEFAULT_SCHEDULE,
+    EVAL_SEED,
+    Protocol,
+    check_schedule,
+    evaluate,
+    headline,
+    parse_schedule,
+    total_steps,
+)
 from experiment.evaluation.omniglot_protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES, coincidence_note
 from experiment.evaluation.omniglot_protocols import bundle as protocol_bundle
 from experiment.evaluation.scratch import EvalImages, evaluate_scratch
 from experiment.evaluation.scratch import check_protocol as check_scratch_protocol
+from experiment.identity import checkpoint_identity
+from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig, build_model
+from experiment.run import Run
 from utils.cli import add_common, add_nonstandard_data, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
@@ -81,8 +90,9 @@ def get_args_parser():
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                         help="online optimiser: adam (the 2020 code, default) or sgd (the paper's text)")
     parser.add_argument("--iid", action="store_true", help="shuffle the trajectory (with --epochs: the Oracle)")
-    parser.add_argument("--epochs", "--epoch", dest="epochs", type=int, default=1, help="passes over the trajectory")
-    parser.add_argument("--reset", choices=["all", "last", "zero"], default=None,
+    parser.add_argument("--epochs", "--epoch", dest="epochs", type=int, default=1,
+                        help="passes over the trajectory (the original evaluation's --epoch)")
+    parser.add_argument("--pln-reset", "--reset", dest="pln_reset", choices=["all", "last", "zero"], default=None,
                         help="override --protocol's PLN reset: all (the 2020 default), last (the 2019 default), "
                              "zero: a zero output layer (a sensitivity check, not an original protocol)")
     parser.add_argument("--run-batch", dest="run_batch", type=int, default=1,
@@ -131,12 +141,12 @@ def _label(payload, config, args) -> str:
 
 
 def _protocol(args) -> Protocol:
-    """--protocol's bundle, with the explicit flags on top (--reset overrides the bundle's reset)."""
-    if args.scratch and args.reset is not None:
-        raise UserError("--reset chooses what a checkpoint's PLN keeps; --scratch keeps nothing "
+    """--protocol's bundle, with the explicit flags on top (--pln-reset overrides the bundle's reset)."""
+    if args.scratch and args.pln_reset is not None:
+        raise UserError("--pln-reset chooses what a checkpoint's PLN keeps; --scratch keeps nothing "
                         "(every run is a fresh random network)")
     protocol = Protocol(name=args.protocol, optimizer=args.optimizer, iid=args.iid, epochs=args.epochs,
-                        reset=args.reset or protocol_bundle(args.protocol).reset, lr=args.lr, runs=args.runs,
+                        reset=args.pln_reset or protocol_bundle(args.protocol).reset, lr=args.lr, runs=args.runs,
                         search_runs=args.search_runs, seed=EVAL_SEED if args.seed is None else args.seed,
                         run_batch=args.run_batch, engine=args.engine)
     protocol.validate()

@@ -16,13 +16,12 @@ import torch
 
 from experiment import limits
 from experiment.checkpoint import load_checkpoint, load_weights
+from experiment.config import as_dict, resolve
+from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
-from experiment.config import as_dict, resolve
+from experiment.sine_presets import SINE_PRESETS, SineConfig, build_model, config_from_checkpoint
 from model.networks import resplit_sine_net
-from experiment.sine_presets import build_model, config_from_checkpoint
-from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
-from experiment.sine_presets import SINE_PRESETS, SineConfig
 from utils.cli import add_common, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
@@ -42,7 +41,8 @@ def get_args_parser():
     parser.add_argument("--eval-protocol", "--protocol", dest="eval_protocol", choices=["paper", "trajectory"],
                         default="paper", help="paper: 40 batches of 32 per function, rate searched (default); "
                                               "trajectory: the checkpoint's meta-training trajectory and inner rate")
-    parser.add_argument("--reset", action="store_true", help="start the PLN from a fresh random init, not the learned one")
+    parser.add_argument("--fresh-pln", "--reset", dest="fresh_pln", action="store_true",
+                        help="start the PLN from a fresh random init, not the learned one (the original's --reset)")
     parser.add_argument("--iid", action="store_true", help="shuffle the trajectory (with --epochs: the Oracle)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the trajectory")
     parser.add_argument("--lr", "--update_lr", "--update-lr", dest="lr", type=float, default=None,
@@ -59,13 +59,15 @@ def get_args_parser():
     parser.add_argument("--test-samples", dest="test_samples", type=int, default=None, help="held-out samples per function")
     parser.add_argument("--run-batch", dest="run_batch", type=int, default=None, help="runs trained together (1: a plain loop)")
     for flag in SHAPE_FLAGS:
-        parser.add_argument(f"--{flag}", type=int, default=None, help="must match the checkpoint (accepted for the original's command)")
+        parser.add_argument(f"--{flag}", type=int, default=None,
+                            help="must match the checkpoint (accepted for the original's command)")
     return parser
 
 
 def _model_and_config(args):
     if args.model is None:
-        shape = {k: getattr(args, k) for k in (*SHAPE_FLAGS, "tasks")}  # evaluation flags are not config fields
+        # evaluation flags are not config fields: only those given shape the untrained network
+        shape = {k: getattr(args, k) for k in (*SHAPE_FLAGS, "tasks") if getattr(args, k) is not None}
         config = resolve(SineConfig, SINE_PRESETS, args.preset or "quick", shape)
         torch.manual_seed(config.seed)
         return build_model(config), config, None
@@ -93,7 +95,7 @@ def _model_and_config(args):
 
 def protocol_from_args(args, config):
     return make_protocol(args.eval_protocol, config, batches_per_function=args.update_step, batch_size=args.batch_size,
-                         lr=args.lr, clip=args.clip, reset=args.reset or None, iid=args.iid or None, epochs=args.epochs,
+                         lr=args.lr, clip=args.clip, reset=args.fresh_pln or None, iid=args.iid or None, epochs=args.epochs,
                          runs=args.runs, search_runs=args.search_runs,
                          test_samples=args.test_samples, seed=EVAL_SEED if args.seed is None else args.seed,
                          run_batch=args.run_batch)

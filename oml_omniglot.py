@@ -19,16 +19,15 @@ import torch
 
 from datasets.omniglot import load_omniglot
 from experiment import limits
-from experiment.run import Run, read_metadata
-from experiment.training.loop import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
-from experiment.config import as_dict, resolve
-from experiment.omniglot_presets import build_model, config_from_checkpoint
-from experiment.training.omniglot import iid_default_steps, load_meta_training_images, make_training
+from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import Protocol, evaluate
-from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig, build_model, config_from_checkpoint
+from experiment.run import Run, read_metadata
+from experiment.training.loop import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
+from experiment.training.omniglot import iid_default_steps, load_meta_training_images, make_training
 from utils import bounds
-from utils.cli import add_common, add_meta_learning, add_nonstandard_data, explicit_args, run_main
+from utils.cli import add_common, add_nonstandard_data, refuse_flag, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 
@@ -38,41 +37,22 @@ SEED_README_RLN = 6  # the 2019 README command passes --rln 6 and no preset: tha
 DATA_FLAGS = {"path", "download", "cache_dir", "nonstandard_data", "quick_eval"}
 
 
-def _class_split(text):
-    if text.lower() in ("none", "off", "0"):
-        return -1  # sentinel: no split (resolved to None in _config)
-    return int(text)
-
-
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_flags(parser, OmniglotConfig)  # the config's fields: only those given reach the namespace
     add_common(parser, training=True)
+    refuse_flag(parser, ("--epoch", "--epochs"), "is not a flag of Omniglot meta-training: the original's Omniglot "
+                "meta-training took --steps (meta-training steps), its pretraining script --epoch for passes over "
+                "the data (here --iid-epochs); give one of those")
     parser.add_argument("--path", "--data-path", dest="path", default=None,
                         help=f"folder holding the Omniglot zips or folders (default {DEFAULT_PATH})")
     parser.add_argument("--download", action="store_true", help="fetch the official archives into --path if missing")
     parser.add_argument("--cache-dir", dest="cache_dir", default=None,
                         help="decoded-image cache (default $OML_CACHE_DIR or ./.oml_cache)")
     add_nonstandard_data(parser)
-    add_meta_learning(parser, step_help="one-image inner steps per trajectory class", tasks_help="classes per trajectory")
     parser.add_argument("--rln", type=int, default=None,
                         help="layers in the RLN: only 6 (the six convolutions), the seed README's value")
     parser.add_argument("--rank", type=int, default=0, help="the 2020 code's sweep index; only 0 (no sweeps) exists here")
-    parser.add_argument("--no-reset", dest="reset", action="store_const", const=False, default=None,
-                        help="do not re-initialise the output row of each trajectory class")
-    parser.add_argument("--image-size", "--image_size", dest="image_size", type=int, default=None)
-    parser.add_argument("--channels", type=int, default=None)
-    parser.add_argument("--strides", type=int, nargs="+", default=None, help="one per 3x3 convolution")
-    parser.add_argument("--pln-hidden", dest="pln_hidden", type=int, default=None, help="0: linear PLN; 1024: the 2019 PLN")
-    parser.add_argument("--n-classes", dest="n_classes", type=int, default=None, help="meta-training classes (963)")
-    parser.add_argument("--held-out", dest="held_out", type=int, default=None, help="held-out images per trajectory class in the meta set")
-    parser.add_argument("--meta-random", dest="meta_random", type=int, default=None, help="random images in the meta set")
-    parser.add_argument("--class-split", dest="class_split", type=_class_split, default=None,
-                        help="trajectory classes >= N, random images < N; 'none' for no split")
-    parser.add_argument("--iid-lr", "--iid_lr", dest="iid_lr", type=float, default=None, help="Adam step of pretraining / SR-NN")
-    parser.add_argument("--iid-batch", dest="iid_batch", type=int, default=None)
-    parser.add_argument("--iid-epochs", dest="iid_epochs", type=int, default=None,
-                        help="pretraining / SR-NN length in epochs (when --steps is not given)")
-    parser.add_argument("--srnn-beta", dest="srnn_beta", type=float, default=None)
     parser.add_argument("--quick-eval", dest="quick_eval", type=int, default=0, metavar="N",
                         help="after training, a quick meta-test check on N evaluation classes, against a random RLN")
     return parser
@@ -84,20 +64,12 @@ def _config(args) -> OmniglotConfig:
                         "the PLN the layers after them")
     if args.rank != 0:
         raise UserError("--rank selects a sweep point in the 2020 code; there are no sweeps here (use --rank 0)")
-    overrides = vars(args).copy()
-    if overrides.get("strides") is not None:
-        overrides["strides"] = tuple(overrides["strides"])
-    preset = args.preset
+    overrides = given_settings(args, OmniglotConfig)
+    preset = overrides.pop("preset", None)
     if preset is None:
         preset = "mrcl2019" if args.rln == SEED_README_RLN else "oml2020"
-    no_split = overrides.get("class_split") == -1
-    if no_split:
-        overrides["class_split"] = None  # unset for resolve(); applied below
     config = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, overrides)
-    if no_split:
-        config.class_split = None
-        config.validate()
-    if config.method != "oml" and args.steps is None:
+    if config.method != "oml" and "steps" not in overrides:
         config.steps = iid_default_steps(config)
     return config
 
@@ -110,11 +82,8 @@ def _load_images(config, path, args):
 
 
 def _given(args) -> dict:
-    """The explicit flags, in the config's terms (--class-split none is None; strides a list)."""
-    given = explicit_args(args, get_args_parser())
-    if given.get("class_split", (None, None))[1] == -1:
-        given["class_split"] = (given["class_split"][0], None, "none")
-    return given
+    """The explicit flags, in the config's terms (--class-split none is None, shown as typed)."""
+    return given_flags(args, get_args_parser(), OmniglotConfig)
 
 
 def _quick_eval_split(config, path, args):

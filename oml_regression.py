@@ -10,18 +10,17 @@ import argparse
 
 import torch
 
+from experiment import limits
 from experiment.checkpoint import load_checkpoint
+from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve
+from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
-from experiment import limits
+from experiment.sine_presets import SINE_PRESETS, SineConfig, build_model, config_from_checkpoint
 from experiment.training.loop import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
-from experiment.config import as_dict, resolve
-from experiment.sine_presets import build_model, config_from_checkpoint
 from experiment.training.sine import make_training
-from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
-from experiment.sine_presets import SINE_PRESETS, SineConfig
 from utils import bounds
-from utils.cli import add_common, add_meta_learning, explicit_args, run_main
+from utils.cli import add_common, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 from utils.plotting import plot_sine
@@ -33,23 +32,8 @@ EVAL_FLAGS = {"eval_runs", "eval_protocol", "eval_steps", "eval_batch", "eval_lr
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_flags(parser, SineConfig)  # the config's fields: only those given reach the namespace
     add_common(parser, training=True)
-    add_meta_learning(parser, step_help="inner batches per function", tasks_help="functions per trajectory")
-    parser.add_argument("--capacity", type=int, default=None, help="one-hot task slots")
-    parser.add_argument("--width", type=int, default=None)
-    parser.add_argument("--rln", type=int, default=None, help="Linear layers in the RLN")
-    parser.add_argument("--arch", default=None, choices=["mrcl2019", "oml2020"])
-    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None)
-    parser.add_argument("--meta-batch", dest="meta_batch", type=int, default=None, help="meta-set samples per function")
-    parser.add_argument("--slot-mode", dest="slot_mode", default=None, choices=["random", "position"])
-    parser.add_argument("--inner-clip", dest="inner_clip", type=float, default=None, help="0 turns clipping off")
-    parser.add_argument("--srnn-beta", dest="srnn_beta", type=float, default=None,
-                        help="SR-NN: target mean activity of a representation unit")
-    parser.add_argument("--iid-lr", "--iid_lr", dest="iid_lr", type=float, default=None, help="Adam step of pretraining / SR-NN")
-    parser.add_argument("--eval-runs", dest="eval_runs", type=int, default=None,
-                        help="runs of the evaluation after training (0: no evaluation)")
-    parser.add_argument("--eval-test-samples", dest="eval_test_samples", type=int, default=None,
-                        help="held-out samples per function in that evaluation")
     parser.add_argument("--eval-protocol", dest="eval_protocol", choices=["paper", "trajectory"], default="paper",
                         help="paper: 40 batches of 32 per function, rate searched (default); trajectory: the "
                              "meta-training trajectory at the inner rate")
@@ -60,35 +44,24 @@ def get_args_parser():
 
 
 def _config(args) -> SineConfig:
-    overrides = vars(args).copy()
-    # An unset flag (None) never overrides the preset; --inner-clip 0 is the one way to turn the
-    # preset's clamp off, applied after resolution because None means "unset" to resolve().
-    clip_off = overrides.get("inner_clip") == 0
-    if clip_off:
-        overrides["inner_clip"] = None
-    preset = args.preset
+    overrides = given_settings(args, SineConfig)
+    preset = overrides.pop("preset", None)
     if preset is None:
         # The seed README's regression command names no preset but is the 2019 configuration.
         signature = all(overrides.get(k) == v for k, v in SEED_README_FLAGS.items())
         preset = "mrcl2019" if signature else "quick"
-    config = resolve(SineConfig, SINE_PRESETS, preset, overrides)
-    if clip_off:
-        config.inner_clip = None
-    return config
+    return resolve(SineConfig, SINE_PRESETS, preset, overrides)
 
 
 def _given(args) -> dict:
-    """The explicit flags, in the config's terms (--inner-clip 0 means no clamp: None)."""
-    given = explicit_args(args, get_args_parser())
-    if given.get("inner_clip", (None, None))[1] == 0:
-        given["inner_clip"] = (given["inner_clip"][0], None, "0")
-    return given
+    """The explicit flags, in the config's terms (--inner-clip 0 is None, shown as typed)."""
+    return given_flags(args, get_args_parser(), SineConfig)
 
 
 def _eval_protocol(args, config):
     """The evaluation after training (None: --eval-runs 0), built and sized before any folder
     exists, so a bad evaluation flag is refused before the training it would follow."""
-    runs = bounds.at_least("--eval-runs", config.eval_runs if args.eval_runs is None else args.eval_runs, 0)
+    runs = bounds.at_least("--eval-runs", getattr(args, "eval_runs", config.eval_runs), 0)  # a resumed run may change it
     if runs == 0:
         return None
     try:

@@ -1,19 +1,107 @@
 """Configurations as dataclasses: defaults, then a named preset, then explicit flags.
 
+Each field is declared once (`setting`): its default, its command-line spellings and its help.
+`add_flags` derives the parser's arguments from the fields, every one with the default
+argparse.SUPPRESS, so the parsed namespace holds only the flags actually given; `given_settings`
+reads exactly those and `resolve` applies exactly those on top of the preset. An unset flag
+therefore never overrides a preset (a None default once did: it hid the preset's clamp).
+
 The resolved config is stored in every checkpoint, so evaluation rebuilds the model and the
 data layout from the checkpoint alone.
 """
+import argparse
 import dataclasses
+import types
+import typing
 
+from utils.cli import explicit_args
 from utils.errors import UserError
+
+NONE_WORDS = ("none", "off")  # with the number 0, what a None-able setting's flag takes for None
+
+
+def setting(default, *flags, help: str, choices=None, off_flags=(), off_help=None, none_word="none", item=int):
+    """A config field and its command line, declared together.
+
+    flags: the spellings, the first one named in messages (the original's spellings kept as
+    aliases); none: the field is set by presets only. help: what the field holds (required, flag
+    or not). A bool field's `flags` set it True and its `off_flags` False (one or the other, not
+    both); a tuple field takes one or more `item`s; a None-able field (`int | None`) takes 0,
+    'none' or 'off' for None, shown as `none_word` in messages."""
+    return dataclasses.field(default=default, metadata={
+        "flags": flags, "help": help, "choices": choices, "off_flags": off_flags,
+        "off_help": off_help or f"the opposite of {flags[0] if flags else 'the default'}",
+        "none_word": none_word, "item": item})
+
+
+def _value_type(annotation):
+    """(the type one value parses to, whether None is allowed): `float | None` -> (float, True)."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return kinds[0], len(kinds) < len(typing.get_args(annotation))
+    return annotation, False
+
+
+def _none_or(kind):
+    def parse(text: str):
+        if text.strip().lower() in NONE_WORDS:
+            return None
+        value = kind(text)
+        return None if value == 0 else value
+    parse.__name__ = kind.__name__  # argparse names it in "invalid float value: 'x'"
+    return parse
+
+
+class _StoreTuple(argparse.Action):
+    """nargs values stored as a tuple: the namespace holds the value in the config's terms."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, tuple(values))
+
+
+def add_flags(parser: argparse.ArgumentParser, config_cls) -> None:
+    """An argument for every field that has flags, in field order, defaulting to SUPPRESS."""
+    for field in dataclasses.fields(config_cls):
+        meta = field.metadata
+        if not meta.get("flags"):
+            continue
+        common = dict(dest=field.name, default=argparse.SUPPRESS)
+        if field.type is bool:
+            group = parser.add_mutually_exclusive_group() if meta["off_flags"] else parser  # together, the last won
+            group.add_argument(*meta["flags"], action="store_const", const=True, help=meta["help"], **common)
+            if meta["off_flags"]:
+                group.add_argument(*meta["off_flags"], action="store_const", const=False, help=meta["off_help"], **common)
+        elif field.type is tuple:
+            parser.add_argument(*meta["flags"], nargs="+", type=meta["item"], action=_StoreTuple, help=meta["help"],
+                                metavar=field.name.upper(), **common)
+        else:
+            kind, nullable = _value_type(field.type)
+            parser.add_argument(*meta["flags"], type=_none_or(kind) if nullable else kind, choices=meta["choices"],
+                                help=meta["help"], **common)
+
+
+def given_settings(args: argparse.Namespace, config_cls) -> dict:
+    """{field: value} of the config's flags given on the command line (the others are absent)."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def given_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, config_cls) -> dict:
+    """Every explicit flag as {dest: (flag, value[, as typed])} (utils.cli.explicit_args), the
+    config's in its terms: a None-able setting turned off shows as typed (`--inner-clip 0`)."""
+    given = explicit_args(args, parser)
+    for field in dataclasses.fields(config_cls):
+        if field.name in given and given[field.name][1] is None:
+            flag, value = given[field.name]
+            given[field.name] = (flag, value, field.metadata["none_word"])
+    return given
 
 
 def resolve(config_cls, presets: dict, preset: str, overrides: dict):
+    """The preset's config with exactly `overrides` on top (a None in it is a value: no clamp, no split)."""
     if preset not in presets:
         raise UserError(f"unknown preset {preset!r} (choose from {', '.join(sorted(presets))})")
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    chosen = {k: v for k, v in overrides.items() if v is not None and k in fields}
-    config = config_cls(**{**presets[preset], **chosen, "preset": preset})
+    config = config_cls(**{**presets[preset], **overrides, "preset": preset})
     config.validate()
     return config
 

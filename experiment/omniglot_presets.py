@@ -10,11 +10,11 @@
 - `oml2020paper`: `oml2020` without the class split (the original's `oml_omniglot_paper.py`): the
   meta set is only the held-out images of the trajectory classes, trajectory classes from all 963.
 - `cpu`: a reduced network that meta-trains in at most 30 minutes on 2 CPU cores
-  (choice and measured cost in the README).
+  (choice and measured cost: docs/protocols.md, "The `cpu` preset").
 """
 from dataclasses import dataclass
 
-from experiment.config import from_dict
+from experiment.config import from_dict, setting
 from model.networks import build_omniglot_net, conv_output_size
 from utils import bounds
 from utils.errors import UserError
@@ -24,35 +24,50 @@ N_META_TRAIN_CLASSES = 963  # the background set has 964; the original uses clas
 
 @dataclass
 class OmniglotConfig:
-    preset: str = "oml2020"
-    method: str = "oml"              # oml | pretraining | srnn
+    """Every setting of an Omniglot run, each with its flags (experiment.config.setting); those
+    with no flags are set by the presets only."""
+    preset: str = setting("oml2020", "--preset",
+                          help="named configuration: mrcl2019, oml2020, oml2020paper or cpu (default: oml2020; "
+                               "mrcl2019 for the seed README's command, --rln 6); flags override it")
+    method: str = setting("oml", "--method", choices=["oml", "pretraining", "srnn"],
+                          help="OML, or a baseline: pretraining (i.i.d.) or srnn (i.i.d. + sparsity)")
     # network
-    image_size: int = 84
-    channels: int = 256
-    strides: tuple = (2, 1, 2, 1, 2, 2)
-    pln_hidden: int = 0              # 0: linear PLN (2020); 1024: the 2019 two-layer PLN
-    n_outputs: int = 1000
+    image_size: int = setting(84, "--image-size", "--image_size", help="images are resized to this square side")
+    channels: int = setting(256, "--channels", help="channels of every convolution")
+    strides: tuple = setting((2, 1, 2, 1, 2, 2), "--strides", help="one per 3x3 convolution")
+    pln_hidden: int = setting(0, "--pln-hidden", help="0: linear PLN (2020); 1024: the 2019 two-layer PLN")
+    n_outputs: int = setting(1000, help="output units (the original's 1000)")
     # meta-training data
-    n_classes: int = N_META_TRAIN_CLASSES
-    tasks: int = 3                   # classes per trajectory
-    update_step: int = 5             # one-image inner steps per class
-    held_out: int = 5                # held-out images per trajectory class in the meta set (0: none)
-    meta_random: int = 15            # random images in the meta set
-    meta_repeats_trajectory: bool = False  # 2019: the trajectory's images again in the meta set
-    class_split: int | None = 481    # trajectory classes >= split, random images < split; None: all
-    reset: bool = True               # re-initialise the output row of each class seen
+    n_classes: int = setting(N_META_TRAIN_CLASSES, "--n-classes", help="meta-training classes (963)")
+    tasks: int = setting(3, "--tasks", help="classes per trajectory")
+    update_step: int = setting(5, "--update_step", "--update-step", help="one-image inner steps per trajectory class")
+    held_out: int = setting(5, "--held-out", help="held-out images per trajectory class in the meta set (0: none)")
+    meta_random: int = setting(15, "--meta-random", help="random images in the meta set")
+    meta_repeats_trajectory: bool = setting(False, help="the trajectory's images again in the meta set (2019)")
+    class_split: int | None = setting(481, "--class-split",
+                                      help="trajectory classes >= N, random images < N; 'none' (or 0) for no split")
+    # the field keeps its name (stored in every checkpoint); its flags say what it resets
+    reset: bool = setting(True, "--reset-rows", off_flags=("--no-reset-rows", "--no-reset"),
+                          help="re-initialise the output row of each trajectory class during meta-training "
+                               "(every preset does)",
+                          off_help="keep the output rows (the original's --no-reset)")
     # optimisation
-    update_lr: float = 0.03
-    meta_lr: float = 1e-4
-    first_order: bool = False
-    steps: int = 20_000
-    seed: int = 90
+    update_lr: float = setting(0.03, "--update_lr", "--update-lr", help="inner SGD step")
+    meta_lr: float = setting(1e-4, "--meta_lr", "--meta-lr", help="Adam step of the outer loop")
+    first_order: bool = setting(False, "--first-order", off_flags=("--second-order",),
+                                help="detach the inner gradients (the pre-2020 meta-gradient)",
+                                off_help="differentiate through the inner loop (the 2020 meta-gradient)")
+    steps: int = setting(20_000, "--steps", "--epochs_meta",
+                         help="meta-training steps (pretraining / SR-NN: default from --iid-epochs)")
+    seed: int = setting(90, "--seed", help="the one seed for torch, random and numpy streams")
     # pretraining / SR-NN (i.i.d. on the same classes, same network)
-    iid_batch: int = 256
-    iid_lr: float = 1e-4
-    iid_epochs: int = 45             # passes over n_classes x 20 images (sets --steps for these methods)
-    srnn_beta: float = 0.1
-    srnn_weight: float = 1.0
+    iid_batch: int = setting(256, "--iid-batch", help="pretraining / SR-NN batch size")
+    iid_lr: float = setting(1e-4, "--iid-lr", "--iid_lr", help="Adam step of pretraining / SR-NN")
+    iid_epochs: int = setting(45, "--iid-epochs",
+                              help="pretraining / SR-NN length in passes over n_classes x 20 images "
+                                   "(sets --steps for these methods when --steps is not given)")
+    srnn_beta: float = setting(0.1, "--srnn-beta", help="SR-NN: target mean activity of a representation unit")
+    srnn_weight: float = setting(1.0, help="SR-NN: weight of the sparsity penalty")
 
     def validate(self):
         if self.method not in ("oml", "pretraining", "srnn"):
@@ -100,7 +115,7 @@ OMNIGLOT_PRESETS = {
                     meta_lr=1e-4, first_order=False, steps=20_000, seed=90),
 }
 OMNIGLOT_PRESETS["oml2020paper"] = {**OMNIGLOT_PRESETS["oml2020"], "meta_random": 0, "class_split": None}
-# Reduced network for a 2-core CPU, chosen by measurement (README, "The cpu preset"): the oml2020
+# Reduced network for a 2-core CPU, chosen by measurement (docs/protocols.md, "The `cpu` preset"): the oml2020
 # trajectory and meta set, second order, on 28x28 images through four 3x3 convolutions of 64
 # channels (strides 2,1,2,1 -> 64x3x3 = 576 features), with 10x larger meta and i.i.d. steps.
 OMNIGLOT_PRESETS["cpu"] = {**OMNIGLOT_PRESETS["oml2020"], "image_size": 28, "channels": 64,

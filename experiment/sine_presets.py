@@ -8,13 +8,13 @@
   PLN, 5 batches of 10 per function plus 10 for the meta set, second-order, inner gradients
   clamped to +-10, 300,000 steps.
 - `quick`: the quick start, chosen by measurement to show the effect within minutes on 2 CPU
-  cores (see README "Choosing the quick preset").
+  cores (see docs/protocols.md, "The quick preset").
 """
 import math
 from dataclasses import dataclass
 
 from datasets.sine import SineFamily
-from experiment.config import from_dict
+from experiment.config import from_dict, setting
 from model.networks import build_sine_net, sine_layer_sizes
 from utils import bounds
 from utils.errors import UserError
@@ -23,37 +23,49 @@ from utils.seeding import stream
 
 @dataclass
 class SineConfig:
-    preset: str = "oml2020"
-    method: str = "oml"          # oml | pretraining | srnn
-    arch: str = "oml2020"        # layer layout, see model.networks.sine_layer_sizes
-    width: int = 400
-    capacity: int = 50           # one-hot task slots; the input has capacity + 1 values
-    rln: int = 5                 # how many Linear layers form the RLN
-    tasks: int = 10              # functions per trajectory
-    update_step: int = 5         # inner batches per function
-    batch_size: int = 10         # samples per inner batch
-    meta_batch: int = 10         # meta-set samples per function
-    slot_mode: str = "random"    # random | position
-    update_lr: float = 0.003
-    meta_lr: float = 1e-4
-    lr_milestones: tuple = ()
-    lr_gamma: float = 0.3
-    first_order: bool = False
-    inner_clip: float | None = 10.0
-    steps: int = 300_000
-    n_train_functions: int = 400
-    n_eval_functions: int = 500
-    seed: int = 90
-    iid_functions: int = 10      # pretraining / SR-NN: functions per batch (random ones)
-    iid_samples: int = 10        # pretraining / SR-NN: samples per function per batch
-    iid_grouped: bool = False    # each batch is one output head's `capacity` functions, heads in turn (2019)
-    iid_lr: float = 1e-4         # Adam step of pretraining / SR-NN
-    iid_lr_milestones: tuple = ()  # MultiStepLR of pretraining / SR-NN, in updates
-    iid_lr_gamma: float = 0.2
-    srnn_beta: float = 0.05
-    srnn_weight: float = 1.0
-    eval_runs: int = 50
-    eval_test_samples: int = 1000
+    """Every setting of a sine run, each with its flags (experiment.config.setting); those with
+    no flags are set by the presets only."""
+    preset: str = setting("oml2020", "--preset",
+                          help="named configuration: mrcl2019, oml2020 or quick (default: quick; mrcl2019 for the "
+                               "seed README's command); flags override it")
+    method: str = setting("oml", "--method", choices=["oml", "pretraining", "srnn"],
+                          help="OML, or a baseline: pretraining (i.i.d.) or srnn (i.i.d. + sparsity)")
+    arch: str = setting("oml2020", "--arch", choices=["mrcl2019", "oml2020"],
+                        help="layer layout (model.networks.sine_layer_sizes)")
+    width: int = setting(400, "--width", help="units per hidden layer")
+    capacity: int = setting(50, "--capacity", help="one-hot task slots; the input has capacity + 1 values")
+    rln: int = setting(5, "--rln", help="Linear layers in the RLN")
+    tasks: int = setting(10, "--tasks", help="functions per trajectory")
+    update_step: int = setting(5, "--update_step", "--update-step", help="inner batches per function")
+    batch_size: int = setting(10, "--batch-size", "--batch_size", help="samples per inner batch")
+    meta_batch: int = setting(10, "--meta-batch", help="meta-set samples per function")
+    slot_mode: str = setting("random", "--slot-mode", choices=["random", "position"],
+                             help="a trajectory function's one-hot slot: random, or its position in the trajectory")
+    update_lr: float = setting(0.003, "--update_lr", "--update-lr", help="inner SGD step")
+    meta_lr: float = setting(1e-4, "--meta_lr", "--meta-lr", help="Adam step of the outer loop")
+    lr_milestones: tuple = setting((), help="MultiStepLR milestones of the meta-optimiser, in steps")
+    lr_gamma: float = setting(0.3, help="MultiStepLR factor of the meta-optimiser")
+    first_order: bool = setting(False, "--first-order", off_flags=("--second-order",),
+                                help="detach the inner gradients (the pre-2020 meta-gradient)",
+                                off_help="differentiate through the inner loop (the 2020 meta-gradient)")
+    inner_clip: float | None = setting(10.0, "--inner-clip", none_word="0",
+                                       help="element-wise clamp of the inner gradients; 0 turns clipping off")
+    steps: int = setting(300_000, "--steps", "--epoch", "--epochs_meta",
+                         help="meta-training steps (the original's --epoch is accepted)")
+    n_train_functions: int = setting(400, help="the pool of meta-training functions")
+    n_eval_functions: int = setting(500, help="the pool of evaluation functions")
+    seed: int = setting(90, "--seed", help="the one seed for torch, random and numpy streams")
+    iid_functions: int = setting(10, help="pretraining / SR-NN: functions per batch (random ones)")
+    iid_samples: int = setting(10, help="pretraining / SR-NN: samples per function per batch")
+    iid_grouped: bool = setting(False, help="pretraining / SR-NN: each batch is one output head's `capacity` "
+                                            "functions, heads in turn (2019)")
+    iid_lr: float = setting(1e-4, "--iid-lr", "--iid_lr", help="Adam step of pretraining / SR-NN")
+    iid_lr_milestones: tuple = setting((), help="MultiStepLR milestones of pretraining / SR-NN, in updates")
+    iid_lr_gamma: float = setting(0.2, help="MultiStepLR factor of pretraining / SR-NN")
+    srnn_beta: float = setting(0.05, "--srnn-beta", help="SR-NN: target mean activity of a representation unit")
+    srnn_weight: float = setting(1.0, help="SR-NN: weight of the sparsity penalty")
+    eval_runs: int = setting(50, "--eval-runs", help="runs of the evaluation after training (0: no evaluation)")
+    eval_test_samples: int = setting(1000, "--eval-test-samples", help="held-out samples per function in that evaluation")
 
     def validate(self):
         if self.method not in ("oml", "pretraining", "srnn"):
@@ -96,7 +108,8 @@ SINE_PRESETS = {
 }
 # The quick start: the oml2020 network and update rule with a ~3x larger inner and meta learning
 # rate and 3,000 steps, so the effect shows within minutes on 2 cores. Chosen from six 3,000-step
-# probes on training loss and a 20-run evaluation (README, "Choosing the quick preset").
+# probes on training loss and a 20-run evaluation (commit da348e1; the probes' numbers were not kept).
+# What it reaches: docs/results.md; the choice: docs/protocols.md, "The quick preset".
 SINE_PRESETS["quick"] = {**SINE_PRESETS["oml2020"], "update_lr": 0.01, "meta_lr": 3e-4, "iid_lr": 3e-4, "steps": 3000}
 
 

@@ -63,8 +63,27 @@ def test_class_split_none_removes_the_split():
     assert oml_omniglot._config(args).class_split is None
 
 
-def test_a_flag_overrides_only_its_own_field():
-    parse = oml_regression.get_args_parser().parse_args
-    resolved = _fields(oml_regression._config(parse(["--preset", "oml2020", "--update_lr", "0.01"])))
-    expected = _fields(_declared(SineConfig, SINE_PRESETS, "oml2020"))
-    assert {k for k in expected if expected[k] != resolved[k]} == {"update_lr"}
+ONE_FLAG = [  # (script, preset, flag argv, the one field it changes)
+    (oml_regression, SineConfig, SINE_PRESETS, "oml2020", ["--update_lr", "0.01"], "update_lr"),
+    (oml_regression, SineConfig, SINE_PRESETS, "mrcl2019", ["--second-order"], "first_order"),
+    (oml_regression, SineConfig, SINE_PRESETS, "quick", ["--inner-clip", "0"], "inner_clip"),
+    (oml_omniglot, OmniglotConfig, OMNIGLOT_PRESETS, "cpu", ["--no-reset"], "reset"),
+    (oml_omniglot, OmniglotConfig, OMNIGLOT_PRESETS, "oml2020", ["--class-split", "none"], "class_split"),
+    (oml_omniglot, OmniglotConfig, OMNIGLOT_PRESETS, "mrcl2019", ["--strides", "2", "1", "2", "1", "2"], "strides"),
+]
+
+
+@pytest.mark.parametrize("script, config_cls, presets, preset, argv, field", ONE_FLAG,
+                         ids=[f"{p} {' '.join(a)}" for _, _, _, p, a, _ in ONE_FLAG])
+def test_a_flag_overrides_only_its_own_field(script, config_cls, presets, preset, argv, field):
+    resolved = _fields(script._config(script.get_args_parser().parse_args(["--preset", preset, *argv])))
+    expected = _fields(_declared(config_cls, presets, preset))
+    assert {k for k in expected if expected[k] != resolved[k]} == {field}
+
+
+def test_the_seed_readme_regression_command_is_mrcl2019():
+    # the 2019 README's spelling, --update-step, among the original's underscored ones
+    argv = ["--update-step", "40", "--meta_lr", "0.0001", "--update_lr", "0.003", "--tasks", "10",
+            "--capacity", "10", "--width", "300", "--rln", "6"]
+    resolved = oml_regression._config(oml_regression.get_args_parser().parse_args(argv))
+    assert _fields(resolved) == _fields(_declared(SineConfig, SINE_PRESETS, "mrcl2019"))

@@ -9,8 +9,12 @@ WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPE
 
 
 def add_common(parser: argparse.ArgumentParser, *, training: bool) -> None:
-    parser.add_argument("--preset", default=None, help="named configuration; flags override it")
-    parser.add_argument("--seed", type=int, default=None, help="the one seed for torch, random and numpy streams")
+    """The flags every script takes. A training script's --preset, --seed and --steps are fields
+    of its config (experiment.config.add_flags derives them); an evaluation script takes --preset
+    (the network to build without a checkpoint) and --seed (the evaluation's) here."""
+    if not training:
+        parser.add_argument("--preset", default=None, help="named configuration; flags override it")
+        parser.add_argument("--seed", type=int, default=None, help="the one seed for torch, random and numpy streams")
     parser.add_argument("--name", default=None, help="run name (folder <results-dir>/<date>/<dataset>/<name>_<n>)")
     parser.add_argument("--results-dir", "--results_dir", dest="results_dir", default="../results",
                         help="root of the dated run folders (default: ../results, as the original)")
@@ -18,8 +22,6 @@ def add_common(parser: argparse.ArgumentParser, *, training: bool) -> None:
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bar (it is off anyway when output is not a terminal)")
     if training:
-        parser.add_argument("--steps", "--epoch", "--epochs_meta", dest="steps", type=int, default=None,
-                            help="meta-training steps (the original's --epoch is accepted)")
         parser.add_argument("--resume", default=None, metavar="RUN_DIR",
                             help="continue a killed run from its folder (or its checkpoint.pt)")
         parser.add_argument("--save-every", dest="save_every", type=int, default=None,
@@ -28,17 +30,14 @@ def add_common(parser: argparse.ArgumentParser, *, training: bool) -> None:
                             help="metrics interval in steps (default 50; a resumed run keeps its own)")
 
 
-def add_meta_learning(parser: argparse.ArgumentParser, *, step_help: str, tasks_help: str) -> None:
-    """The method and update-rule flags both meta-training scripts take, with the original's spellings."""
-    parser.add_argument("--method", default=None, choices=["oml", "pretraining", "srnn"])
-    parser.add_argument("--update_lr", "--update-lr", dest="update_lr", type=float, default=None, help="inner SGD step")
-    parser.add_argument("--meta_lr", "--meta-lr", dest="meta_lr", type=float, default=None, help="Adam step of the outer loop")
-    parser.add_argument("--update_step", "--update-step", dest="update_step", type=int, default=None, help=step_help)
-    parser.add_argument("--tasks", type=int, default=None, help=tasks_help)
-    order = parser.add_mutually_exclusive_group()  # together, the last one silently won
-    order.add_argument("--first-order", dest="first_order", action="store_const", const=True, default=None,
-                       help="detach the inner gradients (the pre-2020 meta-gradient)")
-    order.add_argument("--second-order", dest="first_order", action="store_const", const=False)
+def refuse_flag(parser: argparse.ArgumentParser, flags: tuple, why: str) -> None:
+    """Each of `flags` (with or without a value) stops the parse with '<flag> <why>': a spelling
+    that would mean something else here than a user of the original expects is refused, not
+    silently reread (nor taken as an abbreviation of a longer flag)."""
+    class Refuse(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            parser.error(f"{option_string} {why}")
+    parser.add_argument(*flags, nargs="?", action=Refuse, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def add_nonstandard_data(parser: argparse.ArgumentParser) -> None:
@@ -48,11 +47,21 @@ def add_nonstandard_data(parser: argparse.ArgumentParser) -> None:
 
 
 def explicit_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    """{dest: (flag, value)} of the flags given on the command line, i.e. those whose value is not
-    the parser's default (a flag given with its default value is indistinguishable, and harmless)."""
-    flags = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
-    return {dest: (flags.get(dest, dest), value) for dest, value in vars(args).items()
+    """{dest: (flag, value)} of the flags given on the command line. A flag whose default is
+    argparse.SUPPRESS (a config's, experiment.config.add_flags) is given when it is present at all;
+    any other when its value is not the parser's default (a flag given with its default value is
+    indistinguishable, and harmless). The flag named is the first spelling of the option that
+    sets that value (--second-order for first_order False)."""
+    return {dest: (_spelling(parser, dest, value), value) for dest, value in vars(args).items()
             if value != parser.get_default(dest)}
+
+
+def _spelling(parser: argparse.ArgumentParser, dest: str, value) -> str:
+    options = [a for a in parser._actions if a.dest == dest and a.option_strings]
+    if not options:
+        return dest
+    chosen = [a for a in options if a.const is not None and a.const == value]
+    return (chosen or options)[0].option_strings[0]
 
 
 def run_main(main, parser: argparse.ArgumentParser, argv=None):
