@@ -10,7 +10,7 @@ learning rate searched on separate runs and judged on trajectory accuracy only. 
 the output layer is the whole PLN, so the two coincide; for Scratch (a fresh network, all of it
 trained) nothing is kept from a checkpoint, so they coincide too.
 
-A protocol is a bundle of defaults: explicit flags (--reset, --optimizer, --iid, --epochs)
+A protocol is a bundle of defaults: explicit flags (--pln-reset, --optimizer, --iid, --epochs)
 still override it, and the record says which ones did.
 """
 from __future__ import annotations
