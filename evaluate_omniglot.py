@@ -96,9 +96,12 @@ def get_args_parser():
                         help="override --protocol's PLN reset: all (the 2020 default), last (the 2019 default), "
                              "zero: a zero output layer (a sensitivity check, not an original protocol)")
     parser.add_argument("--run-batch", dest="run_batch", type=int, default=1,
-                        help="torch engine: runs trained together (default 1, a loop: faster on CPU for a 1000-way head)")
-    parser.add_argument("--engine", choices=["auto", "c", "torch"], default="auto",
-                        help="online learner: the fused C loop (linear PLN, CPU) or torch; auto picks c when it can")
+                        help="portable/autograd engines: runs trained together (default 1, a loop: faster on CPU "
+                             "for a 1000-way head)")
+    parser.add_argument("--engine", choices=["auto", "native", "portable", "autograd", "c", "torch"], default="auto",
+                        help="online learner: native (numba, linear PLN, CPU), portable (closed form, any device) or "
+                             "autograd (per-step autograd: the reference, and the 2-layer PLN's); auto picks native "
+                             "when it can (the old c = native, torch = portable); see docs/engines.md")
     parser.add_argument("--rln", type=int, default=None,
                         help="accepted for the seed README's command; the RLN/PLN split is read from the checkpoint")
     parser.add_argument("--test", action="store_true",

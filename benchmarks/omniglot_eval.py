@@ -1,7 +1,7 @@
-"""Cost of the full Split-Omniglot protocol: cached features + fused online learner vs the original's way.
+"""Cost of the full Split-Omniglot protocol: cached features + the online engines vs the original's way.
 
-    python benchmarks/omniglot_eval.py                       # cpu preset and paper network, 1 thread
-    python benchmarks/omniglot_eval.py --networks cpu --ours-steps 5000
+    OMP_NUM_THREADS=1 python benchmarks/omniglot_eval.py          # cpu preset and paper network, 1 thread
+    OMP_NUM_THREADS=1 python benchmarks/omniglot_eval.py --networks cpu --ours-steps 1500
 
 The protocol timed: schedule 10:50:100:200:600, 50 reported runs, learning-rate search (5 search
 runs x 8 rates) per class count: 1,296,000 online steps of batch 1, plus the accuracy passes
@@ -9,7 +9,9 @@ runs x 8 rates) per class count: 1,296,000 online steps of batch 1, plus the acc
 
 * ours: the RLN runs once over the 13,180 evaluation images (timed in full for the cpu network,
   on a slice for the paper network), then every step trains only the 1000-way linear PLN on cached
-  features: the fused C loop (and, for comparison, the torch engine looped and batched over runs).
+  features, with each engine (docs/engines.md): native (numba), portable (closed form; what runs
+  without numba, e.g. on Windows), and the autograd engine (per-step autograd + torch.optim.Adam,
+  the original's way of training the head, on cached features).
 * reference: what the original evaluate_omniglot.py does per step: the whole network forward on the
   image with autograd on (RLN gradients computed and thrown away), cross-entropy over 1000 outputs,
   backward, torch.optim.Adam (default implementation) on the PLN; and its accuracy passes re-run
@@ -26,14 +28,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-from model.networks import build_omniglot_net, features  # noqa: E402
-from experiment.evaluation.omniglot import (DEFAULT_SCHEDULE, LR_GRID, SEARCH_RUNS, OnlineLearner, Protocol,  # noqa: E402
-                                 _accuracy, c_engine, train_c, train_torch)
-from experiment.omniglot_presets import OMNIGLOT_PRESETS  # noqa: E402
+from experiment.evaluation import native
+from experiment.evaluation.omniglot import (
+    DEFAULT_SCHEDULE,
+    LR_GRID,
+    SEARCH_RUNS,
+    OnlineLearner,
+    Protocol,
+    _accuracy,
+    train_autograd,
+    train_native,
+    train_portable,
+)
+from experiment.omniglot_presets import OMNIGLOT_PRESETS
+from model.networks import build_omniglot_net, features
 
 N_EVAL_IMAGES = 659 * 20
 RUNS = 50
@@ -77,7 +89,7 @@ def bench_network(name, args):
     labels = torch.as_tensor(np.arange(len(feats)) // 15 % 600)
     learner = OnlineLearner(net.pln, Protocol())
     init = learner.init(1)
-    fn = c_engine()
+    fn = native.kernel()
     t_steps = max(100, steps // 10)
     acc_idx = torch.as_tensor(np.arange(2000) % len(feats))
     xs, ys = feats[acc_idx], labels[acc_idx]
@@ -95,12 +107,15 @@ def bench_network(name, args):
 
     work = {  # name: (callable, units of work it does)
         "features (ours, once)": (lambda: features(net.rln, images, batch_size=128), len(images)),
-        "ours: fused C loop": ((lambda: train_c(fn, init, feats, labels, order, 1e-3, "adam")) if fn else None, steps),
-        "ours: torch engine, loop": (lambda: train_torch([init], feats[None], labels[None], order[None, :t_steps],
-                                                         1e-3, "adam"), t_steps),
-        f"ours: torch engine, {args.batch} runs batched": ((lambda: train_torch(
+        "ours: native engine (numba)": ((lambda: train_native(fn, init, feats, labels, order, 1e-3, "adam"))
+                                        if fn else None, steps),
+        "ours: portable engine, loop": (lambda: train_portable([init], feats[None], labels[None], order[None, :t_steps],
+                                                               1e-3, "adam"), t_steps),
+        f"ours: portable engine, {args.batch} runs batched": ((lambda: train_portable(
             [init] * args.batch, feats[None].expand(args.batch, -1, -1), labels[None].expand(args.batch, -1),
             np.tile(order[:t_steps], (args.batch, 1)), 1e-3, "adam")) if args.batch > 1 else None, t_steps * args.batch),
+        "ours: autograd engine (per-step autograd + torch.optim.Adam)": (lambda: train_autograd(
+            [init], feats[None], labels[None], order[None, :t_steps], 1e-3, "adam"), t_steps),
         "ours: accuracy pass": (lambda: _accuracy(init, xs, ys), len(xs)),
         "reference: online step": (ref_steps, n_ref),
         "reference: accuracy pass": (lambda: ref_net(images[:32]).argmax(1), min(32, len(images))),
@@ -117,8 +132,28 @@ def bench_network(name, args):
     t_feat_all = best["features (ours, once)"] * N_EVAL_IMAGES
     ours = t_feat_all + n_steps * t_ours_step + n_images * best["ours: accuracy pass"]
     ref = n_steps * best["reference: online step"] + n_images * best["reference: accuracy pass"]
+    engines = {k: t_feat_all + n_steps * v + n_images * best["ours: accuracy pass"] for k, v in step_rows.items()}
     return {"network": name, "images": kind, "per_unit": best, "features_s": t_feat_all, "ours_engine": ours_name,
-            "ours_total_s": ours, "ref_total_s": ref, "ratio": ref / ours, "ref_steps_timed": n_ref}
+            "ours_total_s": ours, "ref_total_s": ref, "ratio": ref / ours, "ref_steps_timed": n_ref,
+            "engines_total_s": engines, "zeros": float((feats == 0).float().mean())}
+
+
+def native_compile_seconds() -> tuple[float, float]:
+    """(first call in a fresh process with an empty numba cache, a later process's load): seconds
+    spent in native.kernel(), which compiles or loads the kernel and runs its self-test."""
+    import os
+    import subprocess
+    import tempfile
+    child = ("import time, sys; t = time.perf_counter(); from experiment.evaluation import native; "
+             "ok = native.kernel() is not None; print(ok, time.perf_counter() - t)")
+    out = []
+    with tempfile.TemporaryDirectory() as cache:
+        for _ in range(2):
+            done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                                  cwd=Path(__file__).resolve().parents[1], env={**os.environ, "NUMBA_CACHE_DIR": cache})
+            ok, sec = done.stdout.split()
+            out.append(float(sec) if ok == "True" else float("nan"))
+    return out[0], out[1]
 
 
 def main(argv=None):
@@ -149,6 +184,18 @@ def main(argv=None):
         for key, sec in r["per_unit"].items():
             unit = "image" if ("features" in key or "accuracy" in key) else "step"
             print(f"  {key:<40s} {sec * 1e3:9.3f} ms/{unit}")
+    if native.kernel() is not None:
+        cold, warm = native_compile_seconds()
+        print(f"\nnative engine: first use compiles in {cold:.1f} s (numba, empty cache); "
+              f"later processes load it in {warm:.2f} s")
+    for r in table:
+        print(f"\n{r['network']} network, full protocol per engine (features + steps + accuracy passes; "
+              f"{r['zeros']:.1%} of feature values are exact zeros):")
+        print("| engine | ms/step | full protocol | vs autograd engine |")
+        print("|---|---|---|---|")
+        auto = r["engines_total_s"]["ours: autograd engine (per-step autograd + torch.optim.Adam)"]
+        for key, total in r["engines_total_s"].items():
+            print(f"| {key[6:]} | {r['per_unit'][key] * 1e3:.3f} | {total / 60:.1f} min | {auto / total:.1f}x |")
     print("\n| network | ours: full protocol | reference (slice, extrapolated) | ratio |")
     print("|---|---|---|---|")
     for r in table:

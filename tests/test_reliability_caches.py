@@ -1,10 +1,11 @@
 """Caches never change a result: a damaged or foreign cache is rebuilt with a printed `warning:`
 line, and what is computed equals the clean run. Also the official-size check of the data.
 
-Feature cache (experiment/evaluation/omniglot.py), image cache (datasets/omniglot.py), the compiled C
-kernel, and `--nonstandard-data`. All on small generated trees; the last test reads the real
+Feature cache (experiment/evaluation/features.py), image cache (datasets/omniglot.py), numba's cache of
+the native kernel, and `--nonstandard-data`. All on small generated trees; the last test reads the real
 data's listing and skips without it.
 """
+import importlib.util
 import json
 import os
 import shutil
@@ -237,7 +238,7 @@ def test_full_verification_catches_what_the_cheap_check_cannot(tmp_path, capsys,
     warm = _load(root, cache)
     target = _member(root)
     old, st = target.read_bytes(), target.stat()
-    other = next(p.read_bytes() for p in sorted(root.rglob("*.png")) if 0 < len(old) - p.stat().st_size)
+    other = next(p.read_bytes() for p in sorted(root.rglob("*.png")) if len(old) - p.stat().st_size > 0)
     target.write_bytes(other + b"\0" * (len(old) - len(other)))  # Pillow ignores bytes after IEND
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     truth = _load(root, False)
@@ -249,92 +250,54 @@ def test_full_verification_catches_what_the_cheap_check_cannot(tmp_path, capsys,
     assert len(_warnings(capsys, "content differs")) == 1
 
 
-# --- the compiled kernel -------------------------------------------------------------------------
+# --- the native kernel (numba) -------------------------------------------------------------------
 
-def _put(lib, data: bytes):
-    """Damage as a new file under the same name: this process has the library mapped, and
-    writing into that inode would crash the test itself (SIGBUS), not the code under test."""
-    tmp = lib.with_name("damaged.tmp")
-    tmp.write_bytes(data)
-    tmp.chmod(lib.stat().st_mode & 0o777)
-    os.replace(tmp, lib)
+_CHILD = ("import sys; from experiment.evaluation import native, omniglot as oe; import torch, numpy as np; "
+          "fn = native.kernel(); print('engine', fn is not None); "
+          "g = torch.Generator().manual_seed(0); x = torch.rand(30, 8, generator=g) * (torch.rand(30, 8, generator=g) < 0.5); "
+          "w, b = oe.train_native(fn, [torch.randn(5, 8, generator=g), torch.zeros(5)], x, torch.arange(30) % 5, "
+          "np.arange(30), 0.01, 'adam'); print('sum', repr(float(w.double().sum())))")
 
 
-def _truncate(lib):
-    _put(lib, lib.read_bytes()[: lib.stat().st_size // 3])
+def _child(cache):
+    return subprocess.run([sys.executable, "-c", _CHILD], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_CACHE_DIR": str(cache)})
 
 
-def _flip(lib):
-    blob = bytearray(lib.read_bytes())
-    for i in range(1000, len(blob), 997):
-        blob[i] ^= 0x5A
-    _put(lib, bytes(blob))
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
 
 
-def _drop_hash(lib):
-    lib.with_name(lib.name + ".sha256").unlink()
-
-
-def _group_writable(lib):
-    lib.chmod(0o775)
-
-
-KERNEL_DAMAGE = [("truncated", _truncate, "damaged"), ("bytes flipped", _flip, "damaged"),
-                 ("hash missing", _drop_hash, "incomplete"), ("group-writable", _group_writable, "not a private file")]
-
-
-def _kernel_outputs(fn):
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(30, 8, generator=gen) * (torch.rand(30, 8, generator=gen) < 0.5)
-    init = [torch.randn(5, 8, generator=gen), torch.zeros(5)]
-    return oe.train_c(fn, init, x, torch.arange(30) % 5, np.arange(30), 0.01, "adam")
-
-
-@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
-@pytest.mark.parametrize("damage, fragment", [row[1:] for row in KERNEL_DAMAGE], ids=[row[0] for row in KERNEL_DAMAGE])
-def test_untrusted_kernel_is_rebuilt_not_loaded(tmp_path, capsys, monkeypatch, damage, fragment):
-    monkeypatch.setattr(oe, "_C_LIB", None)
-    first = oe.c_engine(tmp_path)
-    folder = oe.kernel_folder(tmp_path)
-    (lib,) = folder.glob("*.so")
-    assert oct(folder.stat().st_mode & 0o777) == "0o700" and lib.with_name(lib.name + ".sha256").is_file()
-    built = lib.read_bytes()
-    reference = _kernel_outputs(first)
-    damage(lib)
-    monkeypatch.setattr(oe, "_C_LIB", None)
-    capsys.readouterr()
-    fn = oe.c_engine(tmp_path)
-    lines = _warnings(capsys, f"compiled kernel {lib}")
-    assert len(lines) == 1 and fragment in lines[0] and "rebuilding" in lines[0], lines
-    assert fn is not None and lib.read_bytes() == built and lib.stat().st_mode & 0o022 == 0
-    assert all(torch.equal(a, b) for a, b in zip(_kernel_outputs(fn), reference))
-
-
-@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler")
-def test_truncated_kernel_does_not_crash_a_new_process(tmp_path):
-    """In a fresh process the damaged file would be mapped (SIGBUS): it must be rebuilt first."""
-    child = ("import sys; from experiment.evaluation import omniglot as oe; "
-             "fn = oe.c_engine(sys.argv[1]); print('engine', fn is not None)")
-    first = subprocess.run([sys.executable, "-c", child, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                           timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed: no native kernel to cache")
+def test_damaged_numba_cache_is_rebuilt_not_a_crash(tmp_path):
+    """numba caches the compiled kernel (under NUMBA_CACHE_DIR here; beside the source by default,
+    never in the shared data cache). A damaged cache file makes a new process warn, recompile and
+    give the same numbers; the next process loads the repaired cache silently."""
+    first = _child(tmp_path)
     assert "engine True" in first.stdout, first.stderr
-    (lib,) = oe.kernel_folder(tmp_path).glob("*.so")
-    _truncate(lib)
-    second = subprocess.run([sys.executable, "-c", child, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    data = sorted(tmp_path.rglob("oml_online.online_linear-*.nbc"))
+    assert data, list(tmp_path.rglob("*"))
+    for path in data:
+        _truncate(path)
+    second = _child(tmp_path)
     assert second.returncode == 0 and "engine True" in second.stdout, (second.returncode, second.stderr)
-    assert "warning: compiled kernel" in second.stderr and "damaged" in second.stderr
+    assert "warning: the native online learner did not load" in second.stderr and "compiling again" in second.stderr
+    assert second.stdout.splitlines()[-1] == first.stdout.splitlines()[-1]  # the same weights
+    third = _child(tmp_path)
+    assert "warning" not in third.stderr and third.stdout == first.stdout
 
 
-def test_kernel_folder_of_another_owner_or_open_mode_is_not_trusted(tmp_path, monkeypatch):
-    folder = tmp_path / "kernels"
-    folder.mkdir(mode=0o777)
-    folder.chmod(0o777)
-    oe._private_folder(folder)  # ours: closed again
-    assert folder.stat().st_mode & 0o777 == 0o700
-    monkeypatch.setattr(oe.os, "getuid", lambda: os.stat(folder).st_uid + 1)
-    with pytest.raises(PermissionError, match="not a folder owned by this user"):
-        oe._private_folder(folder)
+def test_evaluation_writes_no_code_into_the_data_cache(tiny, tmp_path):
+    """What users share (--cache-dir / .oml_cache) holds data only: no compiled kernel is built or
+    loaded from there, so write access to it cannot run code in someone else's evaluation."""
+    cache = tmp_path / "shared_cache"
+    run_main(evaluate_omniglot.main, evaluate_omniglot.get_args_parser(),
+             ["--model", str(tiny["ckpt"]), "--path", str(tiny["data"]), "--schedule", "2", "--runs", "1",
+              "--lr", "0.01", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(cache), "--no-progress",
+              "--nonstandard-data"])
+    written = [p for p in cache.rglob("*") if p.is_file()]
+    assert written and all(p.suffix in (".npy", ".json", ".pt") for p in written), written
+    assert not list(cache.glob("kernels*"))
 
 
 # --- official class counts -----------------------------------------------------------------------

@@ -1,68 +1,38 @@
 """Split-Omniglot continual classification on a frozen RLN: the 2020 (and 2019) protocol, fast.
 
-Protocol (the August-2020 `evaluate_omniglot.py`, with the choices below made explicit; the
-2019 variant, which differs only in the reset, is named in experiment/evaluation/omniglot_protocols.py):
+The protocol (the August-2020 `evaluate_omniglot.py` made explicit, and its 2019 variant named in
+experiment/evaluation/omniglot_protocols.py) is described once, in docs/protocols.md ("Evaluation:
+the 2020 and 2019 protocols" and "The online learning-rate search"). In short: features of the
+frozen RLN are computed once (experiment/evaluation/features.py); each run draws n classes without
+replacement, learns their 15 training images class after class with batch size 1 from a fresh PLN,
+and is scored on those images (trajectory accuracy) and on the 5 held-out images of the same classes
+(held-out accuracy); the online rate is searched per class count on separate search runs, judged on
+trajectory accuracy only. Every run has its own numpy stream (its classes, PLN initialisation and
+shuffles), so engines, `run_batch` and the `runs` count never change another run's numbers.
+`run_protocol` drives any learner with the interface init / train / trajectory_accuracy /
+test_accuracy / record: the frozen-RLN `OnlineLearner` here, and Scratch (scratch.py).
 
-* The RLN is frozen, so the features of every evaluation image are computed **once** per
-  checkpoint and cached (in memory, and on disk keyed by the RLN weights, the image size and the
-  pixels). Learning-rate trials and runs train only the PLN on those features; nothing re-runs
-  the network. A disk file is used only if its shapes fit the split and its tensors hash to the
-  sha256 stored with them; otherwise the features are recomputed with a `warning:` line.
-* A run draws n classes **without replacement** from the whole evaluation split (659 classes in
-  the official data; the original drew from 0..649) and sorts them: the trajectory is the 15
-  training images (drawers 1-15) of each class, class after class in ascending class id.
-  The target of an image is its evaluation class id, one of the network's output units (1000),
-  and the loss is cross-entropy over **all** outputs, as in the original.
-* The PLN is reset, then trained online with batch size 1, one pass (`epochs`, `iid` shuffles
-  each pass), with Adam (the code; betas 0.9/0.999, eps 1e-8) or plain SGD (the paper's text).
-  Reset `all` re-initialises every PLN layer (Kaiming-normal weights, zero biases: the 2020
-  code, protocol 2020); `last` keeps a 2-layer (2019) PLN's meta-learned hidden layer and
-  re-initialises only the output layer (the 2019 code, protocol 2019). With a linear PLN both
-  are the same.
-* Reported: accuracy (argmax over all outputs) on the trajectory's images (forgetting) and on
-  the 5 held-out images (drawers 16-20) of the same classes (generalisation).
-* Learning rate, per class count n: `search_runs` (5) search runs, each on its own class set
-  drawn from the `lr_search` stream (apart from the reported runs' `eval` stream), try every
-  rate in LR_GRID from the same PLN initialisation and score it by **trajectory accuracy only**
-  (the held-out features are not even passed in). Each search run's best rate is the first
-  maximum in grid order (0.03 first, so ties go to the larger rate, as the original's strict
-  `>`); the chosen rate is the most frequent best; a tie in frequency goes to the rate with the
-  higher mean search accuracy over all search runs, then to the smaller rate.
-* Every run (search or reported) has its own numpy stream (`utils.seeding.stream(seed, purpose,
-  n, i)`) that fixes its classes, its PLN initialisation and its shuffles, so the batched and
-  looped engines, and any `runs` count, give the same numbers for the same run.
-* `run_protocol` drives any learner with this interface (init / train / trajectory_accuracy /
-  test_accuracy / record): the frozen-RLN `OnlineLearner` here, and Scratch
-  (experiment/evaluation/scratch.py), which trains a whole fresh network on the images; so baselines
-  get the same run streams, class sets and learning-rate rule, run for run.
+Engines (the same maths; measured and compared in docs/engines.md):
 
-Engines (all exact implementations of the same maths):
+* `native` (default where it can run): experiment/evaluation/oml_online.py, compiled by numba,
+  runs a whole trajectory of a linear PLN in one call on the CPU. It keeps the weights
+  feature-major and touches, per step, only the columns of the image's non-zero features (a ReLU
+  RLN's features are ~90% zeros); the other columns' zero-gradient Adam steps are replayed, with
+  the same arithmetic, when the column is next read. It is loaded by experiment/evaluation/native.py;
+  when numba is missing or fails, `auto` falls back to `portable` after a `warning:` line.
+* `portable`: the closed-form step of `model.online.train_linear` (logits, softmax minus one-hot,
+  the outer-product gradient, torch.optim.Adam's update; no autograd, no optimiser object), with
+  `run_batch` runs batched on a leading dimension; CPU and CUDA. Each run's update uses only its
+  own data, so results do not depend on `run_batch`.
+* `autograd`: per-step autograd and `torch.optim.Adam` / `SGD` (`train_autograd`): the original's
+  way, kept as the reference the others are tested against, and the engine of the 2-layer (2019)
+  PLN, which has no closed form here (`auto` and `portable` pick it for such a PLN).
 
-* `c`: a small C loop (compiled once with the system C compiler, loaded with ctypes) that runs a
-  whole trajectory of a linear PLN in one call. It is built into `<cache>/kernels-<uid>/`, a
-  folder of mode 0700 owned by the user, with the library's sha256 beside it; a library whose
-  owner, mode or hash is wrong is rebuilt (with a `warning:`), never loaded, since a damaged
-  shared object crashes the process (SIGBUS/SIGILL) instead of raising. It keeps the weights feature-major and touches,
-  per step, only the columns of the image's non-zero features; the zero-gradient Adam steps of
-  the other columns are replayed, with the same arithmetic, when a column is next read (see the
-  C source). Every weight takes exactly the dense loop's steps; the memory traffic drops.
-* `torch`: leading-run-dimension PLN weights (`model.online.forward`), autograd and
-  `torch.optim.Adam(fused=True)` / `SGD`; `run_batch` runs share one tensor (the loss is the sum
-  of the runs' losses, and both optimisers are element-wise, so each run gets its own update).
-  Used for the 2-layer PLN, on GPU, or when no C compiler is available.
+The old spellings `c` (= native) and `torch` (= portable; autograd for a 2-layer PLN) are accepted.
 """
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import os
-import platform
-import shutil
-import stat
-import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -70,15 +40,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.omniglot import TRAIN_DRAWERS
-from experiment.evaluation.features import FeatureBank, default_cache_dir
-from model import online
-from model.networks import kaiming_normal
+from experiment.evaluation import native, rate_search
+from experiment.evaluation.features import FeatureBank
 from experiment.evaluation.omniglot_protocols import DEFAULT_PROTOCOL, protocol_record
 from experiment.evaluation.omniglot_protocols import bundle as protocol_bundle
+from model import online
+from model.networks import kaiming_normal
 from utils import bounds
-from experiment.evaluation import rate_search
 from utils.errors import UserError
-from utils.messages import quiet_logger, warn
+from utils.messages import quiet_logger
 from utils.seeding import stream
 from utils.stats import bootstrap_ci
 
@@ -137,7 +107,7 @@ class PLNInit:
 
     def __init__(self, pln: nn.Module, reset: str = "all"):
         if reset not in ("all", "last", "zero"):
-            raise UserError(f"--reset must be 'all', 'last' or 'zero', got {reset!r}")
+            raise UserError(f"--pln-reset must be 'all', 'last' or 'zero', got {reset!r}")
         self.layers = online.pln_linears(pln)
         self.reset = reset
 
@@ -182,15 +152,35 @@ def _accuracy(params, x: torch.Tensor, y: torch.Tensor, chunk: int = 4096) -> fl
 
 # --- engines -------------------------------------------------------------------------------------
 
-def train_torch(inits: list[list[torch.Tensor]], xs: torch.Tensor, ys: torch.Tensor, orders: np.ndarray,
-                lr: float, optimizer: str) -> list[list[torch.Tensor]]:
-    """R runs at once: inits[r] the run's start params, xs [R, 15n, F], ys [R, 15n], orders [R, T]."""
+ENGINES = ("auto", "native", "portable", "autograd")
+ENGINE_SPELLINGS = {"c": "native", "torch": "portable"}  # the names before the numba engine
+
+
+def engine_name(text: str) -> str:
+    """A user's --engine value in today's names (old spellings accepted)."""
+    name = ENGINE_SPELLINGS.get(text, text)
+    if name not in ENGINES:
+        raise UserError(f"--engine must be one of {', '.join(ENGINES)} (or c, torch), got {text!r}")
+    return name
+
+
+def torch_adam(params, lr: float) -> torch.optim.Optimizer:
+    """torch.optim.Adam with the protocol's betas and eps: the fused kernel where this torch has
+    it (CUDA; CPU from torch 2.4), else the single-tensor loop, which older torch releases (the
+    bound in requirements.txt is 2.1) run instead: the same update, up to last-bit roundings."""
+    try:
+        return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
+    except (RuntimeError, ValueError):  # "fused=True requires ... supported devices"
+        return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=False)
+
+
+def train_autograd(inits: list[list[torch.Tensor]], xs: torch.Tensor, ys: torch.Tensor, orders: np.ndarray,
+                   lr: float, optimizer: str) -> list[list[torch.Tensor]]:
+    """R runs at once with per-step autograd and torch.optim: inits[r] the run's start params,
+    xs [R, 15n, F], ys [R, 15n], orders [R, T]. Any PLN of Linear and ReLU layers."""
     device = xs.device
     params = [torch.stack([init[k] for init in inits]).to(device).requires_grad_() for k in range(len(inits[0]))]
-    if optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
-    else:
-        opt = torch.optim.SGD(params, lr=lr)
+    opt = torch_adam(params, lr) if optimizer == "adam" else torch.optim.SGD(params, lr=lr)
     runs = torch.arange(xs.shape[0], device=device)
     orders = torch.as_tensor(orders, device=device)
     for t in range(orders.shape[1]):
@@ -203,237 +193,21 @@ def train_torch(inits: list[list[torch.Tensor]], xs: torch.Tensor, ys: torch.Ten
     return [[p[r].detach() for p in params] for r in range(xs.shape[0])]
 
 
-_C_SOURCE = r"""
-#include <math.h>
-#include <stdint.h>
-#include <stdlib.h>
-
-/* Online learning of a linear softmax head (O outputs, F features), batch size 1, T steps: step
-   t (1-based) uses feature row order[t-1] of X and its label. Adam as torch.optim.Adam (no weight
-   decay, no amsgrad; sqrt(v)/sqrt(1-beta2^t) is computed as sqrt(v) * (1/sqrt(1-beta2^t)), one
-   division fewer, a last-bit rounding difference); adam == 0 is plain SGD.
-
-   The weights and Adam moments are stored feature-major (WT[j*O + i] = W[i][j]) and updated
-   lazily: at a step where feature j is 0 its gradient column is 0, so the step only decays the
-   moments and moves the column by m / (sqrt(v) + eps); nothing reads that column until feature j
-   is non-zero again (a logit needs only the columns of the image's non-zero features). Those
-   zero-gradient steps are applied, with the same arithmetic and in the same order, when the
-   column is next needed (and at the end), so every weight takes exactly the steps the dense loop
-   would take; only the memory traffic shrinks to the non-zero features of each image. SGD needs
-   no catching up: a zero gradient does not move an SGD weight. */
-static void catch_up(float *w, float *m, float *v, int64_t O, int64_t s0, int64_t s1,
-                     const float *ss, const float *ibc, float c1, float fb2, float c2, float feps) {
-    for (int64_t s = s0; s <= s1; ++s) {
-        const float st = ss[s], bc = ibc[s];
-        #pragma omp simd
-        for (int64_t i = 0; i < O; ++i) {
-            const float g = 0.f;
-            const float mi = m[i] + c1 * (g - m[i]);
-            const float vi = fb2 * v[i] + c2 * g * g;
-            m[i] = mi; v[i] = vi;
-            w[i] = w[i] - st * mi / (sqrtf(vi) * bc + feps);
-        }
-    }
-}
-
-int oml_online(float *WT, float *b, float *mT, float *vT, float *mb, float *vb,
-               const float *X, const int64_t *order, const int64_t *labels,
-               int64_t O, int64_t F, int64_t T, int adam,
-               double lr, double beta1, double beta2, double eps) {
-    float *z = (float *)malloc(sizeof(float) * O), *e = (float *)malloc(sizeof(float) * O);
-    float *ss = (float *)malloc(sizeof(float) * (T + 1)), *ibc = (float *)malloc(sizeof(float) * (T + 1));
-    int64_t *last = (int64_t *)calloc(F, sizeof(int64_t)), *act = (int64_t *)malloc(sizeof(int64_t) * F);
-    if (!z || !e || !ss || !ibc || !last || !act) {
-        free(z); free(e); free(ss); free(ibc); free(last); free(act); return -1;
-    }
-    const float c1 = (float)(1.0 - beta1), fb2 = (float)beta2, c2 = (float)(1.0 - beta2);
-    const float feps = (float)eps, flr = (float)lr;
-    for (int64_t s = 1; s <= T; ++s) {
-        ss[s] = adam ? (float)(lr / (1.0 - pow(beta1, (double)s))) : flr;
-        ibc[s] = (float)(1.0 / sqrt(1.0 - pow(beta2, (double)s)));  /* sqrt(v_hat) = sqrt(v) * ibc */
-    }
-    for (int64_t t = 1; t <= T; ++t) {
-        const float *x = X + order[t - 1] * F;
-        int64_t na = 0;
-        for (int64_t j = 0; j < F; ++j) if (x[j] != 0.f) act[na++] = j;
-        for (int64_t i = 0; i < O; ++i) z[i] = b[i];
-        for (int64_t a = 0; a < na; ++a) {
-            const int64_t j = act[a];
-            float *w = WT + j * O;
-            if (adam && last[j] < t - 1) {
-                if (last[j] > 0)  /* a column never touched has m = v = 0: its idle steps are no-ops */
-                    catch_up(w, mT + j * O, vT + j * O, O, last[j] + 1, t - 1, ss, ibc, c1, fb2, c2, feps);
-                last[j] = t - 1;
-            }
-            const float xj = x[j];
-            #pragma omp simd
-            for (int64_t i = 0; i < O; ++i) z[i] += w[i] * xj;
-        }
-        float mx = z[0];
-        for (int64_t i = 1; i < O; ++i) mx = z[i] > mx ? z[i] : mx;
-        double sum = 0.0;
-        for (int64_t i = 0; i < O; ++i) { e[i] = expf(z[i] - mx); sum += e[i]; }
-        const float inv = (float)(1.0 / sum);
-        for (int64_t i = 0; i < O; ++i) e[i] *= inv;
-        e[labels[order[t - 1]]] -= 1.f;
-        const float st = ss[t], bc = ibc[t];
-        for (int64_t a = 0; a < na; ++a) {
-            const int64_t j = act[a];
-            float *w = WT + j * O;
-            const float xj = x[j];
-            if (adam) {
-                float *m = mT + j * O, *v = vT + j * O;
-                #pragma omp simd
-                for (int64_t i = 0; i < O; ++i) {
-                    const float g = e[i] * xj;
-                    const float mi = m[i] + c1 * (g - m[i]);
-                    const float vi = fb2 * v[i] + c2 * g * g;
-                    m[i] = mi; v[i] = vi;
-                    w[i] = w[i] - st * mi / (sqrtf(vi) * bc + feps);
-                }
-            } else {
-                #pragma omp simd
-                for (int64_t i = 0; i < O; ++i) w[i] = w[i] - flr * (e[i] * xj);
-            }
-            last[j] = t;
-        }
-        for (int64_t i = 0; i < O; ++i) {  /* the bias sees a gradient at every step */
-            const float g = e[i];
-            if (adam) {
-                const float mi = mb[i] + c1 * (g - mb[i]);
-                const float vi = fb2 * vb[i] + c2 * g * g;
-                mb[i] = mi; vb[i] = vi;
-                b[i] = b[i] - st * mi / (sqrtf(vi) * bc + feps);
-            } else {
-                b[i] = b[i] - flr * g;
-            }
-        }
-    }
-    if (adam)
-        for (int64_t j = 0; j < F; ++j)
-            if (last[j] > 0 && last[j] < T)
-                catch_up(WT + j * O, mT + j * O, vT + j * O, O, last[j] + 1, T, ss, ibc, c1, fb2, c2, feps);
-    free(z); free(e); free(ss); free(ibc); free(last); free(act);
-    return 0;
-}
-"""
-# -ffp-contract=off: no fused multiply-adds, so the C loop rounds like the torch engine's
-# separate multiplies and adds (an FMA is one rounding fewer) on every CPU.
-_C_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp-simd", "-fno-math-errno", "-shared", "-fPIC"]
-_C_LIB = None  # None: not tried; False: unavailable; else the ctypes library
+def train_portable(inits: list[list[torch.Tensor]], xs: torch.Tensor, ys: torch.Tensor, orders: np.ndarray,
+                   lr: float, optimizer: str) -> list[list[torch.Tensor]]:
+    """R runs of a linear PLN at once with the closed-form step (model.online.train_linear)."""
+    device = xs.device
+    w = torch.stack([init[0] for init in inits]).to(device)
+    b = torch.stack([init[1] for init in inits]).to(device)
+    w, b = online.train_linear(w, b, xs, ys, torch.as_tensor(orders, device=device), lr, optimizer,
+                               ADAM_BETAS, ADAM_EPS)
+    return [[w[r], b[r]] for r in range(xs.shape[0])]
 
 
-def _cpu_signature() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in text.splitlines() if ln.startswith(("model name", "flags"))][:2]
-        return "\n".join(lines)
-    except OSError:
-        return platform.processor()
-
-
-def kernel_folder(cache_dir=None) -> Path:
-    """Where this user's compiled kernels live: private to the user (see `_private_folder`)."""
-    return Path(cache_dir or default_cache_dir()) / f"kernels-{os.getuid()}"
-
-
-def _private_folder(folder: Path) -> None:
-    """Make `folder` (mode 0700) or check that it is a real folder this user owns that nobody
-    else can write; raise OSError otherwise. Only such a folder's libraries are ever loaded."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = os.lstat(folder)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
-        raise PermissionError(f"{folder} is not a folder owned by this user")
-    if st.st_mode & 0o077:
-        os.chmod(folder, 0o700)  # ours but opened up (by hand, or a umask): close it again
-
-
-def _library_problem(lib_path: Path) -> str | None:
-    """Why the built library must not be loaded, or None: it must be a plain file owned by this
-    user, writable by nobody else, whose bytes hash to the sha256 written beside it at build time."""
-    try:
-        st = os.lstat(lib_path)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
-            return "not a private file of this user"
-        expected = lib_path.with_name(lib_path.name + ".sha256").read_text().strip()
-    except FileNotFoundError as err:
-        return f"incomplete ({Path(err.filename).name} is missing)"
-    except OSError as err:
-        return f"unreadable ({err})"
-    if hashlib.sha256(lib_path.read_bytes()).hexdigest() != expected:
-        return "damaged (its sha256 differs from the one written when it was built)"
-    return None
-
-
-def _build_library(compiler: str, lib_path: Path) -> None:
-    with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
-        src = Path(tmp) / "oml_online.c"
-        src.write_text(_C_SOURCE)
-        out = Path(tmp) / lib_path.name
-        subprocess.run([compiler, *_C_FLAGS, str(src), "-o", str(out), "-lm"], check=True,
-                       capture_output=True, timeout=120)
-        os.chmod(out, 0o700)
-        digest = hashlib.sha256(out.read_bytes()).hexdigest()
-        side = Path(tmp) / (lib_path.name + ".sha256")
-        side.write_text(digest + "\n")
-        # The hash first: a reader that sees the new library with the old hash rebuilds; it
-        # never trusts a library without its matching hash.
-        os.replace(side, lib_path.with_name(lib_path.name + ".sha256"))
-        os.replace(out, lib_path)
-
-
-def c_engine(cache_dir=None):
-    """The compiled C loop (ctypes), built once into the user's private kernel folder; None when
-    it cannot be built or trusted (then the torch engine runs, after a `warning:` line)."""
-    global _C_LIB
-    if _C_LIB is not None:
-        return _C_LIB or None
-    _C_LIB = False
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None or platform.system() == "Windows":
-        log.info("no C compiler; the online learner uses the torch engine")
-        return None
-    tag = hashlib.sha256("\n".join([_C_SOURCE, " ".join(_C_FLAGS), compiler, platform.machine(),
-                                    _cpu_signature()]).encode()).hexdigest()[:16]
-    folder = kernel_folder(cache_dir)
-    lib_path = folder / f"oml_online_{tag}.so"
-    try:
-        _private_folder(folder)
-        problem = _library_problem(lib_path) if lib_path.exists() else "absent"
-        if problem != "absent" and problem is not None:
-            warn(f"compiled kernel {lib_path} is {problem}; rebuilding it", log)
-        if problem is not None:
-            _build_library(compiler, lib_path)
-            problem = _library_problem(lib_path)
-            if problem is not None:
-                raise OSError(f"the library just built is {problem}")
-        fn = ctypes.CDLL(str(lib_path)).oml_online
-    except (OSError, AttributeError, subprocess.SubprocessError) as err:
-        warn(f"cannot build or trust the C online learner ({err}); using the torch engine", log)
-        return None
-    fn.restype = ctypes.c_int
-    fn.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 3 + [ctypes.c_int] + [ctypes.c_double] * 4
-    _C_LIB = fn
-    return fn
-
-
-def train_c(fn, init: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, order: np.ndarray,
-            lr: float, optimizer: str) -> list[torch.Tensor]:
-    """One run of a linear PLN with the C loop. x [15n, F] float32 CPU, y [15n] int64 labels."""
-    wt = init[0].float().t().contiguous()  # feature-major [F, O]: a feature's column is contiguous
-    b = init[1].float().contiguous().clone()
-    adam = optimizer == "adam"
-    m, v = (torch.zeros_like(wt), torch.zeros_like(wt)) if adam else (wt, wt)
-    mb, vb = (torch.zeros_like(b), torch.zeros_like(b)) if adam else (b, b)
-    x = x.float().contiguous()
-    y = y.to(torch.int64).contiguous()
-    order = torch.as_tensor(np.ascontiguousarray(order, dtype=np.int64))
-    rc = fn(wt.data_ptr(), b.data_ptr(), m.data_ptr(), v.data_ptr(), mb.data_ptr(), vb.data_ptr(),
-            x.data_ptr(), order.data_ptr(), y.data_ptr(), wt.shape[1], wt.shape[0], len(order), int(adam),
-            lr, ADAM_BETAS[0], ADAM_BETAS[1], ADAM_EPS)
-    if rc != 0:
-        raise MemoryError("the C online learner could not allocate its buffers")
-    return [wt.t().contiguous(), b]
+def train_native(fn, init: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, order: np.ndarray,
+                 lr: float, optimizer: str) -> list[torch.Tensor]:
+    """One run of a linear PLN with the native kernel `fn` (native.kernel()); x [15n, F], y [15n]."""
+    return native.train_native(fn, init, x, y, order, lr, optimizer, ADAM_BETAS, ADAM_EPS)
 
 
 # --- the protocol --------------------------------------------------------------------------------
@@ -449,15 +223,14 @@ class Protocol:
     runs: int = 50
     search_runs: int = SEARCH_RUNS
     seed: int = EVAL_SEED
-    run_batch: int = 1             # torch engine: runs trained together (1: a loop; faster on CPU)
-    engine: str = "auto"           # auto | c | torch
+    run_batch: int = 1             # portable / autograd engines: runs trained together
+    engine: str = "auto"           # auto | native | portable | autograd (old spellings: c, torch)
 
     def validate(self):
         protocol_bundle(self.name)
         if self.optimizer not in ("adam", "sgd"):
             raise UserError(f"--optimizer must be adam or sgd, got {self.optimizer!r}")
-        if self.engine not in ("auto", "c", "torch"):
-            raise UserError(f"--engine must be auto, c or torch, got {self.engine!r}")
+        engine_name(self.engine)
         for name in ("runs", "epochs", "search_runs", "run_batch"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -473,16 +246,27 @@ class OnlineLearner:
     """Trains fresh PLNs on cached features and scores them; the one place the engines meet."""
 
     def __init__(self, pln: nn.Module, protocol: Protocol, device="cpu", cache_dir=None):
-        protocol.validate()
+        protocol.validate()  # cache_dir: accepted for callers of the C engine's time; numba keeps its own cache
         self.init = PLNInit(pln, protocol.reset)
         self.protocol = protocol
         self.device = torch.device(device)
-        self.c_fn = None
-        if protocol.engine != "torch" and self.init.linear and self.device.type == "cpu":
-            self.c_fn = c_engine(cache_dir)
-        if protocol.engine == "c" and self.c_fn is None:
-            raise UserError("--engine c needs a linear PLN on the CPU and a working C compiler (cc)")
-        self.engine = "c" if self.c_fn is not None else "torch"
+        self.engine, self.native_fn = self._pick(engine_name(protocol.engine))
+
+    def _pick(self, wanted: str):
+        """(engine, native kernel or None). auto: native for a linear PLN on the CPU when numba
+        works (else portable, after native's `warning:`); portable on CUDA; autograd for a 2-layer PLN."""
+        if wanted == "autograd" or not self.init.linear:
+            if wanted == "native":
+                raise UserError("--engine native needs a linear PLN (this PLN has hidden layers: use auto)")
+            return "autograd", None
+        if wanted == "portable" or (wanted == "auto" and self.device.type != "cpu"):
+            return "portable", None
+        if self.device.type != "cpu":
+            raise UserError("--engine native runs on the CPU only (use auto or portable on CUDA)")
+        fn = native.kernel()
+        if fn is None and wanted == "native":
+            raise UserError("--engine native needs numba (pip install numba); see the warning above")
+        return ("native", fn) if fn is not None else ("portable", None)
 
     @property
     def n_outputs(self) -> int:
@@ -501,18 +285,19 @@ class OnlineLearner:
         """Final PLN params of each run (the trajectory data of a run come from feats_train only)."""
         data = [_run_data(feats_train, s) for s in specs]
         finals = []
-        if self.engine == "c":
+        if self.engine == "native":
             for spec, (x, y) in zip(specs, data):
-                finals.append(train_c(self.c_fn, self.init(spec.init_seed), x, y, spec.order, lr,
-                                      self.protocol.optimizer))
+                finals.append(train_native(self.native_fn, self.init(spec.init_seed), x, y, spec.order, lr,
+                                           self.protocol.optimizer))
             return finals
+        train = train_portable if self.engine == "portable" else train_autograd
         step = self.protocol.run_batch
         for start in range(0, len(specs), step):
             chunk = specs[start:start + step]
             xs = torch.stack([d[0] for d in data[start:start + step]])
             ys = torch.stack([d[1] for d in data[start:start + step]])
             orders = np.stack([s.order for s in chunk])
-            finals += train_torch([self.init(s.init_seed) for s in chunk], xs, ys, orders, lr, self.protocol.optimizer)
+            finals += train([self.init(s.init_seed) for s in chunk], xs, ys, orders, lr, self.protocol.optimizer)
         return finals
 
     def trajectory_accuracy(self, feats_train, specs, params) -> list[float]:

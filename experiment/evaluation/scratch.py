@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.omniglot import TRAIN_DRAWERS, OmniglotSplit, to_float
-from experiment.evaluation.omniglot import ADAM_BETAS, ADAM_EPS, Protocol, RunSpec, run_protocol
+from experiment.evaluation.omniglot import Protocol, RunSpec, engine_name, run_protocol, torch_adam
 from experiment.evaluation.omniglot_protocols import protocol_record
 from model.networks import kaiming_normal
 from utils.errors import UserError
@@ -67,17 +67,17 @@ def fresh_params(net: nn.Module, seed: int) -> list[torch.Tensor]:
 
 
 def check_protocol(protocol: Protocol) -> None:
-    """The frozen-RLN learners' batching and C engine have no Scratch counterpart."""
-    if protocol.engine == "c" or protocol.run_batch != 1:
-        raise UserError("--scratch trains one whole network per run with torch: --engine c and --run-batch "
-                        "do not apply")
+    """The frozen-RLN learners' batching and engines have no Scratch counterpart."""
+    if engine_name(protocol.engine) not in ("auto", "autograd") or protocol.run_batch != 1:
+        raise UserError("--scratch trains one whole network per run with autograd: --engine "
+                        f"{protocol.engine} and --run-batch do not apply")
 
 
 class ScratchLearner:
     """Trains a fresh copy of `net` per run on images and scores it; the interface of
     omniglot_eval.OnlineLearner, so run_protocol drives both."""
 
-    engine = "torch"
+    engine = "autograd"
 
     def __init__(self, net: nn.Module, protocol: Protocol, device="cpu"):
         protocol.validate()
@@ -122,7 +122,7 @@ class ScratchLearner:
             self._load(self.init(spec.init_seed))
             params = list(self.net.parameters())
             if self.protocol.optimizer == "adam":
-                opt = torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
+                opt = torch_adam(params, lr)  # fused where this torch has it (CPU: torch >= 2.4)
             else:
                 opt = torch.optim.SGD(params, lr=lr)
             for t in spec.order.tolist():

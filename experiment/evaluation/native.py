@@ -1,0 +1,85 @@
+"""The native fast path of the Omniglot online learner: loads experiment/evaluation/oml_online.py
+(numba) once per process, or says why it cannot, so the caller falls back to the portable engine.
+
+Why numba (measured in docs/engines.md): it needs no C compiler (wheels for Linux, macOS and
+Windows), it gives the same bits as the C loop it replaced, and its compiled code is cached by
+numba beside the source (or under $NUMBA_CACHE_DIR), never in the shared data cache, so nobody who
+can write to `.oml_cache/` gets code run in another user's evaluation. `OML_NATIVE=0` turns it off.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from utils.messages import quiet_logger, warn
+
+log = quiet_logger(__name__)
+
+_KERNEL = None  # None: not tried yet; False: unavailable in this process; else the compiled function
+
+
+def kernel():
+    """The compiled trajectory function, or None (after one `warning:` line per process) when numba
+    is missing, disabled by OML_NATIVE=0, or fails to compile (its error is in the warning)."""
+    global _KERNEL
+    if _KERNEL is None:
+        _KERNEL = _load() or False
+    return _KERNEL or None
+
+
+def _load():
+    if os.environ.get("OML_NATIVE", "1") == "0":
+        warn("OML_NATIVE=0: the online learner uses the portable engine (same numbers, slower; docs/engines.md)", log)
+        return None
+    try:
+        from experiment.evaluation import oml_online
+    except ImportError as err:  # numba missing, or a numba that does not import with this numpy
+        warn(f"numba is not installed or does not import ({err}); the online learner uses the portable "
+             "engine (same numbers, slower; `pip install numba` for the fast path, docs/engines.md)", log)
+        return None
+    for attempt in ("load", "rebuild"):
+        try:
+            _smoke(oml_online.online_linear)  # compiles now (or loads numba's cache): fails here, not mid-run
+            return oml_online.online_linear
+        except Exception as err:  # a damaged numba cache, or a numba that cannot compile here: show why
+            lines = str(err).strip().splitlines()
+            reason = f"{type(err).__name__}: {lines[0] if lines else ''}"
+        if attempt == "load":  # numba's cache (beside the source) may be unreadable: drop it and compile afresh
+            warn(f"the native online learner did not load ({reason}); clearing numba's cache of it and compiling again", log)
+            for fn in (oml_online.online_linear, oml_online._catch_up):
+                if fn._cache is not None:
+                    fn._cache.flush()
+    warn(f"the native online learner failed to compile ({reason}); the online learner uses the portable "
+         "engine (same numbers, slower; docs/engines.md)", log)
+    return None
+
+
+def _smoke(fn) -> None:
+    """A 2-step trajectory with both optimisers: every specialisation the engine calls gets compiled."""
+    wt, b = np.zeros((2, 3), np.float32), np.zeros(3, np.float32)
+    x, order, labels = np.ones((2, 2), np.float32), np.arange(2, dtype=np.int64), np.arange(2, dtype=np.int64)
+    for adam in (True, False):
+        rc = fn(wt, b, wt.copy(), wt.copy(), b.copy(), b.copy(), x, order, labels, adam, 0.1, 0.9, 0.999, 1e-8)
+        if rc != 0:
+            raise RuntimeError(f"the kernel's self-test returned {rc}")
+
+
+def train_native(fn, init: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, order: np.ndarray, lr: float,
+                 optimizer: str, betas: tuple[float, float], eps: float) -> list[torch.Tensor]:
+    """One run of a linear PLN: init [W [O, F], b [O]], x [N, F] features, y [N] labels (output
+    units), order [T] rows of x. Returns the final [W, b] (float32, CPU)."""
+    wt = init[0].detach().float().cpu().t().contiguous().numpy()  # feature-major: a feature's column is contiguous
+    b = init[1].detach().float().cpu().clone().numpy()
+    adam = optimizer == "adam"
+    mt, vt = (np.zeros_like(wt), np.zeros_like(wt)) if adam else (wt[:0], wt[:0])
+    mb, vb = (np.zeros_like(b), np.zeros_like(b)) if adam else (b[:0], b[:0])
+    xs = np.ascontiguousarray(x.detach().float().cpu().numpy())
+    labels = np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.int64)
+    steps = np.ascontiguousarray(order, dtype=np.int64)
+    rc = fn(wt, b, mt, vt, mb, vb, xs, steps, labels, adam, float(lr), float(betas[0]), float(betas[1]), float(eps))
+    if rc != 0:
+        what = {1: f"a trajectory index outside the {len(xs)} images", 2: f"a label outside the {wt.shape[1]} outputs"}
+        raise ValueError(f"native online learner: {what.get(rc, f'error {rc}')}")
+    return [torch.from_numpy(np.ascontiguousarray(wt.T)), torch.from_numpy(b)]
