@@ -107,3 +107,45 @@ def test_one_inner_step_is_plain_sgd():
     F.mse_loss(pln(x[0]), y[0]).backward()
     torch.testing.assert_close(adapted["weight"], pln.weight - 0.1 * pln.weight.grad)
     torch.testing.assert_close(adapted["bias"], pln.bias - 0.1 * pln.bias.grad)
+
+
+def test_the_reference_does_not_share_the_fast_paths_inner_step(monkeypatch):
+    """A wrong inner step in model/meta_learner.py must show as a mismatch, not hide in both."""
+    make, rule = CASES["sine_clipped"]
+    model, data, loss_fn = make()
+    reference = reference_meta_loss(model, *data, loss_fn, rule).item()
+    import model.meta_learner as ml
+    right = ml.sgd_step
+    wrong = lambda params, loss, r: right(params, loss, InnerLoopRule(r.lr * 1.01, r.first_order, r.clip))
+    monkeypatch.setattr(ml, "sgd_step", wrong)
+    assert reference_meta_loss(model, *data, loss_fn, rule).item() == reference  # untouched by the patch
+    assert abs(meta_loss(model, *data, loss_fn, rule).loss.item() - reference) > 1e-9
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_reference_two_inner_steps_by_hand(first_order):
+    """A linear PLN on an identity RLN, two clamped SGD steps written out, and the meta-gradient
+    of the PLN's bias: second order flows through the inner gradients, first order does not."""
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.rln, model.pln = nn.Identity(), nn.Linear(2, 1).double()
+    x_traj = torch.tensor([[[1.0, 2.0]], [[-0.5, 1.0]]], dtype=torch.float64)
+    y_traj = torch.tensor([[[3.0]], [[-2.0]]], dtype=torch.float64)
+    x_meta = torch.tensor([[0.5, -1.0], [2.0, 0.0]], dtype=torch.float64)
+    y_meta = torch.tensor([[1.0], [0.0]], dtype=torch.float64)
+    lr, clip = 0.1, 0.8
+    w, b = model.pln.weight.detach().clone().requires_grad_(), model.pln.bias.detach().clone().requires_grad_()
+    fw, fb = w, b
+    for x, y in zip(x_traj, y_traj):  # d/dw (x.w + b - y)^2 = 2 r x, d/db = 2 r
+        r = (x @ fw.T + fb - y).squeeze()
+        gw, gb = (2 * r * x).clamp(-clip, clip), (2 * r).clamp(-clip, clip).reshape(1)
+        if first_order:
+            gw, gb = gw.detach(), gb.detach()
+        fw, fb = fw - lr * gw, fb - lr * gb
+    want = ((x_meta @ fw.T + fb - y_meta) ** 2).mean()
+    want.backward()
+    got = reference_meta_loss(model, x_traj, y_traj, x_meta, y_meta, F.mse_loss, InnerLoopRule(lr, first_order, clip))
+    assert got.item() == pytest.approx(want.item(), rel=1e-12)
+    got.backward()
+    torch.testing.assert_close(model.pln.weight.grad, w.grad, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(model.pln.bias.grad, b.grad, rtol=1e-12, atol=1e-14)

@@ -16,9 +16,10 @@ import oml_omniglot
 from datasets.omniglot import load_omniglot, to_float
 from datasets.omniglot_sampler import ImageBank, iid_batch, sample_oml, steps_per_epoch
 from experiment.checkpoint import load_checkpoint
-from experiment.omniglot_presets import build_model, config_from_checkpoint
+from experiment.evaluation.features import feature_bank
+from experiment.evaluation.omniglot import Protocol, evaluate
+from experiment.omniglot_presets import OMNIGLOT_PRESETS, build_model, config_from_checkpoint
 from experiment.training.omniglot import OMLTraining, make_training
-from experiment.omniglot_presets import OMNIGLOT_PRESETS
 from tests.conftest import REPO, SHARED_OMNIGLOT
 from tests.omniglot_fixtures import write_fake_both
 from utils.cli import run_main
@@ -149,12 +150,35 @@ def test_iid_methods_reduce_their_loss(data, method):
     task = _tiny_task(data, method, class_split=6, iid_batch=48, iid_lr=3e-3)
     losses = [task.step()["cross_entropy"] for _ in range(40)]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
-    if method == "srnn":
-        assert "sparsity_penalty" in task.step()
 
 
-def test_run_folder_and_checkpoint(run_args):
-    run = oml_omniglot.main(run_args("--steps", "4", "--class-split", "6", "--quick-eval", "4"))
+def test_srnn_step_adds_the_set_sparsity_penalty_of_its_batch(data):
+    """The penalty reported is set_kl_sparsity of this step's representation, it is added to the
+    cross-entropy, and its gradient changes the update (pretraining from the same start differs)."""
+    tasks = {m: _tiny_task(data, m, class_split=6, iid_batch=48, iid_lr=3e-3) for m in ("pretraining", "srnn")}
+    task = tasks["srnn"]
+    assert all(torch.equal(a, b) for a, b in zip(tasks["pretraining"].model.state_dict().values(),
+                                                task.model.state_dict().values()))  # the same start
+    classes, drawers = iid_batch(task.entropy, task.steps_done, n_classes=task.cfg.n_classes, batch_size=48)
+    with torch.no_grad():
+        rep = task.model.rln(task.bank.gather(classes, drawers))
+    units = rep.mean(0)
+    r = task.cfg.srnn_beta / (units + 1e-4)
+    by_hand = torch.where(units > task.cfg.srnn_beta, r - torch.log(r) - 1, torch.zeros_like(r)).mean().item()
+    assert by_hand > 0.05 and (units <= task.cfg.srnn_beta).any()  # both branches of the penalty occur
+    metrics = task.step()
+    assert metrics["sparsity_penalty"] == pytest.approx(by_hand, rel=1e-5)
+    assert metrics["loss"] == pytest.approx(metrics["cross_entropy"] + task.cfg.srnn_weight * by_hand, rel=1e-5)
+    plain = tasks["pretraining"].step()
+    assert "sparsity_penalty" not in plain and plain["loss"] == plain["cross_entropy"]
+    assert plain["cross_entropy"] == pytest.approx(metrics["cross_entropy"], rel=1e-6)  # same batch, same weights
+    moved = [not torch.equal(a, b) for a, b in zip(tasks["pretraining"].model.rln.state_dict().values(),
+                                                   task.model.rln.state_dict().values())]
+    assert any(moved)  # the penalty's gradient reached the RLN
+
+
+def test_run_folder_and_checkpoint(run_args, data):
+    run = oml_omniglot.main(run_args("--steps", "4", "--class-split", "6", "--quick-eval", "8"))
     for name in ("config.json", "metadata.json", "metrics.jsonl", "checkpoint.pt", "quick_eval.json"):
         assert (run / name).is_file(), name
     assert run.parent.name == "omniglot"
@@ -167,7 +191,20 @@ def test_run_folder_and_checkpoint(run_args):
     assert steps == [2, 4]
     assert json.loads((run / "metadata.json").read_text())["data_path"]
     quick = json.loads((run / "quick_eval.json").read_text())
-    assert set(quick) == {"trained", "random"} and all(0 <= q["test_accuracy"] <= 1 for q in quick.values())
+    assert set(quick) == {"trained", "random"}
+    # The numbers are the shrunk protocol's on the checkpoint's network and on a random one of its
+    # shape (seed + 1), both with a zero output layer, on 8 evaluation classes. (The generated images
+    # of a class are unrelated drawings, so both are near chance: only the exact values tell them apart.)
+    evaluation = load_omniglot(data, "evaluation", 14, cache_dir=False, progress=False)
+    torch.manual_seed(config.seed + 1)
+    networks = {"random": build_model(config), "trained": model}
+    protocol = Protocol(reset="zero", runs=3, search_runs=3, seed=config.seed)
+    for name, net in networks.items():
+        bank = feature_bank(net.rln.eval(), evaluation, cache_dir=False)
+        entry = evaluate(net.pln, bank, (8,), protocol)["by_classes"]["8"]
+        assert quick[name] == {"test_accuracy": entry["test_accuracy"]["mean"], "train_accuracy": entry["train_accuracy"]["mean"],
+                               "lr": entry["lr"]}, name
+    assert quick["trained"] != quick["random"]
 
 
 def test_default_iid_steps_are_epochs(run_args):

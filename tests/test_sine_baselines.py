@@ -10,9 +10,9 @@ import evaluate_regression
 import oml_regression
 from datasets.sine import SineFamily, sample_iid
 from experiment.evaluation import select
-from model.networks import build_sine_net, resplit_sine_net
-from experiment.training.sine import IIDTraining
 from experiment.sine_presets import SINE_PRESETS, SineConfig
+from experiment.training.sine import IIDTraining
+from model.networks import build_sine_net, resplit_sine_net
 from utils.errors import UserError
 
 SMALL_2019 = ["--preset", "mrcl2019", "--width", "8", "--eval-runs", "0", "--no-progress", "--log-every", "2", "--save-every", "4"]
@@ -76,12 +76,20 @@ def test_killed_baseline_resumes_to_the_same_weights_and_heads(tmp_path, monkeyp
         train(tmp_path / "killed", 10)
     monkeypatch.setattr(IIDTraining, "step", original)
     killed = next((tmp_path / "killed").glob("*/sine/*"))
-    oml_regression.main(oml_regression.get_args_parser().parse_args(["--resume", str(killed), "--eval-runs", "0", "--no-progress"]))
+    at_kill = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert at_kill["step"] == 4 and at_kill["training"]["updates"] == 4  # it died after the checkpoint at 4
+    oml_regression.main(oml_regression.get_args_parser().parse_args(
+        ["--resume", str(killed), "--eval-runs", "0", "--no-progress"]))
     a, b = (torch.load(run / "checkpoint.pt", weights_only=True) for run in (whole, killed))
+    assert a["state_dict"].keys() == b["state_dict"].keys()
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     heads_a, heads_b = a["training"]["heads"], b["training"]["heads"]
+    assert heads_a.keys() == heads_b.keys() == {"weight", "bias"}
     assert all(torch.equal(heads_a[k], heads_b[k]) for k in heads_a)
+    assert not torch.equal(heads_a["weight"], at_kill["training"]["heads"]["weight"])  # the heads trained after step 4
     assert a["training"]["updates"] == b["training"]["updates"] == 10
+    # everything else as well: optimiser moments, schedule, data stream (byte-for-byte)
+    assert (whole / "checkpoint.pt").read_bytes() == (killed / "checkpoint.pt").read_bytes()
     assert (whole / "metrics.jsonl").read_bytes() == (killed / "metrics.jsonl").read_bytes()
 
 
@@ -139,3 +147,19 @@ def test_select_uses_the_search_score_only(tmp_path):
         (tmp_path / f"r{i}" / "results.json").write_text(json.dumps(c))
         paths.append(str(tmp_path / f"r{i}"))
     assert select.main(select.get_args_parser().parse_args(paths)) == 1
+
+
+def test_srnn_step_adds_the_set_sparsity_penalty_of_its_batch():
+    cfg = SineConfig(**{**SINE_PRESETS["oml2020"], "preset": "oml2020", "method": "srnn", "width": 16, "srnn_beta": 0.05})
+    task = IIDTraining(cfg, "cpu")
+    state = task.rng.bit_generator.state
+    x, _, _ = sample_iid(task.functions, task.rng, n_functions=cfg.iid_functions, samples=cfg.iid_samples,
+                         capacity=cfg.capacity, group=None)
+    task.rng.bit_generator.state = state  # step() draws the same batch
+    with torch.no_grad():
+        units = task.model.rln(torch.as_tensor(x)).mean(0)
+    r = cfg.srnn_beta / (units + 1e-4)
+    by_hand = torch.where(units > cfg.srnn_beta, r - torch.log(r) - 1, torch.zeros_like(r)).mean().item()
+    assert by_hand > 0.01
+    metrics = task.step()
+    assert metrics["loss"] == pytest.approx(metrics["mse"] + cfg.srnn_weight * by_hand, rel=1e-5)

@@ -4,10 +4,9 @@ import pytest
 import torch
 
 import evaluate_regression
-from experiment.sine_presets import build_model
-from experiment.evaluation.sine import LR_GRID, draw_runs, eval_functions, evaluate, make_protocol, search_on
-from experiment.sine_presets import SINE_PRESETS, SineConfig
 from experiment.evaluation.rate_search import choose_lr
+from experiment.evaluation.sine import LR_GRID, draw_runs, eval_functions, evaluate, make_protocol, search_on
+from experiment.sine_presets import SINE_PRESETS, SineConfig, build_model
 from utils.seeding import run_streams
 
 
@@ -86,7 +85,8 @@ def test_run_i_does_not_depend_on_runs_or_on_the_search():
     model = tiny_model(cfg)
     few = evaluate(model, cfg, make_protocol("paper", cfg, runs=2, lr=0.003, batches_per_function=3, test_samples=20))
     many = evaluate(model, cfg, make_protocol("paper", cfg, runs=5, lr=0.003, batches_per_function=3, test_samples=20))
-    assert many["runs"]["curve"][:2] == few["runs"]["curve"]
+    assert many["runs"]["curve"][:2] == few["runs"]["curve"] and many["runs"]["per_function"][:2] == few["runs"]["per_function"]
+    assert many["runs"]["curve"][2] != many["runs"]["curve"][0]  # the runs are different draws
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -11,8 +12,8 @@ import evaluate_regression
 import oml_regression
 import plot_results
 from experiment.checkpoint import load_checkpoint
-from experiment.sine_presets import build_model, config_from_checkpoint
 from experiment.evaluation.sine import evaluate, make_protocol
+from experiment.sine_presets import build_model, config_from_checkpoint
 from tests.conftest import REPO
 from utils.errors import UserError
 
@@ -74,13 +75,28 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 
 
 def test_baselines_train_and_evaluate_like_oml(tmp_path):
+    weights, untrained = {}, []
     for method in ("pretraining", "srnn"):
         run = train(tmp_path / method, "--method", method)
         payload = load_checkpoint(run, benchmark="sine")
         assert payload["method"] == method
-        model = build_model(config_from_checkpoint(payload))
+        config = config_from_checkpoint(payload)
+        model = build_model(config)
         model.load_state_dict(payload["state_dict"])  # same shape as an OML network
-        assert json.loads((run / "results.json").read_text())["model"]["method"] == method
+        # the checkpoint's output layer is head 0 of the head bank, exactly
+        heads, last = payload["training"]["heads"], len(model.pln) - 1
+        assert torch.equal(payload["state_dict"][f"pln.{last}.weight"], heads["weight"][:1])
+        assert torch.equal(payload["state_dict"][f"pln.{last}.bias"], heads["bias"][:1])
+        # results.json holds the evaluation of that checkpoint
+        result = json.loads((run / "results.json").read_text())
+        assert result["model"]["method"] == method
+        direct = evaluate(model, config, make_protocol("paper", config, runs=3, test_samples=100, batches_per_function=4))
+        assert result["runs"] == direct["runs"] and result["protocol"]["lr"] == direct["protocol"]["lr"]
+        weights[method] = payload["state_dict"]
+        untrained.append(json.loads((run / "results_untrained.json").read_text())["runs"])
+    # the same seed and batches: only the sparsity penalty tells SR-NN from pretraining
+    assert not torch.equal(weights["srnn"]["rln.0.weight"], weights["pretraining"]["rln.0.weight"])
+    assert untrained[0] == untrained[1]  # and both are compared with the same untrained network
 
 
 def test_batched_evaluation_equals_the_loop(tmp_path):
@@ -96,19 +112,53 @@ def test_batched_evaluation_equals_the_loop(tmp_path):
         torch.testing.assert_close(torch.tensor(looped["runs"]["curve"]), torch.tensor(batched["runs"]["curve"]), rtol=1e-4, atol=1e-6)
 
 
-def test_evaluation_script_and_figure_overlay(tmp_path):
+def _eval_script(*argv):
+    run = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args([*argv, "--no-progress"]))
+    return run, json.loads((run / "results.json").read_text())
+
+
+def test_evaluation_script_evaluates_the_checkpoint_it_is_given(tmp_path):
     run = train(tmp_path, "--eval-runs", "0")
-    common = ["--model", str(run), "--runs", "3", "--test-samples", "50", "--eval-steps", "4", "--search-runs", "2",
-              "--results-dir", str(tmp_path / "eval")]
-    seq = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(common))
-    oracle = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(common + ["--iid", "--epochs", "3"]))
-    scratch = evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(
-        ["--preset", "oml2020", "--width", "16", "--runs", "3", "--test-samples", "50", "--eval-steps", "4", "--lr", "0.003",
-         "--results-dir", str(tmp_path / "eval")]))
-    assert json.loads((scratch / "results.json").read_text())["model"]["method"] == "random"
+    seq_dir, seq = _eval_script("--model", str(run), "--runs", "3", "--test-samples", "50", "--eval-steps", "4",
+                                "--search-runs", "2", "--results-dir", str(tmp_path / "eval"))
+    # the same numbers as the library on the run's checkpoint, with the rate searched
+    payload = load_checkpoint(run, benchmark="sine")
+    config = config_from_checkpoint(payload)
+    model = build_model(config)
+    model.load_state_dict(payload["state_dict"])
+    direct = evaluate(model, config, make_protocol("paper", config, runs=3, test_samples=50, batches_per_function=4,
+                                                   search_runs=2))
+    assert seq["runs"] == direct["runs"] and seq["protocol"]["lr"] == direct["protocol"]["lr"]
+    assert seq["protocol"]["lr_searched"]
+    assert seq["final_mse"]["mean"] == pytest.approx(np.mean([c[-1] for c in seq["runs"]["curve"]]), abs=1e-7)
+    # no --model: an untrained network of the preset's shape, seeded by the preset's seed
+    scratch_dir, scratch = _eval_script("--preset", "oml2020", "--width", "16", "--runs", "3", "--test-samples", "50",
+                                        "--eval-steps", "4", "--lr", "0.003", "--results-dir", str(tmp_path / "eval"))
+    assert scratch["model"]["method"] == "random" and scratch["protocol"]["lr"] == 0.003
+    torch.manual_seed(config.seed)
+    untrained = evaluate(build_model(config), config, make_protocol("paper", config, runs=3, test_samples=50,
+                                                                     batches_per_function=4, lr=0.003))
+    assert scratch["runs"] == untrained["runs"]
     out = plot_results.main(plot_results.get_args_parser().parse_args(
-        [str(seq), str(oracle), str(scratch), "--labels", "OML", "Oracle", "Scratch", "--out", str(tmp_path / "fig.png")]))
+        [str(seq_dir), str(scratch_dir), "--labels", "OML", "Scratch", "--out", str(tmp_path / "fig.png")]))
     assert Path(out).stat().st_size > 10_000
+
+
+def test_the_oracle_beats_one_sequential_pass_on_the_same_runs(tmp_path):
+    """On the shipped quick OML model: the Oracle (i.i.d., 3 epochs over all functions so far) ends
+    lower than the one-pass sequential protocol on every run, and forgets function 1 less."""
+    common = ["--model", str(REPO / "trained_models" / "sine_quick_oml.pt"), "--runs", "3", "--test-samples", "50",
+              "--eval-steps", "10", "--lr", "0.003", "--results-dir", str(tmp_path)]
+    _, seq = _eval_script(*common)
+    _, oracle = _eval_script(*common, "--iid", "--epochs", "3")
+    assert (oracle["protocol"]["iid"], oracle["protocol"]["epochs"]) == (True, 3)
+    assert (seq["protocol"]["iid"], seq["protocol"]["epochs"]) == (False, 1)
+    final = lambda r: [curve[-1] for curve in r["runs"]["curve"]]
+    # measured: 0.18-0.25 against 0.74-1.05
+    assert all(o < 0.6 * s for o, s in zip(final(oracle), final(seq))), (final(oracle), final(seq))
+    first = lambda r: [per_function[0] for per_function in r["runs"]["per_function"]]
+    assert sum(first(oracle)) < 0.6 * sum(first(seq)), (first(oracle), first(seq))
+    assert oracle["label"].endswith("iid x3") and not seq["label"].endswith("iid x3")
 
 
 def _cli(script, *args, cwd=REPO):

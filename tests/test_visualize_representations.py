@@ -9,14 +9,13 @@ import pytest
 import torch
 
 import visualize_representations as vr
-from experiment.checkpoint import save_checkpoint
 from analysis import representation_stats as rs
+from experiment.checkpoint import save_checkpoint
 from experiment.config import as_dict, resolve
-from model.networks import build_omniglot_net
-from experiment.omniglot_presets import build_model as build_omniglot_model
 from experiment.omniglot_presets import OmniglotConfig
-from experiment.sine_presets import build_model
-from experiment.sine_presets import SINE_PRESETS, SineConfig
+from experiment.omniglot_presets import build_model as build_omniglot_model
+from experiment.sine_presets import SINE_PRESETS, SineConfig, build_model
+from model.networks import build_omniglot_net
 from tests.conftest import REPO
 from tests.omniglot_fixtures import write_fake_omniglot
 from utils.errors import UserError
@@ -67,12 +66,33 @@ def test_map_shapes():
     np.testing.assert_array_equal(rs.to_map(np.arange(2304)).ravel(), np.arange(2304))
 
 
-def test_projection_shapes():
-    x = np.random.default_rng(0).random((30, 6))
-    assert rs.project_2d(x).shape == (30, 2)
-    np.testing.assert_allclose(rs.project_2d(x, seed=1), rs.project_2d(x, seed=1))
-    assert rs.project_2d(x[:, :1]).shape == (30, 2)
-    assert rs.project_2d(x, "tsne").shape == (30, 2)
+def _svd_projection(x, k=2):
+    """The rows of x on their top-k principal directions, from a plain SVD of the centred matrix."""
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:k].T
+
+
+def test_projection_is_the_principal_components():
+    rng = np.random.default_rng(0)
+    # distinct variances per direction, so the top two directions are well defined
+    x = rng.normal(size=(30, 6)) * np.array([5.0, 3.0, 1.0, 0.5, 0.2, 0.1]) + 7.0
+    points = rs.project_2d(x)
+    want = _svd_projection(x)
+    assert points.shape == (30, 2)
+    for j in range(2):  # each component up to its sign
+        sign = np.sign(points[:, j] @ want[:, j])
+        np.testing.assert_allclose(points[:, j], sign * want[:, j], atol=1e-9)
+    assert np.var(points[:, 0]) > np.var(points[:, 1]) > 0
+    # one unit: that unit, centred, on the x axis
+    one = rs.project_2d(x[:, :1])
+    np.testing.assert_allclose(np.abs(one[:, 0]), np.abs(x[:, 0] - x[:, 0].mean()), atol=1e-9)
+    assert np.all(one[:, 1] == 0)
+    assert rs.project_2d(x[:1]).tolist() == [[0.0, 0.0]]
+    tsne = rs.project_2d(x, "tsne")
+    assert tsne.shape == (30, 2) and np.all(np.isfinite(tsne)) and np.array_equal(tsne, rs.project_2d(x, "tsne"))
+    with pytest.raises(ValueError, match="unknown projection"):
+        rs.project_2d(x, "umap")
 
 
 def test_table():
