@@ -18,6 +18,7 @@ trajectories drawn from their own `lr_search` stream, every rate in LR_GRID from
 each scored by the MSE on the trajectory's own training samples after the whole pass (never the
 held-out samples, which the search is not given). Choice rule: experiment.evaluation.rate_search.choose_lr.
 """
+import copy
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -214,6 +215,12 @@ def evaluate(model, cfg: SineConfig, p: SineProtocol, *, device="cpu", progress=
     curves, finals = [], []
     for start in range(0, p.runs, p.run_batch):
         rngs = all_rngs[start : start + p.run_batch]
+        kept = len(rngs)
+        if kept == 1:
+            # A batch of one run takes another float32 matmul path than a batch of several (its MSEs
+            # differed in the 7th digit), so --runs or --run-batch would change a run's numbers: a
+            # lone run is computed beside a copy of itself (same stream, same draws) and kept alone.
+            rngs = [rngs[0], copy.deepcopy(rngs[0])]
         data = draw_runs(functions, rngs, cfg, p, device)
         feats_test = _features(model.rln, data.x_test)
         curve = torch.zeros(len(rngs), cfg.tasks, device=device)
@@ -223,12 +230,12 @@ def evaluate(model, cfg: SineConfig, p: SineProtocol, *, device="cpu", progress=
 
         params = _learn(model.pln, cfg, p, _features(model.rln, data.x_traj), data.y_traj, rngs, lr, device,
                         on_function=after)
-        curves.append(curve.cpu())
-        finals.append(_mse(params, feats_test, data.y_test).cpu())
+        curves.append(curve[:kept].cpu())
+        finals.append(_mse(params, feats_test, data.y_test)[:kept].cpu())
         if _diverged(curves[-1]) or _diverged(finals[-1]):
             break  # stop early; the check below reports it
         if progress is not None:
-            progress.update(len(rngs))
+            progress.update(kept)
     curve, final = torch.cat(curves).double().numpy(), torch.cat(finals).double().numpy()
     if _diverged(curve) or _diverged(final):
         raise UserError(f"online learning diverged (MSE non-finite or above {DIVERGED_MSE:g}) at learning rate {lr}; "
