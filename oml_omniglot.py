@@ -138,7 +138,7 @@ def main(args):
             result = quick_check(task.model, config, evaluation, args.quick_eval, device, args)
             run.write_json("quick_eval.json", result)
             print(f"quick check on {args.quick_eval} evaluation classes: test accuracy "
-                  f"{result['trained']['test_accuracy']:.3f} (random RLN {result['random']['test_accuracy']:.3f})")
+                  f"{result['trained']['held_out_accuracy']:.3f} (random RLN {result['random']['held_out_accuracy']:.3f})")
         run.save_metadata()
     return run.dir
 
@@ -155,7 +155,8 @@ def quick_check(model, config, evaluation, n_classes, device, args) -> dict:
         bank = feature_bank(net.rln.eval(), evaluation, cache_dir=False, device=device)
         entry = evaluate(net.pln, bank, (n_classes,), protocol, device=device, cache_dir=args.cache_dir)
         entry = entry["by_classes"][str(n_classes)]
-        result[name] = {"test_accuracy": entry["test_accuracy"]["mean"], "train_accuracy": entry["train_accuracy"]["mean"],
+        result[name] = {"held_out_accuracy": entry["held_out_accuracy"]["mean"],
+                        "trajectory_accuracy": entry["trajectory_accuracy"]["mean"],
                         "lr": entry["lr"]}
     return result
 

@@ -1,16 +1,16 @@
 """Sparsity statistics of a representation matrix [N inputs, D units] (paper Table 1).
 
 As in the original `visualize_representations.py` (55fa220, HEAD), a unit is *active* for an
-input when its RLN output is > 0 (after the final ReLU), and
+input when its RLN output is > 0 (after the final ReLU). The paper's Table 1 reports two numbers:
 
 * instance sparsity = mean over inputs of the fraction of units active for that input;
-* lifetime sparsity = mean over units of the fraction of inputs that activate that unit;
 * dead units        = fraction of units that no input activates.
 
-Both sparsities are means of the same 0/1 matrix, once by rows and once by columns, so their
-values are always equal (the original printed two equal numbers too). What differs is the
-distribution behind them: `lifetime_activity` per unit is what the histogram shows, and
-`instance_activity` per input what a heat map of one input shows.
+The original also printed a "lifetime sparsity", the mean over units of the fraction of inputs
+that activate each unit. It is the mean of the same 0/1 matrix taken by columns instead of rows,
+so it always equals instance sparsity and says nothing new; it is not reported here. What does
+differ is the distribution behind it: `lifetime_activity` (per unit) is what the histogram and the
+average-activation map show, summarised by its quantiles in `summarise`.
 
 Everything here is a pure function of arrays (numpy, or torch tensors, which are converted).
 """
@@ -53,10 +53,6 @@ def instance_sparsity(reps) -> float:
     return float(instance_activity(reps).mean())
 
 
-def lifetime_sparsity(reps) -> float:
-    return float(lifetime_activity(reps).mean())
-
-
 def dead_units(reps) -> float:
     """Fraction of units never active on these inputs."""
     return float((~binarise(reps).any(axis=0)).mean())
@@ -79,7 +75,6 @@ def summarise(reps) -> dict:
     q = np.quantile(per_unit, [0.1, 0.5, 0.9])
     return {
         "instance_sparsity": _round(per_input.mean()),
-        "lifetime_sparsity": _round(per_unit.mean()),
         "dead_units": _round((per_unit == 0).mean()),
         "n_dead_units": int((per_unit == 0).sum()),
         "n_inputs": int(active.shape[0]),
@@ -151,9 +146,9 @@ def project_2d(reps, method: str = "pca", seed: int = 0) -> np.ndarray:
 # --- the printed table ----------------------------------------------------------------------
 
 def format_table(rows: list[dict]) -> str:
-    """Markdown table: model | instance sparsity | lifetime sparsity | dead units | inputs | units."""
-    header = ["model", "instance sparsity", "lifetime sparsity", "dead units", "inputs", "units"]
-    lines = [header] + [[r["label"], f"{100 * r['instance_sparsity']:.1f}%", f"{100 * r['lifetime_sparsity']:.1f}%",
+    """Markdown table: model | instance sparsity | dead units | inputs | units (the paper's Table 1)."""
+    header = ["model", "instance sparsity", "dead units", "inputs", "units"]
+    lines = [header] + [[r["label"], f"{100 * r['instance_sparsity']:.1f}%",
                          f"{100 * r['dead_units']:.1f}%", str(r["n_inputs"]), str(r["representation_size"])]
                         for r in rows]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]

@@ -14,6 +14,7 @@ import dataclasses
 import types
 import typing
 
+from utils import bounds
 from utils.cli import explicit_args
 from utils.errors import UserError
 
@@ -117,3 +118,15 @@ def from_dict(config_cls, data: dict):
 
 def as_dict(config) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def check_counts(config, names) -> None:
+    """Each named field is an integer of at least 1 (the message names the hyphenated flag)."""
+    for name in names:
+        bounds.at_least(f"--{name.replace('_', '-')}", getattr(config, name))
+
+
+def check_rates(config, names) -> None:
+    """Each named field is > 0 and finite: inf and nan would only diverge."""
+    for name in names:
+        bounds.positive_finite(f"--{name}", getattr(config, name))

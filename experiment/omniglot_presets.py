@@ -14,7 +14,7 @@
 """
 from dataclasses import dataclass
 
-from experiment.config import from_dict, setting
+from experiment.config import check_counts, check_rates, from_dict, setting
 from model.networks import build_omniglot_net, conv_output_size
 from utils import bounds
 from utils.errors import UserError
@@ -59,7 +59,7 @@ class OmniglotConfig:
                                 off_help="differentiate through the inner loop (the 2020 meta-gradient)")
     steps: int = setting(20_000, "--steps", "--epochs_meta",
                          help="meta-training steps (pretraining / SR-NN: default from --iid-epochs)")
-    seed: int = setting(90, "--seed", help="the one seed for torch, random and numpy streams")
+    seed: int = setting(90, "--seed", help="the one seed of the torch RNG and every numpy stream")
     # pretraining / SR-NN (i.i.d. on the same classes, same network)
     iid_batch: int = setting(256, "--iid-batch", help="pretraining / SR-NN batch size")
     iid_lr: float = setting(1e-4, "--iid-lr", "--iid_lr", help="Adam step of pretraining / SR-NN")
@@ -95,11 +95,8 @@ class OmniglotConfig:
         pool = self.n_classes - (self.class_split or 0)
         if self.tasks > pool:
             raise UserError(f"--tasks {self.tasks} exceeds the {pool} trajectory classes")
-        for name in ("steps", "update_step", "tasks", "channels", "image_size", "iid_batch", "iid_epochs"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("update_lr", "meta_lr", "iid_lr"):
-            bounds.positive_finite(f"--{name}", getattr(self, name))  # inf and nan too: they only diverge
+        check_counts(self, ("steps", "update_step", "tasks", "channels", "image_size", "iid_batch", "iid_epochs"))
+        check_rates(self, ("update_lr", "meta_lr", "iid_lr"))
         bounds.positive_finite("--srnn-beta", self.srnn_beta)
         bounds.seed(self.seed)
 

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from datasets.sine import SineFamily
-from experiment.config import from_dict, setting
+from experiment.config import check_counts, check_rates, from_dict, setting
 from model.networks import build_sine_net, sine_layer_sizes
 from utils import bounds
 from utils.errors import UserError
@@ -54,7 +54,7 @@ class SineConfig:
                          help="meta-training steps (the original's --epoch is accepted)")
     n_train_functions: int = setting(400, help="the pool of meta-training functions")
     n_eval_functions: int = setting(500, help="the pool of evaluation functions")
-    seed: int = setting(90, "--seed", help="the one seed for torch, random and numpy streams")
+    seed: int = setting(90, "--seed", help="the one seed of the torch RNG and every numpy stream")
     iid_functions: int = setting(10, help="pretraining / SR-NN: functions per batch (random ones)")
     iid_samples: int = setting(10, help="pretraining / SR-NN: samples per function per batch")
     iid_grouped: bool = setting(False, help="pretraining / SR-NN: each batch is one output head's `capacity` "
@@ -76,11 +76,8 @@ class SineConfig:
             raise UserError(f"--tasks {self.tasks} needs at least as many one-hot slots, but --capacity is {self.capacity}")
         if self.tasks > self.n_eval_functions or self.tasks > self.n_train_functions:
             raise UserError(f"--tasks {self.tasks} is more than the function pools hold")
-        for name in ("steps", "update_step", "batch_size", "meta_batch", "width", "tasks", "capacity"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("update_lr", "meta_lr", "iid_lr"):
-            bounds.positive_finite(f"--{name}", getattr(self, name))  # inf and nan too: they only diverge
+        check_counts(self, ("steps", "update_step", "batch_size", "meta_batch", "width", "tasks", "capacity"))
+        check_rates(self, ("update_lr", "meta_lr", "iid_lr"))
         if self.inner_clip is not None and not (math.isfinite(self.inner_clip) and self.inner_clip > 0):
             raise UserError(f"--inner-clip must be a positive finite number (or 0 to turn clipping off), "
                             f"got {self.inner_clip}")

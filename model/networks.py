@@ -116,9 +116,10 @@ def count_parameters(module: nn.Module) -> int:
 def features(rln: nn.Module, inputs, *, batch_size: int = 1024, convert=None, device=None,
              binary: bool = False, out_device=None, progress: bool = False) -> torch.Tensor:
     """The frozen RLN's outputs for `inputs` [N, ...], in `no_grad` chunks of `batch_size`, moved to
-    `out_device` chunk by chunk (None: where the RLN ran). `convert` turns a chunk of stored inputs (e.g. uint8 images) into network input; `binary`
-    keeps only `output > 0` (a bool tensor, 1/32 of the memory). The one chunked forward pass that
-    evaluation, the feature cache and the representation study share."""
+    `out_device` chunk by chunk (None: where the RLN ran). `convert` turns a chunk of stored inputs
+    (e.g. uint8 images) into network input; `binary` keeps only `output > 0` (a bool tensor, 1/32
+    of the memory). The one chunked forward pass that evaluation, the feature cache and the
+    representation study share."""
     chunks = range(0, len(inputs), batch_size)
     if progress:
         from tqdm import tqdm

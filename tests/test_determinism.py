@@ -49,7 +49,7 @@ def test_omniglot_results_are_byte_identical_across_processes(tiny, tmp_path):
     assert list((tmp_path / "b" / "cache").glob("omniglot_features_*.pt"))
     assert first.read_bytes() == second.read_bytes()
     result = json.loads(first.read_text())
-    accuracies = [result["by_classes"][n]["runs"]["test_accuracy"] for n in ("2", "4")]
+    accuracies = [result["by_classes"][n]["runs"]["held_out_accuracy"] for n in ("2", "4")]
     assert all(len(a) == 3 for a in accuracies) and len({v for a in accuracies for v in a}) > 1  # real numbers, not a constant
 
 

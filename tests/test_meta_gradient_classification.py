@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from experiment.omniglot_presets import OMNIGLOT_PRESETS
 from model.meta_learner import InnerLoopRule, meta_loss
 from model.networks import build_omniglot_net
-from experiment.omniglot_presets import OMNIGLOT_PRESETS
 from model.reference import reference_meta_loss
 
 N_OUT = 6

@@ -56,8 +56,8 @@ def test_seed_readme_command_runs(tiny, tmp_path, capsys):
     result = json.loads((run_dir / "results.json").read_text())
     assert result["benchmark"] == "omniglot" and result["schedule"] == [2, 4]
     entry = result["by_classes"]["4"]
-    assert entry["lr"] in LR_GRID and len(entry["runs"]["test_accuracy"]) == 3
-    assert {"mean", "ci_low", "ci_high"} <= set(entry["train_accuracy"])
+    assert entry["lr"] in LR_GRID and len(entry["runs"]["held_out_accuracy"]) == 3
+    assert {"mean", "ci_low", "ci_high"} <= set(entry["trajectory_accuracy"])
     assert np.array(entry["lr_search"]["scores"]).shape == (2, len(LR_GRID))
     assert result["model"]["method"] == "oml" and len(result["model"]["sha256"]) == 64
     assert (run_dir / "fig4.png").is_file() and not (run_dir / "results.partial.json").exists()
@@ -75,8 +75,8 @@ def test_lr_choice_never_sees_held_out_images(tiny):
     scrambled = FeatureBank(bank.train, torch.rand_like(bank.test) * 100 - 50, bank.key)
     second = evaluate(tiny["net"].pln, scrambled, (4,), protocol)["by_classes"]["4"]
     assert first["lr_search"] == second["lr_search"] and first["lr"] == second["lr"]
-    assert first["runs"]["train_accuracy"] == second["runs"]["train_accuracy"]
-    assert first["runs"]["test_accuracy"] != second["runs"]["test_accuracy"]  # the held-out images did change
+    assert first["runs"]["trajectory_accuracy"] == second["runs"]["trajectory_accuracy"]
+    assert first["runs"]["held_out_accuracy"] != second["runs"]["held_out_accuracy"]  # the held-out images did change
     # the search classes come from their own stream ("lr_search"), apart from the reported runs' ("eval")
     n_pool = bank.n_classes
     assert first["lr_search"]["classes"] == [s.classes.tolist() for s in run_specs(5, "lr_search", 4, 3, n_pool, False, 1)]
@@ -88,7 +88,7 @@ def _train(tiny, engine, run_batch, optimizer, specs, lr, bank=None, pln=None):
     learner = OnlineLearner(pln, Protocol(engine=engine, run_batch=run_batch, optimizer=optimizer))
     assert learner.engine == engine
     finals = learner.train(bank.train, specs, lr)
-    return finals, learner.trajectory_accuracy(bank.train, specs, finals), learner.test_accuracy(bank.test, specs, finals)
+    return finals, learner.trajectory_accuracy(bank.train, specs, finals), learner.held_out_accuracy(bank.test, specs, finals)
 
 
 @pytest.mark.parametrize("optimizer, iid, epochs", [("adam", False, 1), ("sgd", True, 2)])
@@ -108,7 +108,7 @@ def test_batched_equals_looped_and_engines_agree(tiny, optimizer, iid, epochs):
         assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
     # a run's numbers do not depend on how many runs there are
     fewer = evaluate(tiny["net"].pln, bank, (4,), Protocol(runs=2, lr=lr, optimizer=optimizer, iid=iid, epochs=epochs, seed=3))
-    assert fewer["by_classes"]["4"]["runs"]["train_accuracy"] == loop[1][:2]
+    assert fewer["by_classes"]["4"]["runs"]["trajectory_accuracy"] == loop[1][:2]
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
@@ -149,7 +149,7 @@ def test_perfect_features_reach_full_accuracy():
     pln = torch.nn.Sequential(torch.nn.Linear(n_classes, 20))
     result = evaluate(pln, bank, (n_classes,), Protocol(runs=3, search_runs=2))
     entry = result["by_classes"][str(n_classes)]
-    assert entry["train_accuracy"]["mean"] == 1.0 and entry["test_accuracy"]["mean"] == 1.0
+    assert entry["trajectory_accuracy"]["mean"] == 1.0 and entry["held_out_accuracy"]["mean"] == 1.0
 
 
 def test_lr_tie_rules():

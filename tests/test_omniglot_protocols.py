@@ -88,8 +88,8 @@ def test_lr_search_never_sees_held_out_features(tiny, pln):
     poisoned = evaluate(net.pln, nan_bank, (4,), protocol)["by_classes"]["4"]
     assert len(np.unique(clean["lr_search"]["scores"])) > 3  # informative scores, so a leak would show
     assert clean["lr_search"] == poisoned["lr_search"] and clean["lr"] == poisoned["lr"]
-    assert clean["runs"]["train_accuracy"] == poisoned["runs"]["train_accuracy"]
-    assert clean["runs"]["test_accuracy"] != poisoned["runs"]["test_accuracy"]  # NaN features do reach the report
+    assert clean["runs"]["trajectory_accuracy"] == poisoned["runs"]["trajectory_accuracy"]
+    assert clean["runs"]["held_out_accuracy"] != poisoned["runs"]["held_out_accuracy"]  # NaN features do reach the report
 
 
 def test_the_protocols_differ_exactly_by_the_reset(tiny):

@@ -62,7 +62,7 @@ def test_scratch_is_deterministic_and_run_i_does_not_depend_on_runs(tiny):
     assert three == again
     two = evaluate_scratch(tiny["net"], images, (4,), Protocol(runs=2, search_runs=2, seed=7))["by_classes"]["4"]
     assert two["lr_search"] == three["lr_search"]
-    for key in ("train_accuracy", "test_accuracy", "classes"):
+    for key in ("trajectory_accuracy", "held_out_accuracy", "classes"):
         assert two["runs"][key] == three["runs"][key][:2]
     # bit for bit in the weights too, from separate learners (no state carried between calls)
     n_pool = images.n_classes
@@ -86,13 +86,13 @@ def test_scratch_search_never_sees_held_out_images(tiny):
     poisoned = evaluate_scratch(tiny["net"], poisoned_bank, (4,), protocol)["by_classes"]["4"]
     assert len(np.unique(clean["lr_search"]["scores"])) > 3  # the scores tell the rates apart: a real check
     assert clean["lr_search"] == poisoned["lr_search"] and clean["lr"] == poisoned["lr"]
-    assert clean["runs"]["train_accuracy"] == poisoned["runs"]["train_accuracy"]
+    assert clean["runs"]["trajectory_accuracy"] == poisoned["runs"]["trajectory_accuracy"]
     # the poison does reach what is reported as held-out (at a rate where the network still tells images apart)
     fixed = Protocol(runs=3, lr=1e-3, seed=5)
     clean, poisoned = (evaluate_scratch(tiny["net"], b, (4,), fixed)["by_classes"]["4"]["runs"]
                        for b in (images, poisoned_bank))
-    assert clean["train_accuracy"] == poisoned["train_accuracy"]
-    assert clean["test_accuracy"] != poisoned["test_accuracy"]
+    assert clean["trajectory_accuracy"] == poisoned["trajectory_accuracy"]
+    assert clean["held_out_accuracy"] != poisoned["held_out_accuracy"]
 
 
 def test_scratch_end_to_end_uses_only_the_checkpoints_architecture(tiny, tmp_path, capsys):

@@ -63,7 +63,7 @@ def test_oml2020_sample_layout_and_class_split():
         assert list(s.traj_classes) == list(np.repeat(s.classes, 5))  # class by class, 5 steps each
         assert all(c < 481 for c in s.meta_classes[:15])  # the random part: the other half
         assert list(s.meta_classes[15:]) == list(np.repeat(s.classes, 5))
-        for i, c in enumerate(s.classes):  # one shuffled pass: 5 steps then 5 held-out, disjoint
+        for i, _ in enumerate(s.classes):  # one shuffled pass: 5 steps then 5 held-out, disjoint
             steps, held = set(s.traj_drawers[5 * i:5 * i + 5]), set(s.meta_drawers[15 + 5 * i:15 + 5 * i + 5])
             assert len(steps) == 5 and len(held) == 5 and not steps & held
         pairs = list(zip(s.meta_classes[:15], s.meta_drawers[:15]))
@@ -202,7 +202,7 @@ def test_run_folder_and_checkpoint(run_args, data):
     for name, net in networks.items():
         bank = feature_bank(net.rln.eval(), evaluation, cache_dir=False)
         entry = evaluate(net.pln, bank, (8,), protocol)["by_classes"]["8"]
-        assert quick[name] == {"test_accuracy": entry["test_accuracy"]["mean"], "train_accuracy": entry["train_accuracy"]["mean"],
+        assert quick[name] == {"held_out_accuracy": entry["held_out_accuracy"]["mean"], "trajectory_accuracy": entry["trajectory_accuracy"]["mean"],
                                "lr": entry["lr"]}, name
     assert quick["trained"] != quick["random"]
 
@@ -242,12 +242,12 @@ def test_killed_run_resumes_byte_for_byte(run_args, tmp_path, monkeypatch, metho
 
 
 def test_seed_readme_command_selects_mrcl2019(data, tmp_path):
-    command = "--rln 6 --update_lr 0.03 --name mrcl_omniglot --update_step 20 --steps 15000".split()
+    command = ["--rln", "6", "--update_lr", "0.03", "--name", "mrcl_omniglot", "--update_step", "20", "--steps", "15000"]
     config = oml_omniglot._config(oml_omniglot.get_args_parser().parse_args(command))
     assert (config.preset, config.first_order, config.pln_hidden, config.tasks, config.update_step) == ("mrcl2019", True, 1024, 1, 20)
     assert (config.meta_random, config.meta_repeats_trajectory, config.class_split, config.steps) == (64, True, None, 15000)
     assert (config.image_size, config.channels, config.strides) == (84, 256, (2, 1, 2, 1, 2, 2))
-    head = "--update_lr 0.03 --meta_lr 1e-4 --name OML_Omniglot/ --tasks 3 --update_step 5 --steps 700000 --rank 0".split()
+    head = ["--update_lr", "0.03", "--meta_lr", "1e-4", "--name", "OML_Omniglot/", "--tasks", "3", "--update_step", "5", "--steps", "700000", "--rank", "0"]
     assert oml_omniglot._config(oml_omniglot.get_args_parser().parse_args(head)).preset == "oml2020"
     # As written, on the generated tree (12 classes, small images) and two steps.
     parser = oml_omniglot.get_args_parser()

@@ -48,7 +48,7 @@ def _full_scale(bank, engine, lr=1e-3, optimizer="adam"):
     finals = learner.train(bank.train, specs, lr)
     x, _ = oe._run_data(bank.train, specs[0])
     predicted = online.forward([p.unsqueeze(0) for p in finals[0]], x.unsqueeze(0))[0].argmax(1)
-    return finals[0], predicted, learner.test_accuracy(bank.test, specs, finals)
+    return finals[0], predicted, learner.held_out_accuracy(bank.test, specs, finals)
 
 
 def test_closed_form_step_is_autograd_and_torch_adam():

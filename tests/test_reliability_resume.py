@@ -228,7 +228,7 @@ def test_concurrent_resume_is_refused_naming_the_holder(killed, capsys, monkeypa
         assert f"is in use by pid {first.pid}" in err
     finally:
         first.send_signal(signal.SIGINT)
-        out, err = first.communicate(timeout=60)
+        _, err = first.communicate(timeout=60)
     assert first.returncode == 130 and "interrupted: the checkpoint of step" in err, err
     steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)), steps  # no record twice

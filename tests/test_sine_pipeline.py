@@ -193,7 +193,7 @@ def test_diverging_loss_stops_with_an_error(tmp_path):
 
 def test_seed_readme_commands_select_the_2019_configuration(tmp_path):
     args = oml_regression.get_args_parser().parse_args(
-        "--update_step 40 --meta_lr 0.0001 --update_lr 0.003 --tasks 10 --capacity 10 --width 300 --rln 6".split())
+        ["--update_step", "40", "--meta_lr", "0.0001", "--update_lr", "0.003", "--tasks", "10", "--capacity", "10", "--width", "300", "--rln", "6"])
     config = oml_regression._config(args)
     assert (config.preset, config.arch, config.first_order, config.batch_size, config.slot_mode) == ("mrcl2019", "mrcl2019", True, 32, "position")
     assert config.lr_milestones == (1500, 2500, 3500) and config.inner_clip is None

@@ -35,7 +35,7 @@ def test_statistics_of_a_hand_made_matrix():
     np.testing.assert_array_equal(rs.instance_activity(HAND), [2 / 5, 1 / 5, 2 / 5, 2 / 5])
     np.testing.assert_array_equal(rs.lifetime_activity(HAND), [1.0, 0.25, 0.25, 0.25, 0.0])
     assert rs.instance_sparsity(HAND) == pytest.approx(7 / 20, abs=1e-15)
-    assert rs.lifetime_sparsity(HAND) == pytest.approx(7 / 20, abs=1e-15)  # same matrix mean, by columns
+    assert not hasattr(rs, "lifetime_sparsity")  # = instance sparsity by construction: not reported
     assert rs.dead_units(HAND) == 0.2
     hist = rs.activity_histogram(HAND, bins=4)
     assert hist["counts"] == [1, 3, 0, 1] and hist["n_dead"] == 1 and hist["n_units"] == 5
@@ -96,7 +96,7 @@ def test_projection_is_the_principal_components():
 
 
 def test_table():
-    row = {"label": "OML", "instance_sparsity": 0.038, "lifetime_sparsity": 0.038, "dead_units": 0.0,
+    row = {"label": "OML", "instance_sparsity": 0.038, "dead_units": 0.0,
            "n_inputs": 18000, "representation_size": 2304}
     table = rs.format_table([row])
     assert table.splitlines()[0].startswith("| model") and "| 3.8%" in table and "| 0.0%" in table
@@ -143,7 +143,7 @@ def test_seed_readme_command_on_omniglot(tmp_path, omniglot_root, capsys):
     (model,) = stats["models"]
     assert model["label"] == "oml (tiny)" and model["model"]["method"] == "oml" and len(model["model"]["sha256"]) == 64
     assert model["n_inputs"] == 12 * 20 and model["representation_size"] == 4 * 4 * 4
-    assert 0 < model["instance_sparsity"] < 1 and model["instance_sparsity"] == model["lifetime_sparsity"]
+    assert 0 < model["instance_sparsity"] < 1 and "lifetime_sparsity" not in model
     assert sum(model["histogram"]["counts"]) == 64
     # the numbers are what the library gives on the same images
     from datasets.omniglot import load_omniglot, to_float

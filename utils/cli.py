@@ -14,7 +14,7 @@ def add_common(parser: argparse.ArgumentParser, *, training: bool) -> None:
     (the network to build without a checkpoint) and --seed (the evaluation's) here."""
     if not training:
         parser.add_argument("--preset", default=None, help="named configuration; flags override it")
-        parser.add_argument("--seed", type=int, default=None, help="the one seed for torch, random and numpy streams")
+        parser.add_argument("--seed", type=int, default=None, help="the one seed of the torch RNG and every numpy stream")
     parser.add_argument("--name", default=None, help="run name (folder <results-dir>/<date>/<dataset>/<name>_<n>)")
     parser.add_argument("--results-dir", "--results_dir", dest="results_dir", default="../results",
                         help="root of the dated run folders (default: ../results, as the original)")

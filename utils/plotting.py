@@ -9,11 +9,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+from utils.results import renamed_keys
+
 SAVE_FORMATS = frozenset(FigureCanvasAgg.get_supported_filetypes())  # file extensions savefig can write
 
 
 def load_results(paths) -> list[dict]:
-    return [json.loads(Path(p).read_text()) for p in paths]
+    return [renamed_keys(json.loads(Path(p).read_text())) for p in paths]
 
 
 def plot_sine(results: list[dict], labels: list[str], out_path) -> Path:
@@ -53,7 +55,7 @@ def plot_omniglot(results: list[dict], labels: list[str], out_path, title: str |
     for res, label in zip(results, labels):
         classes = [int(n) for n in res["schedule"] if str(n) in res["by_classes"]]
         ticks.update(classes)
-        for ax, key in zip(axes, ("train_accuracy", "test_accuracy")):
+        for ax, key in zip(axes, ("trajectory_accuracy", "held_out_accuracy")):
             stats = [res["by_classes"][str(n)][key] for n in classes]
             line, = ax.plot(classes, [s["mean"] for s in stats], marker="o", ms=3, label=label)
             ax.fill_between(classes, [s["ci_low"] for s in stats], [s["ci_high"] for s in stats],

@@ -10,7 +10,7 @@ and is scored on those images (trajectory accuracy) and on the 5 held-out images
 trajectory accuracy only. Every run has its own numpy stream (its classes, PLN initialisation and
 shuffles), so engines, `run_batch` and the `runs` count never change another run's numbers.
 `run_protocol` drives any learner with the interface init / train / trajectory_accuracy /
-test_accuracy / record: the frozen-RLN `OnlineLearner` here, and Scratch (scratch.py).
+held_out_accuracy / record: the frozen-RLN `OnlineLearner` here, and Scratch (scratch.py).
 
 Engines (the same maths; measured and compared in docs/engines.md):
 
@@ -303,7 +303,7 @@ class OnlineLearner:
     def trajectory_accuracy(self, feats_train, specs, params) -> list[float]:
         return [_accuracy([p.to(self.device) for p in ps], *_run_data(feats_train, s)) for s, ps in zip(specs, params)]
 
-    def test_accuracy(self, feats_test, specs, params) -> list[float]:
+    def held_out_accuracy(self, feats_test, specs, params) -> list[float]:
         out = []
         for s, ps in zip(specs, params):
             x = feats_test[torch.as_tensor(s.classes, device=feats_test.device)].reshape(-1, feats_test.shape[-1])
@@ -377,13 +377,13 @@ def run_protocol(learner, bank, schedule, *, progress: bool = False, report=None
         specs = run_specs(protocol.seed, "eval", n, protocol.runs, bank.n_classes, protocol.iid, protocol.epochs)
         finals = learner.train(bank.train, specs, lr)
         train_acc = np.array(learner.trajectory_accuracy(bank.train, specs, finals))
-        test_acc = np.array(learner.test_accuracy(bank.test, specs, finals))
+        test_acc = np.array(learner.held_out_accuracy(bank.test, specs, finals))
         if bar is not None:
             bar.update(len(specs) * len(specs[0].order))
         entry = {"lr": lr, "lr_search": search,
-                 "train_accuracy": bootstrap_ci(train_acc), "test_accuracy": bootstrap_ci(test_acc),
-                 "runs": {"train_accuracy": np.round(train_acc, 8).tolist(),
-                          "test_accuracy": np.round(test_acc, 8).tolist(),
+                 "trajectory_accuracy": bootstrap_ci(train_acc), "held_out_accuracy": bootstrap_ci(test_acc),
+                 "runs": {"trajectory_accuracy": np.round(train_acc, 8).tolist(),
+                          "held_out_accuracy": np.round(test_acc, 8).tolist(),
                           "classes": [s.classes.tolist() for s in specs]}}
         by_classes[str(n)] = entry
         if report is not None:
@@ -406,7 +406,7 @@ def run_protocol(learner, bank, schedule, *, progress: bool = False, report=None
 
 
 def headline(n: int, entry: dict) -> str:
-    tr, te = entry["train_accuracy"], entry["test_accuracy"]
+    tr, te = entry["trajectory_accuracy"], entry["held_out_accuracy"]
     search = entry.get("lr_search")
     votes = ""
     if search:

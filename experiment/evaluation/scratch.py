@@ -143,7 +143,7 @@ class ScratchLearner:
     def trajectory_accuracy(self, images_train, specs, params) -> list[float]:
         return [self._accuracy(ps, *self._images(images_train, s.classes)) for s, ps in zip(specs, params)]
 
-    def test_accuracy(self, images_test, specs, params) -> list[float]:
+    def held_out_accuracy(self, images_test, specs, params) -> list[float]:
         return [self._accuracy(ps, *self._images(images_test, s.classes)) for s, ps in zip(specs, params)]
 
 
