@@ -29,19 +29,24 @@ _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
 BAD_ORDER, BAD_LABEL = 1, 2  # return codes: an index outside x's rows, a label outside the outputs
 
 
+@njit(inline="always", **_JIT)
+def _adam(w, m, v, i, g, st, bc, c1, beta2, c2, eps):
+    """torch.optim.Adam's update of element i of w (moments m, v) for gradient g; st is the step
+    lr / (1 - beta1^t) and bc is 1 / sqrt(1 - beta2^t)."""
+    mi = m[i] + c1 * (g - m[i])
+    vi = beta2 * v[i] + c2 * g * g
+    m[i] = mi
+    v[i] = vi
+    w[i] = w[i] - st * mi / (np.sqrt(vi) * bc + eps)
+
+
 @njit(**_JIT)
 def _catch_up(w, m, v, s0, s1, step_size, inv_bc2, c1, beta2, c2, eps):
     """Adam's zero-gradient steps s0..s1 (1-based) of one feature column."""
     zero = np.float32(0.0)
     for s in range(s0, s1 + 1):
-        st = step_size[s]
-        bc = inv_bc2[s]
         for i in range(w.shape[0]):
-            mi = m[i] + c1 * (zero - m[i])
-            vi = beta2 * v[i] + c2 * zero * zero
-            m[i] = mi
-            v[i] = vi
-            w[i] = w[i] - st * mi / (np.sqrt(vi) * bc + eps)
+            _adam(w, m, v, i, zero, step_size[s], inv_bc2[s], c1, beta2, c2, eps)
 
 
 @njit(**_JIT)
@@ -113,12 +118,7 @@ def online_linear(wt, b, mt, vt, mb, vb, x, order, labels, adam, lr, beta1, beta
                 m = mt[j]
                 v = vt[j]
                 for i in range(n_out):
-                    g = e[i] * xj
-                    mi = m[i] + c1 * (g - m[i])
-                    vi = fb2 * v[i] + c2 * g * g
-                    m[i] = mi
-                    v[i] = vi
-                    w[i] = w[i] - st * mi / (np.sqrt(vi) * bc + feps)
+                    _adam(w, m, v, i, e[i] * xj, st, bc, c1, fb2, c2, feps)
             else:
                 for i in range(n_out):
                     w[i] = w[i] - flr * (e[i] * xj)
@@ -126,11 +126,7 @@ def online_linear(wt, b, mt, vt, mb, vb, x, order, labels, adam, lr, beta1, beta
         for i in range(n_out):  # the bias sees a gradient at every step
             g = e[i]
             if adam:
-                mi = mb[i] + c1 * (g - mb[i])
-                vi = fb2 * vb[i] + c2 * g * g
-                mb[i] = mi
-                vb[i] = vi
-                b[i] = b[i] - st * mi / (np.sqrt(vi) * bc + feps)
+                _adam(b, mb, vb, i, g, st, bc, c1, fb2, c2, feps)
             else:
                 b[i] = b[i] - flr * g
     if adam:
