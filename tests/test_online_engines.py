@@ -87,6 +87,20 @@ def test_engines_agree_at_full_scale(sparse_features, optimizer, lr):
         pytest.skip("native engine not compared (numba missing or not compiling here); portable agreed")
 
 
+def test_native_runs_in_threads_give_the_loops_numbers(sparse_features, monkeypatch):
+    """The native engine trains runs on torch.get_num_threads() threads: bit-identical to one."""
+    _needs_native()
+    pln = torch.nn.Sequential(torch.nn.Linear(N_FEAT, N_OUT))
+    learner = oe.OnlineLearner(pln, oe.Protocol(engine="native"))
+    specs = oe.run_specs(11, "eval", 20, 5, N_CLASSES, False, 1)
+    finals = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(torch, "get_num_threads", lambda threads=threads: threads)
+        finals[threads] = learner.train(sparse_features.train, specs, 1e-3)
+    assert all(torch.equal(a, b) for one, three in zip(finals[1], finals[3]) for a, b in zip(one, three))
+    assert not torch.equal(finals[1][0][0], finals[1][1][0])  # the runs differ from one another
+
+
 @pytest.mark.skipif(not (SHARED_OMNIGLOT / "images_evaluation.zip").exists(), reason="no real Omniglot data")
 def test_shipped_cpu_model_same_accuracies_on_every_engine(tmp_path):
     """trained_models/omniglot_cpu_oml.pt on the real data, schedule 10:20 with the rate search:

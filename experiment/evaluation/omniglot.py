@@ -32,6 +32,7 @@ The old spellings `c` (= native) and `torch` (= portable; autograd for a 2-layer
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -286,10 +287,17 @@ class OnlineLearner:
         data = [_run_data(feats_train, s) for s in specs]
         finals = []
         if self.engine == "native":
-            for spec, (x, y) in zip(specs, data):
-                finals.append(train_native(self.native_fn, self.init(spec.init_seed), x, y, spec.order, lr,
-                                           self.protocol.optimizer))
-            return finals
+            inits = [self.init(spec.init_seed) for spec in specs]
+
+            def one(i):
+                return train_native(self.native_fn, inits[i], *data[i], specs[i].order, lr, self.protocol.optimizer)
+            # The kernel releases the GIL and runs are independent, so threads train runs side by side:
+            # the same numbers as the loop, on as many cores as torch may use (OMP_NUM_THREADS).
+            workers = min(len(specs), max(1, torch.get_num_threads()))
+            if workers == 1:
+                return [one(i) for i in range(len(specs))]
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return list(pool.map(one, range(len(specs))))
         train = train_portable if self.engine == "portable" else train_autograd
         step = self.protocol.run_batch
         for start in range(0, len(specs), step):
