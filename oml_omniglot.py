@@ -6,6 +6,7 @@
     python oml_omniglot.py --rln 6 --update_lr 0.03 --name mrcl_omniglot --update_step 20 \
         --steps 15000                                   # the seed README's command (selects mrcl2019)
     python oml_omniglot.py --preset cpu --method pretraining   # i.i.d. baseline (srnn: + sparsity)
+    python oml_omniglot.py --preset cpu --method maml-rep      # few-shot MAML of the PLN (docs/maml_rep.md)
     python oml_omniglot.py --resume RUN_DIR             # continue a killed run
 
 Data: --path names a folder holding images_background.zip and images_evaluation.zip (or the
@@ -22,7 +23,7 @@ from experiment import limits
 from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import Protocol, evaluate
-from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig, build_model, config_from_checkpoint
+from experiment.omniglot_presets import IID_METHODS, OMNIGLOT_PRESETS, OmniglotConfig, build_model, config_from_checkpoint
 from experiment.run import Run, read_metadata
 from experiment.training.loop import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
 from experiment.training.omniglot import iid_default_steps, load_meta_training_images, make_training
@@ -69,8 +70,11 @@ def _config(args) -> OmniglotConfig:
     if preset is None:
         preset = "mrcl2019" if args.rln == SEED_README_RLN else "oml2020"
     config = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, overrides)
-    if config.method != "oml" and "steps" not in overrides:
-        config.steps = iid_default_steps(config)
+    if "steps" not in overrides:  # the baselines' lengths have their own settings
+        if config.method in IID_METHODS:
+            config.steps = iid_default_steps(config)
+        elif config.method == "maml-rep":
+            config.steps = config.maml_steps
     return config
 
 

@@ -18,6 +18,10 @@ The two trajectory layouts (the original's 2019 and July-2020 `oml_omniglot.py`)
 
 plus `meta_random` images drawn without replacement from classes < `class_split` (or from all
 classes when there is no split), as the first batch of a shuffled loader over those images.
+
+MAML-Rep's few-shot task (the original's `sample_few_shot_training_data`, model/maml_rep.py):
+`ways` classes from all meta-training classes; for each, one shuffled pass over its 20 images,
+the first `shots` are support and the next `query` query images; labels are 0..ways-1.
 """
 from __future__ import annotations
 
@@ -77,6 +81,36 @@ def sample_oml(rng: np.random.Generator, *, n_classes: int, tasks: int, update_s
         meta_classes=np.concatenate([rand_c, *meta_c]).astype(np.int64),
         meta_drawers=np.concatenate([rand_d, *meta_d]).astype(np.int64),
         classes=classes.astype(np.int64),
+    )
+
+
+@dataclass
+class FewShotSample:
+    """Index arrays of one MAML-Rep task. Class `classes[i]` is labelled i, class by class."""
+    classes: np.ndarray          # [ways] in the order drawn
+    support_classes: np.ndarray  # [ways * shots]
+    support_drawers: np.ndarray
+    support_labels: np.ndarray   # 0..ways-1
+    query_classes: np.ndarray    # [ways * query]
+    query_drawers: np.ndarray
+    query_labels: np.ndarray
+
+
+def sample_few_shot(rng: np.random.Generator, *, n_classes: int, ways: int, shots: int, query: int,
+                    images_per_class: int = N_DRAWERS) -> FewShotSample:
+    classes = rng.choice(n_classes, size=ways, replace=False)
+    orders = [rng.permutation(images_per_class) for _ in classes]
+    support_d = np.concatenate([order[:shots] for order in orders])
+    query_d = np.concatenate([order[shots:shots + query] for order in orders])
+    labels = np.arange(ways)
+    return FewShotSample(
+        classes=classes.astype(np.int64),
+        support_classes=np.repeat(classes, shots).astype(np.int64),
+        support_drawers=support_d.astype(np.int64),
+        support_labels=np.repeat(labels, shots).astype(np.int64),
+        query_classes=np.repeat(classes, query).astype(np.int64),
+        query_drawers=query_d.astype(np.int64),
+        query_labels=np.repeat(labels, query).astype(np.int64),
     )
 
 

@@ -134,6 +134,12 @@ def omniglot_training(cfg: OmniglotConfig) -> None:
         step = images * per_image * backward + steps * (2 if cfg.first_order else 3) * F32 * pln_params
         what = (f"--tasks {cfg.tasks} x --update_step {cfg.update_step} with --meta-random {cfg.meta_random}, "
                 f"--channels {cfg.channels}, --image-size {cfg.image_size}")
+    elif cfg.method == "maml-rep":  # the support set's features once, reused by every inner step
+        images = cfg.ways * (cfg.shots + cfg.query)
+        backward = 1 if cfg.first_order else 2
+        step = images * per_image * backward + cfg.inner_steps * (2 if cfg.first_order else 3) * F32 * pln_params
+        what = (f"--ways {cfg.ways} x (--shots {cfg.shots} + --query {cfg.query}), --inner-steps {cfg.inner_steps}, "
+                f"--channels {cfg.channels}, --image-size {cfg.image_size}")
     else:
         step = cfg.iid_batch * per_image
         what = f"--iid-batch {cfg.iid_batch} with --channels {cfg.channels}, --image-size {cfg.image_size}"

@@ -11,6 +11,11 @@
   meta set is only the held-out images of the trajectory classes, trajectory classes from all 963.
 - `cpu`: a reduced network that meta-trains in at most 30 minutes on 2 CPU cores
   (choice and measured cost: docs/protocols.md, "The `cpu` preset").
+
+`--method maml-rep` reads only the `ways`..`maml_steps` fields (and the network and `first_order`):
+the paper-network presets keep the original few-shot code's values (5-way, 5 support + 5 query
+images per class, 5 batch inner steps at 0.01, Adam 1e-4, meta-gradient clamped to +-5, 40,000
+steps); `cpu` sets its own rates and length, chosen by a short probe (docs/maml_rep.md).
 """
 from dataclasses import dataclass
 
@@ -20,6 +25,8 @@ from utils import bounds
 from utils.errors import UserError
 
 N_META_TRAIN_CLASSES = 963  # the background set has 964; the original uses classes 0..962
+METHODS = ("oml", "pretraining", "srnn", "maml-rep")
+IID_METHODS = ("pretraining", "srnn")  # their --steps default comes from --iid-epochs
 
 
 @dataclass
@@ -29,8 +36,9 @@ class OmniglotConfig:
     preset: str = setting("oml2020", "--preset",
                           help="named configuration: mrcl2019, oml2020, oml2020paper or cpu (default: oml2020; "
                                "mrcl2019 for the seed README's command, --rln 6); flags override it")
-    method: str = setting("oml", "--method", choices=["oml", "pretraining", "srnn"],
-                          help="OML, or a baseline: pretraining (i.i.d.) or srnn (i.i.d. + sparsity)")
+    method: str = setting("oml", "--method", choices=list(METHODS),
+                          help="OML, or a baseline: pretraining (i.i.d.), srnn (i.i.d. + sparsity) or maml-rep "
+                               "(few-shot MAML of the PLN)")
     # network
     image_size: int = setting(84, "--image-size", "--image_size", help="images are resized to this square side")
     channels: int = setting(256, "--channels", help="channels of every convolution")
@@ -68,10 +76,22 @@ class OmniglotConfig:
                                    "(sets --steps for these methods when --steps is not given)")
     srnn_beta: float = setting(0.1, "--srnn-beta", help="SR-NN: target mean activity of a representation unit")
     srnn_weight: float = setting(1.0, help="SR-NN: weight of the sparsity penalty")
+    # MAML-Rep (model/maml_rep.py); the defaults are the original's few-shot code (khurramjaved96/mrcl 07eb050)
+    ways: int = setting(5, "--ways", help="MAML-Rep: classes per few-shot task, relabelled 0..ways-1")
+    shots: int = setting(5, "--shots", help="MAML-Rep: support images per class (all of them in every inner step)")
+    query: int = setting(5, "--query", help="MAML-Rep: query images per class (the meta set)")
+    inner_steps: int = setting(5, "--inner-steps", help="MAML-Rep: inner SGD steps, each on the whole support batch")
+    maml_update_lr: float = setting(0.01, "--maml-update-lr", help="MAML-Rep: inner SGD step (OML's is --update_lr)")
+    maml_meta_lr: float = setting(1e-4, "--maml-meta-lr", help="MAML-Rep: Adam step of the outer loop (OML's is --meta_lr)")
+    maml_clip: float | None = setting(5.0, "--maml-clip",
+                                      help="MAML-Rep: element-wise clamp of the meta-gradient (the original's 5); "
+                                           "0 or none: off")
+    maml_steps: int = setting(40_000, "--maml-steps",
+                              help="MAML-Rep length in meta-steps (sets --steps for this method when --steps is not given)")
 
     def validate(self):
-        if self.method not in ("oml", "pretraining", "srnn"):
-            raise UserError(f"unknown --method {self.method!r} (choose oml, pretraining or srnn)")
+        if self.method not in METHODS:
+            raise UserError(f"unknown --method {self.method!r} (choose {', '.join(METHODS)})")
         if self.n_outputs < self.n_classes:
             raise UserError(f"the network has {self.n_outputs} outputs but {self.n_classes} meta-training classes")
         if not 1 <= self.n_classes <= N_META_TRAIN_CLASSES:
@@ -95,8 +115,15 @@ class OmniglotConfig:
         pool = self.n_classes - (self.class_split or 0)
         if self.tasks > pool:
             raise UserError(f"--tasks {self.tasks} exceeds the {pool} trajectory classes")
-        check_counts(self, ("steps", "update_step", "tasks", "channels", "image_size", "iid_batch", "iid_epochs"))
-        check_rates(self, ("update_lr", "meta_lr", "iid_lr"))
+        check_counts(self, ("steps", "update_step", "tasks", "channels", "image_size", "iid_batch", "iid_epochs",
+                            "ways", "shots", "query", "inner_steps", "maml_steps"))
+        check_rates(self, ("update_lr", "meta_lr", "iid_lr", "maml_update_lr", "maml_meta_lr"))
+        if self.maml_clip is not None:
+            bounds.positive_finite("--maml-clip", self.maml_clip)
+        if self.shots + self.query > 20:
+            raise UserError(f"--shots {self.shots} plus --query {self.query} exceed a class's 20 images")
+        if self.ways > self.n_classes:
+            raise UserError(f"--ways {self.ways} exceeds the {self.n_classes} meta-training classes")
         bounds.positive_finite("--srnn-beta", self.srnn_beta)
         bounds.seed(self.seed)
 
@@ -119,7 +146,10 @@ OMNIGLOT_PRESETS["cpu"] = {**OMNIGLOT_PRESETS["oml2020"], "image_size": 28, "cha
                            "strides": (2, 1, 2, 1), "steps": 10_000, "update_lr": 0.03, "meta_lr": 1e-3,
                            "iid_epochs": 25, "iid_lr": 1e-3,
                            # chosen on validation among 0.05 / 0.1 / 0.2 (docs/baselines.md)
-                           "srnn_beta": 0.2}
+                           "srnn_beta": 0.2,
+                           # MAML-Rep: rates from a probe of three settings judged on the training
+                           # metric; length to fit about 25 min on one thread (docs/maml_rep.md)
+                           "maml_update_lr": 0.1, "maml_meta_lr": 1e-3, "maml_steps": 15_000}
 
 
 def build_model(cfg: OmniglotConfig):

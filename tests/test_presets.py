@@ -38,6 +38,15 @@ def test_oml_omniglot_resolves_each_preset_to_its_entry(preset):
     assert _fields(resolved) == _fields(_declared(OmniglotConfig, OMNIGLOT_PRESETS, preset))
 
 
+@pytest.mark.parametrize("preset", sorted(OMNIGLOT_PRESETS))
+def test_maml_rep_resolves_each_preset_to_its_entry_with_its_own_length(preset):
+    """--method maml-rep reads the preset's MAML-Rep fields; its --steps default is maml_steps (as
+    the i.i.d. baselines' comes from iid_epochs), and nothing else moves."""
+    args = oml_omniglot.get_args_parser().parse_args(["--preset", preset, "--method", "maml-rep"])
+    declared = _fields(_declared(OmniglotConfig, OMNIGLOT_PRESETS, preset))
+    assert _fields(oml_omniglot._config(args)) == {**declared, "method": "maml-rep", "steps": declared["maml_steps"]}
+
+
 def test_the_quick_start_is_the_quick_preset_with_its_clamp():
     resolved = oml_regression._config(oml_regression.get_args_parser().parse_args([]))
     assert _fields(resolved) == _fields(_declared(SineConfig, SINE_PRESETS, "quick"))
@@ -70,6 +79,8 @@ ONE_FLAG = [  # (script, preset, flag argv, the one field it changes)
     (oml_omniglot, OmniglotConfig, OMNIGLOT_PRESETS, "cpu", ["--no-reset"], "reset"),
     (oml_omniglot, OmniglotConfig, OMNIGLOT_PRESETS, "oml2020", ["--class-split", "none"], "class_split"),
     (oml_omniglot, OmniglotConfig, OMNIGLOT_PRESETS, "mrcl2019", ["--strides", "2", "1", "2", "1", "2"], "strides"),
+    (oml_omniglot, OmniglotConfig, OMNIGLOT_PRESETS, "cpu", ["--maml-update-lr", "0.05"], "maml_update_lr"),
+    (oml_omniglot, OmniglotConfig, OMNIGLOT_PRESETS, "oml2020", ["--ways", "3"], "ways"),
 ]
 
 

@@ -74,7 +74,8 @@ def test_quick_oml_beats_its_baselines_on_the_same_runs(sine_runs):
 @pytest.mark.parametrize("path", OMNIGLOT, ids=[p.stem for p in OMNIGLOT])
 def test_shipped_omniglot_models_learn_new_classes(path, tmp_path):
     # The rates the full protocol's search chose at 50 classes (README), so no search is needed here.
-    lr = {"oml": "1e-3", "pretraining": "1e-4", "srnn": "1e-3"}[path.stem.rsplit("_", 1)[1]]
+    method = torch.load(path, map_location="cpu", weights_only=True)["method"]
+    lr = {"oml": "1e-3", "pretraining": "1e-4", "srnn": "1e-3", "maml-rep": "1e-3"}[method]
     run = evaluate_omniglot.main(evaluate_omniglot.get_args_parser().parse_args(
         ["--model", str(path), "--path", str(SHARED_OMNIGLOT), "--schedule", "50", "--runs", "5", "--lr", lr,
          "--reset", "zero", "--results-dir", str(tmp_path), "--no-progress"]))

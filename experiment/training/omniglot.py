@@ -1,17 +1,21 @@
-"""Split-Omniglot: the OML meta-training step and the i.i.d. baselines (pretraining, SR-NN).
+"""Split-Omniglot: the OML meta-training step, the i.i.d. baselines (pretraining, SR-NN) and the
+few-shot meta-learning baseline (MAML-Rep).
 
 Meta-training uses the background split's classes 0..n_classes-1 (963: the original never uses
 the 964th) with all 20 images of each class, as the original's `all=True`.
 """
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from datasets.omniglot import load_omniglot
-from datasets.omniglot_sampler import ImageBank, iid_batch, sample_oml, steps_per_epoch
+from datasets.omniglot_sampler import ImageBank, iid_batch, sample_few_shot, sample_oml, steps_per_epoch
 from experiment.omniglot_presets import OmniglotConfig, build_model
 from model.baselines import set_kl_sparsity
+from model.maml_rep import clamp_gradients, few_shot_loss
 from model.meta_learner import InnerLoopRule, MetaBatch, meta_loss
 from model.networks import kaiming_normal
 from utils.errors import UserError
@@ -172,6 +176,50 @@ class IIDTraining(_Training):
         self.steps_done = int(state["steps_done"])
 
 
+class FewShotBatch(NamedTuple):
+    """One MAML-Rep task: the support set (every inner step's batch) and the query set, labels 0..ways-1."""
+    x_support: torch.Tensor  # [ways * shots, 1, H, W]
+    y_support: torch.Tensor
+    x_query: torch.Tensor    # [ways * query, 1, H, W]
+    y_query: torch.Tensor
+
+
+class MAMLRepTraining(_Training):
+    """MAML-Rep (model/maml_rep.py): few-shot tasks over all n_classes classes (the original's
+    few-shot code ignores the class split), batch inner steps of the PLN, Adam(maml_meta_lr) on
+    every parameter with the meta-gradient clamped to +-maml_clip. No output-row reset."""
+
+    divergence_hint = "lower --maml-meta-lr or --maml-update-lr"
+
+    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray):
+        super().__init__(cfg, device, images)
+        self.rule = InnerLoopRule(cfg.maml_update_lr, cfg.first_order)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.maml_meta_lr)
+
+    def batch(self) -> FewShotBatch:
+        cfg = self.cfg
+        s = sample_few_shot(self.rng, n_classes=cfg.n_classes, ways=cfg.ways, shots=cfg.shots, query=cfg.query)
+        b = len(s.support_classes)
+        x = self.bank.gather(np.concatenate([s.support_classes, s.query_classes]),
+                             np.concatenate([s.support_drawers, s.query_drawers]))
+        return FewShotBatch(x[:b], self._labels(s.support_labels), x[b:], self._labels(s.query_labels))
+
+    def step(self) -> dict:
+        cfg = self.cfg
+        batch = self.batch()
+        loss_fn = _CrossEntropy()
+        loss, before, outputs = few_shot_loss(self.model, *batch, loss_fn, self.rule, cfg.inner_steps)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clamp_gradients(self.model.parameters(), cfg.maml_clip)
+        self.optimizer.step()
+        y = batch.y_query
+        return {"loss": loss.item(), "meta_loss_before": before.item(),
+                "accuracy_before": (loss_fn.unadapted.argmax(1) == y).float().mean().item(),
+                "accuracy_after": (outputs.argmax(1) == y).float().mean().item()}
+
+
 def make_training(cfg: OmniglotConfig, device, images: np.ndarray):
-    return OMLTraining(cfg, device, images) if cfg.method == "oml" else IIDTraining(cfg, device, images)
+    kinds = {"oml": OMLTraining, "maml-rep": MAMLRepTraining}
+    return kinds.get(cfg.method, IIDTraining)(cfg, device, images)
 
