@@ -7,6 +7,8 @@
     python evaluate_omniglot.py --model ckpt.pt --iid --epochs 5             # the Oracle (i.i.d., 5 passes)
     python evaluate_omniglot.py --model ckpt.pt --lr 1e-3 --optimizer sgd    # fixed rate, the paper's SGD
     python evaluate_omniglot.py --rln 6 --model ckpt.pt --name Omni_test_traj --test --runs 50   # seed README
+    python evaluate_omniglot.py --model oml.pt --learner online iid er mer ewc           # Table 2, OML column
+    python evaluate_omniglot.py --model pretraining.pt --whole-network --learner er      # Table 2, Standard column
 
 The RLN is frozen and its features of all evaluation images are computed once and cached; the
 PLN is reset and trained online (batch 1, one class-sorted pass) per run; accuracy is reported on
@@ -15,6 +17,12 @@ learning-rate rule: experiment/evaluation/omniglot.py; the 2019/2020 bundles: ex
 (`--protocol 2020`, the default, re-initialises the whole PLN; `2019` keeps a 2-layer PLN's
 meta-learned hidden layer and re-initialises the output layer; `--pln-reset` (or `--reset`)
 overrides either).
+`--learner` runs the paper's Table 2 instead (experiment/evaluation/table2.py; docs/table2.md): the
+continual-learning methods Online, Approx IID, ER-Reservoir, MER and EWC (model/continual/), SGD,
+batch 1, one pass, on --classes-per-task C x --n-tasks T (default the paper's 1 x 50 and 5 x 20),
+10 runs, hyperparameters searched per cell on validation trajectories; on the checkpoint's frozen
+RLN (the OML or Pre-training column), or with --whole-network on the whole network from the
+checkpoint's weights (the Standard column: give it the pretraining checkpoint).
 The Oracle is the same representation learned i.i.d. with several passes (`--iid --epochs E`;
 E = 5 as the paper's Fig. 4c/d "IID, 5 epochs"), with its own learning-rate search under that
 regime. Two baselines need no checkpoint:
@@ -34,6 +42,7 @@ from datasets.omniglot import load_omniglot
 from experiment import limits
 from experiment.checkpoint import load_checkpoint, load_weights
 from experiment.config import as_dict, from_dict, resolve
+from experiment.evaluation import table2
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import (
     DEFAULT_SCHEDULE,
@@ -59,6 +68,7 @@ from utils.plotting import plot_omniglot
 
 DEFAULT_PATH = "../shared/omniglot"
 RANDOM_RLN_PRESET = "cpu"
+METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml-rep": "MAML-Rep"}
 
 
 def get_args_parser():
@@ -102,6 +112,27 @@ def get_args_parser():
                         help="online learner: native (numba, linear PLN, CPU), portable (closed form, any device) or "
                              "autograd (per-step autograd: the reference, and the 2-layer PLN's); auto picks native "
                              "when it can (the old c = native, torch = portable); see docs/engines.md")
+    group = parser.add_argument_group("Table 2 (continual-learning methods on a representation)")
+    group.add_argument("--learner", nargs="+", choices=table2.LEARNER_NAMES, default=None,
+                       help="run Table 2 with these learners: online, iid (Approx IID), er (ER-Reservoir), mer, ewc "
+                            "(then --runs defaults to 10, the paper's, and --search-runs to 2 validation trajectories "
+                            "per cell, 1 with --whole-network)")
+    group.add_argument("--whole-network", dest="whole_network", action="store_true",
+                       help="Table 2's Standard column: learn the whole network online from the checkpoint's weights "
+                            "(give the pretraining checkpoint); without it the RLN is frozen (OML / Pre-training)")
+    group.add_argument("--classes-per-task", dest="classes_per_task", nargs="+", default=None,
+                       help="classes per task of each setting, colon-separated (default 1:5, the paper's)")
+    group.add_argument("--n-tasks", dest="n_tasks", nargs="+", default=None,
+                       help="tasks of each setting, one per --classes-per-task (default 50:20, the paper's)")
+    group.add_argument("--memory", type=int, default=table2.MEMORY_SIZE,
+                       help=f"ER and MER buffer size (default {table2.MEMORY_SIZE}, the paper's)")
+    group.add_argument("--mer-batches", dest="mer_batches", type=int, default=table2.Table2Protocol.mer_batches,
+                       help="MER's s, replay batches per sample (default %(default)s)")
+    group.add_argument("--mer-batch-size", dest="mer_batch_size", type=int,
+                       default=table2.Table2Protocol.mer_batch_size,
+                       help="MER's k, samples per batch, the current one included (default %(default)s)")
+    group.add_argument("--mer-gamma", dest="mer_gamma", type=float, default=table2.Table2Protocol.mer_gamma,
+                       help="MER's across-batch Reptile rate gamma (default %(default)s; beta is searched)")
     parser.add_argument("--rln", type=int, default=None,
                         help="accepted for the seed README's command; the RLN/PLN split is read from the checkpoint")
     parser.add_argument("--test", action="store_true",
@@ -132,7 +163,7 @@ def _label(payload, config, args) -> str:
     elif payload is None:
         method = "Frozen random RLN"
     else:
-        method = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN"}.get(payload["method"], payload["method"])
+        method = METHOD_LABELS.get(payload["method"], payload["method"])
     extra = [] if args.protocol == DEFAULT_PROTOCOL else [f"protocol {args.protocol}"]
     if args.iid:
         extra.append("iid")
@@ -166,8 +197,95 @@ def _identity(payload, config, args) -> dict:
             "architecture_from": identity if payload else f"preset {config.preset}"}
 
 
+def _table2_flags(args):
+    """(settings, protocol) of a Table 2 run; the Fig. 4 protocol's flags it does not use are refused."""
+    defaults = get_args_parser()
+    given = {dest for dest, value in vars(args).items() if value != defaults.get_default(dest)}
+    unused = sorted(given & {"scratch", "protocol", "lr", "optimizer", "iid", "epochs", "pln_reset", "run_batch",
+                             "engine", "schedule"})
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise UserError(f"{flags} belong to the Fig. 4 protocol; Table 2 (--learner) is SGD, batch 1, one pass, "
+                        "with its own search (use --whole-network for the Standard column)")
+    per_task = parse_schedule(args.classes_per_task) if args.classes_per_task else tuple(c for c, _ in table2.SETTINGS)
+    default_tasks = dict(table2.SETTINGS)
+    if args.n_tasks:
+        tasks = parse_schedule(args.n_tasks)
+    elif all(c in default_tasks for c in per_task):
+        tasks = tuple(default_tasks[c] for c in per_task)
+    else:
+        raise UserError("--n-tasks is needed for classes per task other than the paper's 1 and 5")
+    if len(tasks) != len(per_task):
+        raise UserError(f"--n-tasks gives {len(tasks)} values for {len(per_task)} --classes-per-task values")
+    protocol = table2.Table2Protocol(runs=args.runs if "runs" in given else 10,
+                                     search_runs=args.search_runs if "search_runs" in given else None,
+                                     seed=EVAL_SEED if args.seed is None else args.seed, memory=args.memory,
+                                     mer_batches=args.mer_batches, mer_batch_size=args.mer_batch_size,
+                                     mer_gamma=args.mer_gamma)
+    protocol.validate()
+    return tuple(zip(per_task, tasks)), protocol
+
+
+def _table2_column(payload, args) -> str:
+    if args.whole_network:
+        if payload is not None and payload["method"] != "pretraining":
+            print(f"note: the paper's Standard column starts from the i.i.d.-pretrained network; this is a "
+                  f"{payload['method']} checkpoint")
+        return "Standard"
+    if payload is None:
+        return "Frozen random RLN"
+    return {**METHOD_LABELS, "pretraining": "Pre-training"}.get(payload["method"], payload["method"])  # the paper's column
+
+
+def table2_main(args):
+    """Table 2 cells of one column (one representation) for every learner and setting given."""
+    settings, protocol = _table2_flags(args)
+    device = resolve_device(args.device)
+    if device.type != "cpu":
+        print("note: Table 2 learners run on the CPU (batch-1 steps)")
+    net, config, payload = _network(args)
+    column = _table2_column(payload, args)
+    split = load_omniglot(args.path, "evaluation", config.image_size, cache_dir=args.cache_dir,
+                          progress=args.progress is not False, standard=not args.nonstandard_data)
+    table2.check_settings(settings, split.n_classes, config.n_outputs)
+    if args.whole_network:
+        bank = EvalImages.from_split(split)
+        rep = table2.WholeNetwork(net)
+    else:
+        bank = feature_bank(net.rln, split, cache_dir=False if not args.feature_cache else args.cache_dir,
+                            progress=args.progress is not False)
+        rep = table2.FrozenRLN(net.pln, column)
+    label = f"Table 2, {column} ({config.preset})"
+    run = Run.create({"evaluated": as_dict(config), "args": vars(args), "table2": [list(s) for s in settings]},
+                     dataset="omniglot_table2", name=args.name or "table2", results_dir=args.results_dir,
+                     device="cpu")
+    print(f"{label}: {', '.join(args.learner)} on {', '.join(table2.setting_name(*s) for s in settings)}; "
+          f"{protocol.runs} runs per cell")
+    seconds = {}
+
+    def report(setting, learner, entry, spent):
+        print(table2.headline(setting, learner, entry, spent), flush=True)
+        seconds[f"{setting}/{learner}"] = round(spent, 1)
+
+    start, cpu = time.perf_counter(), time.process_time()
+    result = table2.evaluate_table2(rep, bank, tuple(args.learner), settings, protocol, report=report)
+    result = {"benchmark": "omniglot_table2", "label": label, "model": checkpoint_identity(payload, as_dict(config)),
+              **result}
+    run.write_json("results.json", result)
+    run.save_metadata(cell_seconds=seconds, evaluation_seconds=round(time.perf_counter() - start, 2),
+                      evaluation_cpu_seconds=round(time.process_time() - cpu, 2))
+    print(f"results: {run.dir / 'results.json'}\ntable: python plot_results.py --table2 {run.dir} ...")
+    return run.dir
+
+
 def main(args):
     limits.run_folder(args)  # before the features and the runs, which would otherwise fail to be written
+    if args.learner:
+        return table2_main(args)
+    defaults = get_args_parser()
+    for flag in ("whole_network", "classes_per_task", "n_tasks", "memory", "mer_batches", "mer_batch_size", "mer_gamma"):
+        if getattr(args, flag) != defaults.get_default(flag):
+            raise UserError(f"--{flag.replace('_', '-')} is a Table 2 flag: give --learner too")
     schedule = parse_schedule(args.schedule) if args.schedule else DEFAULT_SCHEDULE
     protocol = _protocol(args)
     device = resolve_device(args.device)

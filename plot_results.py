@@ -4,6 +4,8 @@
     python plot_results.py OML_RUN PRE_RUN SRNN_RUN RANDOM_RUN ORACLE_RUN \
         --labels OML Pretraining SR-NN "Random RLN" "Oracle (iid x5)" --out fig4.png
 
+    python plot_results.py --table2 TABLE2_RUN ...   # the paper's Table 2 layout (markdown), ours beside the paper's
+
 A run folder stands for its results.json (or, while an evaluation is still running, its
 results.partial.json: the class counts finished so far). Labels default to each file's label.
 """
@@ -24,7 +26,23 @@ def get_args_parser():
     parser.add_argument("--out", default="figure.png",
                         help="the figure file (a folder: <folder>/figure.png; no extension: .png is added)")
     parser.add_argument("--title", default=None, help="figure title (Omniglot)")
+    parser.add_argument("--table2", action="store_true",
+                        help="print Table 2 (evaluate_omniglot.py --learner results) in the paper's layout instead "
+                             "of drawing a figure; --out FILE.md also writes it")
     return parser
+
+
+def table2_main(args, paths):
+    """Print (and with --out *.md, write) the Table 2 cells of these results files."""
+    from experiment.evaluation.table2 import format_table, read_table2
+    table = format_table([read_table2(p) for p in paths])
+    print(table)
+    if args.out != "figure.png":
+        out = bounds.output_file("--out", Path(args.out))
+        out.write_text(table + "\n")
+        print(f"table: {out}")
+        return out
+    return table
 
 
 def _results_file(path):
@@ -56,6 +74,8 @@ def main(args):
             raise UserError(f"no results file at '{path}'")
     if args.labels and len(args.labels) != len(paths):
         raise UserError(f"{len(args.labels)} labels for {len(paths)} results files")
+    if args.table2:
+        return table2_main(args, paths)
     out = figure_path(args.out)
     for path in paths:
         read_results(path)  # a list or a number is not a results file: refuse before plotting
