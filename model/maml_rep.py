@@ -34,9 +34,8 @@ compared at the same order; `--first-order` gives the 2019 meta-gradient. The `c
 rates and length are its own (experiment/omniglot_presets.py).
 """
 import torch
-from torch.func import functional_call
 
-from model.meta_learner import InnerLoopRule, MetaLoss, inner_loop, pln_params
+from model.meta_learner import InnerLoopRule, MetaLoss, adapted_loss
 
 
 def few_shot_loss(model, x_support, y_support, x_query, y_query, loss_fn, rule: InnerLoopRule,
@@ -57,12 +56,7 @@ def few_shot_loss(model, x_support, y_support, x_query, y_query, loss_fn, rule: 
         support_feats, query_feats = feats[:b], feats[b:]
     steps_feats = support_feats.unsqueeze(0).expand(inner_steps, *support_feats.shape)  # a view, no copy
     steps_targets = y_support.unsqueeze(0).expand(inner_steps, *y_support.shape)
-    start = pln_params(model.pln)
-    adapted = inner_loop(model.pln, start, steps_feats, steps_targets, loss_fn, rule)
-    outputs = functional_call(model.pln, adapted, (query_feats,))
-    with torch.no_grad():
-        before = loss_fn(functional_call(model.pln, start, (query_feats,)), y_query)
-    return MetaLoss(loss_fn(outputs, y_query), before.detach(), outputs.detach())
+    return adapted_loss(model.pln, steps_feats, steps_targets, query_feats, y_query, loss_fn, rule)
 
 
 def clamp_gradients(parameters, bound: float | None) -> None:

@@ -68,9 +68,15 @@ def meta_loss(model, x_traj, y_traj, x_meta, y_meta, loss_fn, rule: InnerLoopRul
     else:
         feats = model.rln(torch.cat([flat_traj, x_meta]))
         traj_feats, meta_feats = feats[: k * b].reshape(k, b, -1), feats[k * b:]
-    start = pln_params(model.pln)
-    adapted = inner_loop(model.pln, start, traj_feats, y_traj, loss_fn, rule)
-    outputs = functional_call(model.pln, adapted, (meta_feats,))
+    return adapted_loss(model.pln, traj_feats, y_traj, meta_feats, y_meta, loss_fn, rule)
+
+
+def adapted_loss(pln, traj_feats, traj_targets, meta_feats, meta_targets, loss_fn, rule: InnerLoopRule) -> MetaLoss:
+    """From RLN features: adapt the PLN along the trajectory ([K, B, F], one step per leading
+    index), then the loss on the meta set, with the unadapted PLN's loss for comparison."""
+    start = pln_params(pln)
+    adapted = inner_loop(pln, start, traj_feats, traj_targets, loss_fn, rule)
+    outputs = functional_call(pln, adapted, (meta_feats,))
     with torch.no_grad():
-        before = loss_fn(functional_call(model.pln, start, (meta_feats,)), y_meta)
-    return MetaLoss(loss_fn(outputs, y_meta), before.detach(), outputs.detach())
+        before = loss_fn(functional_call(pln, start, (meta_feats,)), meta_targets)
+    return MetaLoss(loss_fn(outputs, meta_targets), before.detach(), outputs.detach())

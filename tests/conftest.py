@@ -20,3 +20,18 @@ def one_line_error(capsys, main, parser, argv) -> str:
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err, err
     return err
+
+
+def die_at_step(monkeypatch, cls, n: int):
+    """Make `cls.step` raise KeyboardInterrupt on its n-th call (a run killed mid-way); returns a
+    function that puts the real step back (to resume the run)."""
+    original, calls = cls.step, {"n": 0}
+
+    def dying_step(self):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(cls, "step", dying_step)
+    return lambda: monkeypatch.setattr(cls, "step", original)

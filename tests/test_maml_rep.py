@@ -19,11 +19,13 @@ from experiment.checkpoint import load_checkpoint
 from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig, config_from_checkpoint
 from experiment.training import omniglot as omniglot_training
 from experiment.training.omniglot import MAMLRepTraining, make_training
-from model import maml_rep
+from model import meta_learner
 from model.maml_rep import clamp_gradients, few_shot_loss
 from model.meta_learner import InnerLoopRule, meta_loss
 from model.networks import build_omniglot_net
 from model.reference import reference_meta_loss
+from tests.conftest import die_at_step
+from tests.gradient_checks import assert_matches_finite_differences, grads
 from tests.omniglot_fixtures import write_fake_both
 
 N_OUT, WAYS, SHOTS, QUERY, STEPS = 8, 3, 2, 2, 4
@@ -40,10 +42,6 @@ def _case(hidden=0):
     return model, (x_support, y_support, x_query, y_query)
 
 
-def _grads(model, loss):
-    model.zero_grad()
-    loss.backward()
-    return [p.grad.clone() for p in model.parameters()]
 
 
 def _as_trajectory(data):
@@ -61,14 +59,14 @@ def test_support_features_once_equal_brute_force(first_order, hidden):
     model, data = _case(hidden)
     rule = InnerLoopRule(lr=0.5 if not hidden else 0.2, first_order=first_order)
     fast_loss = few_shot_loss(model, *data, F.cross_entropy, rule, STEPS).loss
-    fast = _grads(model, fast_loss)
+    fast = grads(model, fast_loss)
     ref_loss = reference_meta_loss(model, *_as_trajectory(data), F.cross_entropy, rule)
-    ref = _grads(model, ref_loss)
+    ref = grads(model, ref_loss)
     assert fast_loss.item() == pytest.approx(ref_loss.item(), rel=1e-12)
     for a, b in zip(fast, ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     # and it is OML's objective with that trajectory (meta_loss runs the RLN on every copy)
-    oml = _grads(model, meta_loss(model, *_as_trajectory(data), F.cross_entropy, rule).loss)
+    oml = grads(model, meta_loss(model, *_as_trajectory(data), F.cross_entropy, rule).loss)
     for a, b in zip(fast, oml):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     n_rln = len(list(model.rln.parameters()))
@@ -79,30 +77,13 @@ def test_support_features_once_equal_brute_force(first_order, hidden):
 def test_second_order_gradient_matches_finite_differences():
     model, data = _case()
     rule = InnerLoopRule(lr=0.5, first_order=False)
-    params = list(model.parameters())
-    originals = [p.detach().clone() for p in params]
-
-    def loss_at(values):
-        with torch.no_grad():
-            for p, v in zip(params, values):
-                p.copy_(v)
-        return few_shot_loss(model, *data, F.cross_entropy, rule, STEPS).loss
-
-    analytic = _grads(model, loss_at(originals))
-    g = torch.Generator().manual_seed(3)
-    eps = 1e-6
-    for _ in range(3):
-        direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
-        plus = loss_at([o + eps * d for o, d in zip(originals, direction)]).item()
-        minus = loss_at([o - eps * d for o, d in zip(originals, direction)]).item()
-        predicted = sum((a * d).sum() for a, d in zip(analytic, direction)).item()
-        assert predicted == pytest.approx((plus - minus) / (2 * eps), rel=1e-5, abs=1e-8)
+    assert_matches_finite_differences(model, lambda: few_shot_loss(model, *data, F.cross_entropy, rule, STEPS).loss)
 
 
 def test_first_order_differs_from_second_order():
     model, data = _case()
-    first = _grads(model, few_shot_loss(model, *data, F.cross_entropy, InnerLoopRule(0.5, True), STEPS).loss)
-    second = _grads(model, few_shot_loss(model, *data, F.cross_entropy, InnerLoopRule(0.5, False), STEPS).loss)
+    first = grads(model, few_shot_loss(model, *data, F.cross_entropy, InnerLoopRule(0.5, True), STEPS).loss)
+    second = grads(model, few_shot_loss(model, *data, F.cross_entropy, InnerLoopRule(0.5, False), STEPS).loss)
     assert max((a - b).abs().max().item() for a, b in zip(first, second)) > 1e-6
 
 
@@ -114,13 +95,13 @@ def test_inner_loop_is_batched_and_touches_only_the_pln(monkeypatch):
     x_support, y_support, x_query, y_query = data
     rule = InnerLoopRule(lr=0.5, first_order=False)
     seen = {}
-    original = maml_rep.inner_loop
+    original = meta_learner.inner_loop  # adapted_loss, which few_shot_loss calls, runs it
 
     def spy(pln, params, feats, targets, loss_fn, rule):
         seen["params"], seen["feats"], seen["targets"] = set(params), feats.shape, targets.shape
         return original(pln, params, feats, targets, loss_fn, rule)
 
-    monkeypatch.setattr(maml_rep, "inner_loop", spy)
+    monkeypatch.setattr(meta_learner, "inner_loop", spy)
     rln_before = [p.detach().clone() for p in model.rln.parameters()]
     result = few_shot_loss(model, *data, F.cross_entropy, rule, STEPS)
     n_features = model.rln(x_support[:1]).shape[1]
@@ -243,18 +224,10 @@ def test_killed_run_resumes_byte_for_byte(data, tmp_path, monkeypatch):
              "--nonstandard-data", *TINY, "--steps", "8", *extra])
 
     whole = oml_omniglot.main(args("--name", "whole"))
-    original_step, calls = MAMLRepTraining.step, {"n": 0}
-
-    def dying_step(self):
-        calls["n"] += 1
-        if calls["n"] == 7:  # killed between the checkpoints at 4 and 8
-            raise KeyboardInterrupt
-        return original_step(self)
-
-    monkeypatch.setattr(omniglot_training.MAMLRepTraining, "step", dying_step)
+    revive = die_at_step(monkeypatch, omniglot_training.MAMLRepTraining, 7)  # between the checkpoints at 4 and 8
     with pytest.raises(KeyboardInterrupt):
         oml_omniglot.main(args("--name", "killed"))
-    monkeypatch.setattr(omniglot_training.MAMLRepTraining, "step", original_step)
+    revive()
     killed = whole.parent / "killed_1"
     assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 4
     oml_omniglot.main(oml_omniglot.get_args_parser().parse_args(["--resume", str(killed), "--no-progress",

@@ -12,6 +12,7 @@ from torch import nn
 from model.meta_learner import InnerLoopRule, meta_loss
 from model.networks import build_omniglot_net, build_sine_net
 from model.reference import reference_meta_loss
+from tests.gradient_checks import assert_matches_finite_differences, grads
 
 
 def _sine_case():
@@ -38,10 +39,6 @@ CASES = {"sine": (_sine_case, InnerLoopRule(lr=0.1)),
          "omniglot": (_classification_case, InnerLoopRule(lr=0.5))}
 
 
-def _grads(model, loss):
-    model.zero_grad()
-    loss.backward()
-    return [p.grad.clone() for p in model.parameters()]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -49,8 +46,8 @@ def test_feature_once_equals_brute_force_recomputation(case):
     make, rule = CASES[case]
     model, data, loss_fn = make()
     fast_loss, _, _ = meta_loss(model, *data, loss_fn, rule)
-    fast = _grads(model, fast_loss)
-    ref = _grads(model, reference_meta_loss(model, *data, loss_fn, rule))
+    fast = grads(model, fast_loss)
+    ref = grads(model, reference_meta_loss(model, *data, loss_fn, rule))
     assert fast_loss.item() == pytest.approx(reference_meta_loss(model, *data, loss_fn, rule).item(), rel=1e-12)
     for a, b in zip(fast, ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
@@ -62,36 +59,18 @@ def test_feature_once_equals_brute_force_recomputation(case):
 def test_meta_gradient_matches_finite_differences(case):
     make, rule = CASES[case]
     model, data, loss_fn = make()
-    params = list(model.parameters())
-    originals = [p.detach().clone() for p in params]
-
-    def loss_of(*flat):
-        with torch.no_grad():
-            for p, v in zip(params, flat):
-                p.copy_(v)
-        return meta_loss(model, *data, loss_fn, rule)[0]
-
-    analytic = _grads(model, loss_of(*originals))
-    g = torch.Generator().manual_seed(3)
-    for _ in range(3):  # directional derivatives along random directions, central differences
-        direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
-        eps = 1e-6
-        plus = loss_of(*[o + eps * d for o, d in zip(originals, direction)]).item()
-        minus = loss_of(*[o - eps * d for o, d in zip(originals, direction)]).item()
-        numeric = (plus - minus) / (2 * eps)
-        predicted = sum((a * d).sum() for a, d in zip(analytic, direction)).item()
-        assert predicted == pytest.approx(numeric, rel=1e-5, abs=1e-8)
+    assert_matches_finite_differences(model, lambda: meta_loss(model, *data, loss_fn, rule).loss)
 
 
 @pytest.mark.parametrize("case", ["sine", "omniglot"])
 def test_first_order_differs_and_equals_detached_inner_gradients(case):
     make, rule = CASES[case]
     model, data, loss_fn = make()
-    second = _grads(model, meta_loss(model, *data, loss_fn, rule)[0])
+    second = grads(model, meta_loss(model, *data, loss_fn, rule)[0])
     first_rule = InnerLoopRule(lr=rule.lr, first_order=True, clip=rule.clip)
-    first = _grads(model, meta_loss(model, *data, loss_fn, first_rule)[0])
+    first = grads(model, meta_loss(model, *data, loss_fn, first_rule)[0])
     # The original pre-2020 code: the whole network re-run per step, inner gradients not differentiated.
-    detached = _grads(model, reference_meta_loss(model, *data, loss_fn, first_rule))
+    detached = grads(model, reference_meta_loss(model, *data, loss_fn, first_rule))
     for a, b in zip(first, detached):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     assert max((a - b).abs().max().item() for a, b in zip(first, second)) > 1e-6

@@ -14,6 +14,7 @@ from experiment.omniglot_presets import OMNIGLOT_PRESETS
 from model.meta_learner import InnerLoopRule, meta_loss
 from model.networks import build_omniglot_net
 from model.reference import reference_meta_loss
+from tests.gradient_checks import assert_matches_finite_differences, grads
 
 N_OUT = 6
 
@@ -36,10 +37,6 @@ def _case(preset):
     return model, (x_traj, y_traj, x_meta, y_meta), rule
 
 
-def _grads(model, loss):
-    model.zero_grad()
-    loss.backward()
-    return [p.grad.clone() for p in model.parameters()]
 
 
 @pytest.mark.parametrize("preset", ["mrcl2019", "oml2020"])
@@ -47,9 +44,9 @@ def test_feature_once_equals_brute_force(preset):
     model, data, rule = _case(preset)
     assert rule.first_order == (preset == "mrcl2019")
     fast_loss = meta_loss(model, *data, F.cross_entropy, rule)[0]
-    fast = _grads(model, fast_loss)
+    fast = grads(model, fast_loss)
     ref_loss = reference_meta_loss(model, *data, F.cross_entropy, rule)
-    ref = _grads(model, ref_loss)
+    ref = grads(model, ref_loss)
     assert fast_loss.item() == pytest.approx(ref_loss.item(), rel=1e-12)
     for a, b in zip(fast, ref):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
@@ -62,31 +59,14 @@ def test_feature_once_equals_brute_force(preset):
 def test_second_order_gradient_matches_finite_differences(preset):
     model, data, rule = _case(preset)
     rule = InnerLoopRule(lr=rule.lr, first_order=False)
-    params = list(model.parameters())
-    originals = [p.detach().clone() for p in params]
-
-    def loss_at(values):
-        with torch.no_grad():
-            for p, v in zip(params, values):
-                p.copy_(v)
-        return meta_loss(model, *data, F.cross_entropy, rule)[0]
-
-    analytic = _grads(model, loss_at(originals))
-    g = torch.Generator().manual_seed(3)
-    eps = 1e-6
-    for _ in range(3):
-        direction = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
-        plus = loss_at([o + eps * d for o, d in zip(originals, direction)]).item()
-        minus = loss_at([o - eps * d for o, d in zip(originals, direction)]).item()
-        predicted = sum((a * d).sum() for a, d in zip(analytic, direction)).item()
-        assert predicted == pytest.approx((plus - minus) / (2 * eps), rel=1e-5, abs=1e-8)
+    assert_matches_finite_differences(model, lambda: meta_loss(model, *data, F.cross_entropy, rule).loss)
 
 
 @pytest.mark.parametrize("preset", ["mrcl2019", "oml2020"])
 def test_first_order_differs_from_second_order(preset):
     model, data, rule = _case(preset)
-    first = _grads(model, meta_loss(model, *data, F.cross_entropy, InnerLoopRule(rule.lr, first_order=True))[0])
-    second = _grads(model, meta_loss(model, *data, F.cross_entropy, InnerLoopRule(rule.lr, first_order=False))[0])
+    first = grads(model, meta_loss(model, *data, F.cross_entropy, InnerLoopRule(rule.lr, first_order=True))[0])
+    second = grads(model, meta_loss(model, *data, F.cross_entropy, InnerLoopRule(rule.lr, first_order=False))[0])
     n_rln = len(list(model.rln.parameters()))
     rln_gap = max((a - b).abs().max().item() for a, b in zip(first[:n_rln], second[:n_rln]))
     assert rln_gap > 1e-6
@@ -94,7 +74,7 @@ def test_first_order_differs_from_second_order(preset):
     # set the first convolution's weight gets no gradient; second order still reaches it through
     # the trajectory's features (the inner gradients depend on them).
     x_traj, y_traj, x_meta, y_meta = data
-    blind = {order: _grads(model, meta_loss(model, x_traj, y_traj, torch.zeros_like(x_meta), y_meta, F.cross_entropy,
+    blind = {order: grads(model, meta_loss(model, x_traj, y_traj, torch.zeros_like(x_meta), y_meta, F.cross_entropy,
                                             InnerLoopRule(rule.lr, first_order=order))[0])[0]
              for order in (True, False)}
     assert blind[True].abs().max().item() == 0.0

@@ -20,7 +20,7 @@ from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import Protocol, evaluate
 from experiment.omniglot_presets import OMNIGLOT_PRESETS, build_model, config_from_checkpoint
 from experiment.training.omniglot import OMLTraining, make_training
-from tests.conftest import REPO, SHARED_OMNIGLOT
+from tests.conftest import REPO, SHARED_OMNIGLOT, die_at_step
 from tests.omniglot_fixtures import write_fake_both
 from utils.cli import run_main
 from utils.errors import UserError
@@ -218,18 +218,10 @@ def test_killed_run_resumes_byte_for_byte(run_args, tmp_path, monkeypatch, metho
     whole = oml_omniglot.main(run_args(*extra, "--name", "whole"))
     from experiment.training import omniglot
     cls = omniglot.OMLTraining if method == "oml" else omniglot.IIDTraining
-    original_step, calls = cls.step, {"n": 0}
-
-    def dying_step(self):
-        calls["n"] += 1
-        if calls["n"] == 7:  # killed between the checkpoints at 4 and 8
-            raise KeyboardInterrupt
-        return original_step(self)
-
-    monkeypatch.setattr(cls, "step", dying_step)
+    revive = die_at_step(monkeypatch, cls, 7)  # killed between the checkpoints at 4 and 8
     with pytest.raises(KeyboardInterrupt):
         oml_omniglot.main(run_args(*extra, "--name", "killed"))
-    monkeypatch.setattr(cls, "step", original_step)
+    revive()
     killed = whole.parent / "killed_1"
     assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 4
     oml_omniglot.main(oml_omniglot.get_args_parser().parse_args(["--resume", str(killed), "--no-progress",

@@ -14,7 +14,7 @@ import plot_results
 from experiment.checkpoint import load_checkpoint
 from experiment.evaluation.sine import evaluate, make_protocol
 from experiment.sine_presets import build_model, config_from_checkpoint
-from tests.conftest import REPO
+from tests.conftest import REPO, die_at_step
 from utils.errors import UserError
 
 TINY = ["--preset", "oml2020", "--width", "16", "--steps", "30", "--eval-runs", "3", "--eval-test-samples", "100", "--eval-steps", "4", "--no-progress",
@@ -51,19 +51,10 @@ def test_same_seed_gives_byte_identical_results(tmp_path):
 def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     whole = train(tmp_path / "whole", "--eval-runs", "0")
     from experiment.training import sine
-    original_step = sine.OMLTraining.step
-    calls = {"n": 0}
-
-    def dying_step(self):
-        calls["n"] += 1
-        if calls["n"] == 17:  # killed between the checkpoints at 10 and 20
-            raise KeyboardInterrupt
-        return original_step(self)
-
-    monkeypatch.setattr(sine.OMLTraining, "step", dying_step)
+    revive = die_at_step(monkeypatch, sine.OMLTraining, 17)  # between the checkpoints at 10 and 20
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "killed", "--eval-runs", "0")
-    monkeypatch.setattr(sine.OMLTraining, "step", original_step)
+    revive()
     killed = next((tmp_path / "killed").glob("*/sine/*"))
     assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 10
     args = oml_regression.get_args_parser().parse_args(["--resume", str(killed), "--eval-runs", "0", "--no-progress"])
