@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from model.online import cross_entropy_logit_grad
+
 
 class LinearHead:
     """A linear PLN [Wt [F, O], b [O]] on features x [B, F]."""
@@ -36,10 +38,7 @@ class LinearHead:
 
     def _error(self, params, x, y) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.logits(params, x)
-        loss = F.cross_entropy(z, y)
-        e = torch.softmax(z, dim=1)
-        e[torch.arange(len(y)), y] -= 1
-        return loss, e
+        return F.cross_entropy(z, y), cross_entropy_logit_grad(z, y)
 
     def grads(self, params, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(mean cross-entropy over the batch, [dW, db])."""
@@ -53,8 +52,7 @@ class LinearHead:
         wt, b = params
         rows = (x != 0).any(0).nonzero().squeeze(1)
         xs = x[:, rows]
-        e = torch.softmax(torch.addmm(b, xs, wt[rows]), dim=1)
-        e[torch.arange(len(y)), y] -= 1
+        e = cross_entropy_logit_grad(torch.addmm(b, xs, wt[rows]), y)
         e /= len(y)
         wt.index_add_(0, rows, xs.t() @ e, alpha=-lr)
         b.sub_(e.sum(0), alpha=lr)
