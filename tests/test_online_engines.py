@@ -4,6 +4,8 @@ They agree at full scale (1000 outputs x 576 sparse features, 1,500 Adam steps) 
 tolerance, give the shipped `cpu` model identical accuracies, and the fallback without numba runs
 (with its `warning:` line). Tests that need numba skip with a reason where it is absent.
 """
+import contextlib
+import platform
 import sys
 
 import numpy as np
@@ -220,3 +222,38 @@ def test_portable_engine_on_cuda_agrees(sparse_features):
     gpu = oe.OnlineLearner(pln, oe.Protocol(engine="portable", run_batch=2), device="cuda").train(
         sparse_features.train.cuda(), specs, 1e-3)
     assert all(torch.allclose(a, b.cpu(), atol=FULL_SCALE_ATOL) for fa, fb in zip(cpu, gpu) for a, b in zip(fa, fb))
+
+
+def test_subnormals_are_flushed_only_inside_the_native_kernel():
+    """The native kernel runs with subnormals flushed (x86 slows ~100x on them; docs/engines.md),
+    for its own call only: torch and numpy outside it keep them, and a trajectory whose far-off
+    outputs' gradients square to subnormals gives the same predictions flushed or not."""
+    _needs_native()
+    tiny = torch.tensor([1e-40])
+    with native.flushed_subnormals():
+        flushed = (tiny * 1.0).item() == 0.0  # where the CPU supports it (x86 SSE3, AArch64)
+    assert (tiny * 1.0).item() != 0.0
+    if platform.machine().lower() in ("x86_64", "amd64", "aarch64", "arm64"):
+        assert flushed
+    elif not flushed:
+        pytest.skip(f"this CPU ({platform.machine()}) cannot flush subnormals: nothing to compare")
+    gen = torch.Generator().manual_seed(5)
+    x = torch.relu(torch.randn(300, 40, generator=gen) - 1.0) * 40  # large features: saturated softmax
+    y = torch.arange(300) % 30
+    init = [torch.randn(200, 40, generator=gen) * 0.5, torch.zeros(200)]
+    order = np.arange(300)
+    fn = native.kernel()
+    kept = native.train_native(fn, init, x, y, order, 3e-3, "adam", oe.ADAM_BETAS, oe.ADAM_EPS, flush=False)
+    flush = native.train_native(fn, init, x, y, order, 3e-3, "adam", oe.ADAM_BETAS, oe.ADAM_EPS)
+    assert (tiny * 1.0).item() != 0.0
+    assert torch.equal(kept[0], flush[0]) and torch.equal(kept[1], flush[1])  # too small to move a weight
+
+    def second_moments(flush):  # the kernel's own v: where the subnormals live
+        wt, b = init[0].t().contiguous().numpy(), init[1].clone().numpy()
+        mt, vt, mb, vb = np.zeros_like(wt), np.zeros_like(wt), np.zeros_like(b), np.zeros_like(b)
+        with native.flushed_subnormals() if flush else contextlib.nullcontext():
+            assert fn(wt, b, mt, vt, mb, vb, x.numpy(), order, y.numpy(), True, 3e-3, 0.9, 0.999, 1e-8) == 0
+        return vt
+
+    subnormal = lambda v: ((v != 0) & (np.abs(v) < np.finfo(np.float32).tiny)).sum()  # noqa: E731
+    assert subnormal(second_moments(False)) > 0 and subnormal(second_moments(True)) == 0

@@ -5,10 +5,18 @@ Why numba (measured in docs/engines.md): it needs no C compiler (wheels for Linu
 Windows), it gives the same bits as the C loop it replaced, and its compiled code is cached by
 numba beside the source (or under $NUMBA_CACHE_DIR), never in the shared data cache, so nobody who
 can write to `.oml_cache/` gets code run in another user's evaluation. `OML_NATIVE=0` turns it off.
+
+The kernel runs with subnormal floats flushed to zero (FTZ/DAZ, `torch.set_flush_denormal`, for
+the calling thread only, restored after). Far-off outputs get gradients below 1e-19, whose squares
+in Adam's v, and the moments of idle features decaying by 0.9 a step, fall below float32's
+smallest normal number (1.2e-38), where x86 arithmetic is about 100x slower: with them kept, they
+took 80% of a 128-channel network's evaluation time (docs/engines.md). Values that small cannot
+move a weight of the PLN's scale; the shipped models' results are unchanged (tested).
 """
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -56,20 +64,33 @@ def _load():
     return None
 
 
+@contextmanager
+def flushed_subnormals():
+    """Subnormal floats read and written as zero in this thread (where the CPU supports it: x86
+    with SSE3, AArch64), then the default (keep them) again."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def _smoke(fn) -> None:
     """A 2-step trajectory with both optimisers: every specialisation the engine calls gets compiled."""
     wt, b = np.zeros((2, 3), np.float32), np.zeros(3, np.float32)
     x, order, labels = np.ones((2, 2), np.float32), np.arange(2, dtype=np.int64), np.arange(2, dtype=np.int64)
     for adam in (True, False):
-        rc = fn(wt, b, wt.copy(), wt.copy(), b.copy(), b.copy(), x, order, labels, adam, 0.1, 0.9, 0.999, 1e-8)
+        with flushed_subnormals():
+            rc = fn(wt, b, wt.copy(), wt.copy(), b.copy(), b.copy(), x, order, labels, adam, 0.1, 0.9, 0.999, 1e-8)
         if rc != 0:
             raise RuntimeError(f"the kernel's self-test returned {rc}")
 
 
 def train_native(fn, init: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, order: np.ndarray, lr: float,
-                 optimizer: str, betas: tuple[float, float], eps: float) -> list[torch.Tensor]:
+                 optimizer: str, betas: tuple[float, float], eps: float, flush: bool = True) -> list[torch.Tensor]:
     """One run of a linear PLN: init [W [O, F], b [O]], x [N, F] features, y [N] labels (output
-    units), order [T] rows of x. Returns the final [W, b] (float32, CPU)."""
+    units), order [T] rows of x. Returns the final [W, b] (float32, CPU). flush=False keeps
+    subnormals (only benchmarks/online_subnormals.py, to measure what the flush saves)."""
     wt = init[0].detach().float().cpu().t().contiguous().numpy()  # feature-major: a feature's column is contiguous
     b = init[1].detach().float().cpu().clone().numpy()
     adam = optimizer == "adam"
@@ -78,7 +99,8 @@ def train_native(fn, init: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
     xs = np.ascontiguousarray(x.detach().float().cpu().numpy())
     labels = np.ascontiguousarray(y.detach().cpu().numpy(), dtype=np.int64)
     steps = np.ascontiguousarray(order, dtype=np.int64)
-    rc = fn(wt, b, mt, vt, mb, vb, xs, steps, labels, adam, float(lr), float(betas[0]), float(betas[1]), float(eps))
+    with flushed_subnormals() if flush else nullcontext():
+        rc = fn(wt, b, mt, vt, mb, vb, xs, steps, labels, adam, float(lr), float(betas[0]), float(betas[1]), float(eps))
     if rc != 0:
         what = {1: f"a trajectory index outside the {len(xs)} images", 2: f"a label outside the {wt.shape[1]} outputs"}
         raise ValueError(f"native online learner: {what.get(rc, f'error {rc}')}")
