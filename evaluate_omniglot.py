@@ -9,6 +9,7 @@
     python evaluate_omniglot.py --rln 6 --model ckpt.pt --name Omni_test_traj --test --runs 50   # seed README
     python evaluate_omniglot.py --model oml.pt --learner online iid er mer ewc           # Table 2, OML column
     python evaluate_omniglot.py --model pretraining.pt --whole-network --learner er      # Table 2, Standard column
+    python evaluate_omniglot.py --model a.pt b.pt --seed 1 2 --rank 2     # one point of a sweep (experiment/grid.py)
 
 The RLN is frozen and its features of all evaluation images are computed once and cached; the
 PLN is reset and trained online (batch 1, one class-sorted pass) per run; accuracy is reported on
@@ -39,9 +40,9 @@ import time
 import torch
 
 from datasets.omniglot import load_omniglot
-from experiment import limits
+from experiment import grid, limits
 from experiment.checkpoint import load_checkpoint, load_weights
-from experiment.config import as_dict, from_dict, resolve
+from experiment.config import allow_several, as_dict, from_dict, resolve
 from experiment.evaluation import table2
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import (
@@ -69,6 +70,7 @@ from utils.plotting import plot_omniglot
 DEFAULT_PATH = "../shared/omniglot"
 RANDOM_RLN_PRESET = "cpu"
 METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml-rep": "MAML-Rep"}
+SWEEP = grid.order("evaluate_omniglot", ("lr",))  # the flags that take several values (and --seed), as --rank's digits
 
 
 def get_args_parser():
@@ -137,7 +139,14 @@ def get_args_parser():
                         help="accepted for the seed README's command; the RLN/PLN split is read from the checkpoint")
     parser.add_argument("--test", action="store_true",
                         help="accepted for the seed README's command; both accuracies are always reported")
+    parser.add_argument("--rank", type=int, default=0, help=grid.RANK_HELP)
+    allow_several(parser, *SWEEP)
     return parser
+
+
+def sweep_point(args):
+    """(args with the --rank-th combination of the values given, {"rank", "grid"} for the metadata)."""
+    return grid.select(args, SWEEP)
 
 
 def _network(args):
@@ -237,7 +246,7 @@ def _table2_column(payload, args) -> str:
     return {**METHOD_LABELS, "pretraining": "Pre-training"}.get(payload["method"], payload["method"])  # the paper's column
 
 
-def table2_main(args):
+def table2_main(args, sweep):
     """Table 2 cells of one column (one representation) for every learner and setting given."""
     settings, protocol = _table2_flags(args)
     device = resolve_device(args.device)
@@ -259,6 +268,7 @@ def table2_main(args):
     run = Run.create({"evaluated": as_dict(config), "args": vars(args), "table2": [list(s) for s in settings]},
                      dataset="omniglot_table2", name=args.name or "table2", results_dir=args.results_dir,
                      device="cpu")
+    run.save_metadata(sweep=sweep)  # the rank and the grid it indexes, for grouping a sweep's runs
     print(f"{label}: {', '.join(args.learner)} on {', '.join(table2.setting_name(*s) for s in settings)}; "
           f"{protocol.runs} runs per cell")
     seconds = {}
@@ -279,9 +289,10 @@ def table2_main(args):
 
 
 def main(args):
+    args, sweep = sweep_point(args)
     limits.run_folder(args)  # before the features and the runs, which would otherwise fail to be written
     if args.learner:
-        return table2_main(args)
+        return table2_main(args, sweep)
     defaults = get_args_parser()
     for flag in ("whole_network", "classes_per_task", "n_tasks", "memory", "mer_batches", "mer_batch_size", "mer_gamma"):
         if getattr(args, flag) != defaults.get_default(flag):
@@ -309,6 +320,7 @@ def main(args):
     label = _label(payload, config, args)
     run = Run.create({"evaluated": as_dict(config), "args": vars(args), "schedule": list(schedule)},
                      dataset="omniglot_eval", name=args.name or "evaluation", results_dir=args.results_dir, device=device)
+    run.save_metadata(sweep=sweep)  # the rank and the grid it indexes, for grouping a sweep's runs
     start = time.perf_counter()
     steps = total_steps(schedule, protocol)
     if args.scratch:  # the network changes at every step: it runs on the images, nothing is cached

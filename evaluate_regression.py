@@ -5,6 +5,7 @@
     python evaluate_regression.py --model ckpt.pt --eval-protocol trajectory   # the meta-training trajectory
     python evaluate_regression.py --preset oml2020                      # no --model: untrained network
     python evaluate_regression.py --model ckpt.pt --name sine_test_set --rln 6 --tasks 10 --capacity 10 --runs 50
+    python evaluate_regression.py --model ckpt.pt --seed 1 2 --lr 1e-3 3e-3 --rank 3    # one point of a sweep
 
 The protocol (experiment/evaluation/sine.py): 40 mini-batches of 32 per function, 10 functions in sequence,
 one pass, the PLN not reset, the online rate chosen per checkpoint on validation trajectories'
@@ -14,9 +15,9 @@ import argparse
 
 import torch
 
-from experiment import limits
+from experiment import grid, limits
 from experiment.checkpoint import load_checkpoint, load_weights
-from experiment.config import as_dict, resolve
+from experiment.config import allow_several, as_dict, resolve
 from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
@@ -31,6 +32,7 @@ from utils.plotting import plot_sine
 # Flags that describe the network: with --model they must agree with the checkpoint (--rln may
 # move the RLN/PLN boundary of an i.i.d. baseline, whose split is an evaluation choice).
 SHAPE_FLAGS = ("capacity", "width", "rln")
+SWEEP = grid.order("evaluate_regression", ("lr",))  # the flags that take several values (and --seed), as --rank's digits
 
 
 def get_args_parser():
@@ -61,7 +63,14 @@ def get_args_parser():
     for flag in SHAPE_FLAGS:
         parser.add_argument(f"--{flag}", type=int, default=None,
                             help="must match the checkpoint (accepted for the original's command)")
+    parser.add_argument("--rank", type=int, default=0, help=grid.RANK_HELP)
+    allow_several(parser, *SWEEP)
     return parser
+
+
+def sweep_point(args):
+    """(args with the --rank-th combination of the values given, {"rank", "grid"} for the metadata)."""
+    return grid.select(args, SWEEP)
 
 
 def _model_and_config(args):
@@ -102,6 +111,7 @@ def protocol_from_args(args, config):
 
 
 def main(args):
+    args, sweep = sweep_point(args)
     limits.run_folder(args)  # before the evaluation, which would otherwise run and then fail to write
     device = resolve_device(args.device)
     model, config, payload = _model_and_config(args)
@@ -113,6 +123,7 @@ def main(args):
     result = {"benchmark": "sine", "label": label, "model": checkpoint_identity(payload, as_dict(config)), **result}
     run = Run.create({"evaluated": as_dict(config), "args": {k: v for k, v in vars(args).items()}},
                      dataset="sine_eval", name=args.name or "evaluation", results_dir=args.results_dir, device=device)
+    run.save_metadata(sweep=sweep)  # the rank and the grid it indexes, for grouping a sweep's runs
     run.write_json("results.json", result)
     figure = plot_sine([result], [label], run.dir / "mse.png")
     run.save_metadata()

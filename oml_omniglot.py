@@ -8,6 +8,8 @@
     python oml_omniglot.py --preset cpu --method pretraining   # i.i.d. baseline (srnn: + sparsity)
     python oml_omniglot.py --preset cpu --method maml-rep      # few-shot MAML of the PLN (docs/maml_rep.md)
     python oml_omniglot.py --resume RUN_DIR             # continue a killed run
+    python oml_omniglot.py --update_lr 0.03 --meta_lr 1e-4 --tasks 3 --update_step 5 --steps 700000 \
+        --seed 1 2 --rank 1                             # the 2020 README's as a sweep: seed 2 (experiment/grid.py)
 
 Data: --path names a folder holding images_background.zip and images_evaluation.zip (or the
 extracted folders, or torchvision's omniglot-py/ nesting); default ../shared/omniglot.
@@ -19,8 +21,8 @@ from pathlib import Path
 import torch
 
 from datasets.omniglot import load_omniglot
-from experiment import limits
-from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve
+from experiment import grid, limits
+from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve, sweepable
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import Protocol, evaluate
 from experiment.omniglot_presets import IID_METHODS, OMNIGLOT_PRESETS, OmniglotConfig, build_model, config_from_checkpoint
@@ -36,6 +38,7 @@ DEFAULT_PATH = "../shared/omniglot"
 SEED_README_RLN = 6  # the 2019 README command passes --rln 6 and no preset: that is mrcl2019
 # What --resume may be given besides RESUME_FLAGS: where the data are and the check after training.
 DATA_FLAGS = {"path", "download", "cache_dir", "nonstandard_data", "quick_eval"}
+SWEEP = grid.order("oml_omniglot", sweepable(OmniglotConfig))  # the flags that take several values, as --rank's digits
 
 
 def get_args_parser():
@@ -53,18 +56,22 @@ def get_args_parser():
     add_nonstandard_data(parser)
     parser.add_argument("--rln", type=int, default=None,
                         help="layers in the RLN: only 6 (the six convolutions), the seed README's value")
-    parser.add_argument("--rank", type=int, default=0, help="the 2020 code's sweep index; only 0 (no sweeps) exists here")
+    parser.add_argument("--rank", type=int, default=0, help=grid.RANK_HELP)
     parser.add_argument("--quick-eval", dest="quick_eval", type=int, default=0, metavar="N",
                         help="after training, a quick meta-test check on N evaluation classes, against a random RLN")
     return parser
 
 
+def sweep_point(args):
+    """(args with the --rank-th combination of the values given, {"rank", "grid"} for the metadata)."""
+    return grid.select(args, SWEEP)
+
+
 def _config(args) -> OmniglotConfig:
+    """The resolved config of a sweep point (`sweep_point`): one value per flag."""
     if args.rln is not None and args.rln != SEED_README_RLN:
         raise UserError(f"--rln {args.rln} is not supported: the RLN is the six convolutions (--rln 6), "
                         "the PLN the layers after them")
-    if args.rank != 0:
-        raise UserError("--rank selects a sweep point in the 2020 code; there are no sweeps here (use --rank 0)")
     overrides = given_settings(args, OmniglotConfig)
     preset = overrides.pop("preset", None)
     if preset is None:
@@ -106,6 +113,9 @@ def main(args):
     device = resolve_device(args.device)
     limits.training_intervals(args)
     if args.resume:
+        grid.refuse_sweep(args, SWEEP, "--resume continues one run")
+    args, sweep = sweep_point(args)
+    if args.resume:
         payload, config = check_resume(args.resume, benchmark="omniglot", config_from_checkpoint=config_from_checkpoint,
                                        given=_given(args), allowed=RESUME_FLAGS | DATA_FLAGS)
         limits.omniglot_training(config)
@@ -124,6 +134,7 @@ def main(args):
         name = args.name or f"{config.method}_{config.preset}"
         run = Run.create(as_dict(config), dataset="omniglot", name=name, results_dir=args.results_dir, device=device,
                          lock=True)
+        run.save_metadata(sweep=sweep)  # the rank and the grid it indexes, for grouping a sweep's runs
         payload = None
     with run:  # holds run.lock until the run is complete (or fails)
         if payload is not None:

@@ -5,14 +5,15 @@
     python oml_regression.py --update_step 40 --meta_lr 0.0001 --update_lr 0.003 --tasks 10 \
         --capacity 10 --width 300 --rln 6          # the seed README's command (selects mrcl2019)
     python oml_regression.py --method pretraining  # the i.i.d. baseline (srnn: + sparsity)
+    python oml_regression.py --seed 1 2 3 --meta_lr 1e-4 3e-4 --rank 4   # one point of a sweep (experiment/grid.py)
 """
 import argparse
 
 import torch
 
-from experiment import limits
+from experiment import grid, limits
 from experiment.checkpoint import load_checkpoint
-from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve
+from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve, sweepable
 from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
@@ -28,12 +29,14 @@ from utils.plotting import plot_sine
 SEED_README_FLAGS = {"capacity": 10, "width": 300, "rln": 6}  # the 2019 README command's signature
 # What --resume may be given besides RESUME_FLAGS: how the finished run is evaluated, not what it trains.
 EVAL_FLAGS = {"eval_runs", "eval_protocol", "eval_steps", "eval_batch", "eval_lr"}
+SWEEP = grid.order("oml_regression", sweepable(SineConfig))  # the flags that take several values, as --rank's digits
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_flags(parser, SineConfig)  # the config's fields: only those given reach the namespace
     add_common(parser, training=True)
+    parser.add_argument("--rank", type=int, default=0, help=grid.RANK_HELP)
     parser.add_argument("--eval-protocol", dest="eval_protocol", choices=["paper", "trajectory"], default="paper",
                         help="paper: 40 batches of 32 per function, rate searched (default); trajectory: the "
                              "meta-training trajectory at the inner rate")
@@ -43,7 +46,13 @@ def get_args_parser():
     return parser
 
 
+def sweep_point(args):
+    """(args with the --rank-th combination of the values given, {"rank", "grid"} for the metadata)."""
+    return grid.select(args, SWEEP)
+
+
 def _config(args) -> SineConfig:
+    """The resolved config of a sweep point (`sweep_point`): one value per flag."""
     overrides = given_settings(args, SineConfig)
     preset = overrides.pop("preset", None)
     if preset is None:
@@ -78,6 +87,9 @@ def main(args):
     device = resolve_device(args.device)
     limits.training_intervals(args)
     if args.resume:
+        grid.refuse_sweep(args, SWEEP, "--resume continues one run")
+    args, sweep = sweep_point(args)
+    if args.resume:
         payload, config = check_resume(args.resume, benchmark="sine", config_from_checkpoint=config_from_checkpoint,
                                        given=_given(args), allowed=RESUME_FLAGS | EVAL_FLAGS)
         limits.sine_training(config)
@@ -92,6 +104,7 @@ def main(args):
         name = args.name or f"{config.method}_{config.preset}"
         run = Run.create(as_dict(config), dataset="sine", name=name, results_dir=args.results_dir, device=device,
                          lock=True)
+        run.save_metadata(sweep=sweep)  # the rank and the grid it indexes, for grouping a sweep's runs
         payload = None
     with run:  # holds run.lock until the run is complete (or fails)
         task = make_training(config, device)

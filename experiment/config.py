@@ -6,6 +6,10 @@ argparse.SUPPRESS, so the parsed namespace holds only the flags actually given; 
 reads exactly those and `resolve` applies exactly those on top of the preset. An unset flag
 therefore never overrides a preset (a None default once did: it hid the preset's clamp).
 
+A flag of a plain (not bool, not tuple) field takes one or more values: one is stored as
+before, several as a list, a sweep whose --rank-th combination the script picks
+(experiment.grid.select) before `given_settings` reads the namespace.
+
 The resolved config is stored in every checkpoint, so evaluation rebuilds the model and the
 data layout from the checkpoint alone.
 """
@@ -14,6 +18,7 @@ import dataclasses
 import types
 import typing
 
+from experiment.grid import SWEEP_HELP
 from utils import bounds
 from utils.cli import explicit_args
 from utils.errors import UserError
@@ -53,6 +58,14 @@ def _none_or(kind):
     return parse
 
 
+class _StoreOneOrMore(argparse.Action):
+    """nargs="+" stored as the value when one is given (exactly what a single-valued flag
+    stored) and as a list when several are: a list in the namespace is a sweep (experiment.grid)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values[0] if len(values) == 1 else list(values))
+
+
 class _StoreTuple(argparse.Action):
     """nargs values stored as a tuple: the namespace holds the value in the config's terms."""
 
@@ -75,16 +88,40 @@ def add_flags(parser: argparse.ArgumentParser, config_cls) -> None:
         elif field.type is tuple:
             parser.add_argument(*meta["flags"], nargs="+", type=meta["item"], action=_StoreTuple, help=meta["help"],
                                 metavar=field.name.upper(), **common)
-        else:
+        else:  # one or more values: several are a sweep, --rank picks one combination
             kind, nullable = _value_type(field.type)
-            parser.add_argument(*meta["flags"], type=_none_or(kind) if nullable else kind, choices=meta["choices"],
-                                help=meta["help"], **common)
+            parser.add_argument(*meta["flags"], nargs="+", action=_StoreOneOrMore, type=_none_or(kind) if nullable else kind,
+                                choices=meta["choices"], help=meta["help"] + SWEEP_HELP, **common)
+
+
+def allow_several(parser: argparse.ArgumentParser, *dests: str) -> None:
+    """Let single-valued flags declared outside a config (a script's, or utils.cli.add_common's
+    --seed) take one or more values as add_flags' do: one value is stored as before, several as
+    a list (a sweep). Only plain stored values can: anything else is a mistake here."""
+    for action in parser._actions:
+        if action.dest in dests and action.option_strings:
+            if type(action) is not argparse._StoreAction or action.nargs is not None:
+                raise TypeError(f"{action.option_strings[0]} is not a single-valued flag")
+            action.__class__ = _StoreOneOrMore  # the same fields, another __call__
+            action.nargs = "+"
+            action.help += SWEEP_HELP
+
+
+def sweepable(config_cls) -> tuple:
+    """The fields whose flags take one or more values (add_flags), in field order."""
+    return tuple(f.name for f in dataclasses.fields(config_cls)
+                 if f.metadata.get("flags") and f.type is not bool and f.type is not tuple)
 
 
 def given_settings(args: argparse.Namespace, config_cls) -> dict:
-    """{field: value} of the config's flags given on the command line (the others are absent)."""
+    """{field: value} of the config's flags given on the command line (the others are absent).
+    A sweep's lists must have been reduced to one combination first (experiment.grid.select)."""
     names = {f.name for f in dataclasses.fields(config_cls)}
-    return {k: v for k, v in vars(args).items() if k in names}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    several = [k for k, v in given.items() if isinstance(v, list)]
+    if several:
+        raise UserError(f"--{several[0]} was given several values, a sweep: pick one combination (--rank) first")
+    return given
 
 
 def given_flags(args: argparse.Namespace, parser: argparse.ArgumentParser, config_cls) -> dict:
