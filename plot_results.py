@@ -5,9 +5,12 @@
         --labels OML Pretraining SR-NN "Random RLN" "Oracle (iid x5)" --out fig4.png
 
     python plot_results.py --table2 TABLE2_RUN ...   # the paper's Table 2 layout (markdown), ours beside the paper's
+    python plot_results.py SWEEP_DIR --out fig.png  # a sweep: one line per method, bands across meta-training seeds
 
 A run folder stands for its results.json (or, while an evaluation is still running, its
-results.partial.json: the class counts finished so far). Labels default to each file's label.
+results.partial.json: the class counts finished so far). A sweep folder (experiment/sweep.py)
+stands for its aggregated groups (experiment/aggregate.py, run first if needed), whose bands are
+95% CIs across meta-training seeds. Labels default to each file's label.
 """
 import argparse
 from pathlib import Path
@@ -67,8 +70,20 @@ def figure_path(out) -> Path:
     return bounds.output_file("--out", out)
 
 
+def _expand_sweeps(given) -> list[Path]:
+    """Each sweep folder (it holds sweep.json) replaced by its aggregated results files."""
+    paths = []
+    for path in map(Path, given):
+        if path.is_dir() and (path / "sweep.json").is_file():
+            from experiment.aggregate import group_files
+            paths += group_files(path)
+        else:
+            paths.append(path)
+    return paths
+
+
 def main(args):
-    paths = [_results_file(Path(p)) for p in args.results]
+    paths = [_results_file(p) for p in _expand_sweeps(args.results)]
     for path in paths:
         if not path.is_file():
             raise UserError(f"no results file at '{path}'")

@@ -1,0 +1,306 @@
+"""Combine a sweep's evaluations over meta-training seeds: mean and 95% CI across seeds.
+
+    python -m experiment.aggregate SWEEP_DIR            # tables on stdout, files in SWEEP_DIR/aggregate/
+    python plot_results.py SWEEP_DIR --out fig.png      # Fig. 3 / Fig. 4 with bands across seeds
+
+Reads a sweep of experiment/sweep.py: a training sweep (each run's own evaluation after
+training, results.json) or an evaluation sweep (`--models-from`: evaluate_*.py runs). Each
+finished job is grouped by what was evaluated, less its seed: the evaluated checkpoint's
+config (method, preset, every setting) and the job's swept flags other than --seed and
+--model. Within a group:
+
+* per meta-training seed (the evaluated checkpoint's config `seed`), the runs of every job of
+  that seed are pooled (evaluations repeated with other evaluation seeds are runs of the same
+  seed): their mean is the seed's number, their bootstrap CI the spread *within* the seed;
+* across seeds: the mean of the seeds' numbers and its percentile-bootstrap 95% CI over seeds
+  (utils.stats.bootstrap_ci, seeds as the resampled unit). With one seed there is no spread
+  across seeds; the tables say so instead of printing a zero-width interval.
+
+The two spreads are kept apart: the runs of one seed share its representation, so pooling them
+with other seeds' runs would count one trained network many times.
+
+A job that failed, is still running or never started is listed with its state and error text,
+and never averaged in; so is a finished training run without results (trained with
+`--eval-runs 0`: evaluate it with `--models-from`).
+
+Writes SWEEP_DIR/aggregate/: one results file per group in the evaluation's own format (curve /
+per_function for sine, by_classes for Omniglot, their CIs across seeds, plus `by_seed`), which
+plot_results.py draws unchanged; summary.json; tables.md (the README's layout).
+"""
+import argparse
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from experiment.sweep import job_states, read_sweep
+from utils.cli import run_main
+from utils.errors import UserError
+from utils.files import write_json
+from utils.results import read_results
+from utils.stats import bootstrap_ci
+
+OUT_DIR = "aggregate"
+METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml_rep": "MAML-Rep",
+                 "random": "Random", "untrained": "Untrained"}
+SWEEP_ONLY = ("seed", "model", "rank")  # job settings that do not tell groups apart
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", help="a sweep folder (<results-dir>/<date>/sweeps/<name>/)")
+    parser.add_argument("--out", default=None, help="output folder (default SWEEP_DIR/aggregate)")
+    return parser
+
+
+# --- reading the sweep -----------------------------------------------------------------------------
+
+def collect(sweep_dir) -> tuple[list[dict], list[dict]]:
+    """(evaluations of finished jobs, problems: every job not counted, with its state and error)."""
+    evaluations, problems = [], []
+    for job in job_states(sweep_dir):
+        problem = {"rank": job["rank"], "state": job["state"], "run_dir": job.get("run_dir"),
+                   "error": job.get("error"), "command": job.get("command")}
+        if job["state"] != "finished":
+            problems.append(problem)
+            continue
+        run = Path(job["run_dir"])
+        if not (run / "results.json").is_file():
+            problems.append({**problem, "state": "no results",
+                             "error": f"{run} holds no results.json (trained with --eval-runs 0?); evaluate it with "
+                                      "python -m experiment.sweep evaluate_*.py --models-from <this sweep>"})
+            continue
+        config = json.loads((run / "config.json").read_text())
+        evaluated = config.get("evaluated", config)  # an evaluation run records the checkpoint's config
+        result = read_results(run)
+        method = result.get("model", {}).get("method") or evaluated.get("method")
+        settings = {k: v for k, v in evaluated.items() if k != "seed"}
+        settings.update({k: v for k, v in job.get("combination", {}).items() if k not in SWEEP_ONLY})
+        settings["method"] = method
+        evaluations.append({"rank": job["rank"], "run_dir": str(run), "seed": evaluated.get("seed"),
+                            "settings": settings, "result": result})
+    return evaluations, problems
+
+
+def _key(settings: dict) -> str:
+    return json.dumps(settings, sort_keys=True)
+
+
+def groups_of(evaluations: list[dict]) -> list[dict]:
+    """Evaluations grouped by their settings less the seed, each labelled by what tells it apart."""
+    grouped = {}
+    for entry in evaluations:
+        grouped.setdefault(_key(entry["settings"]), []).append(entry)
+    settings = [members[0]["settings"] for members in grouped.values()]
+    names = sorted({name for s in settings for name in s})
+    differing = [n for n in names if n != "method" and len({json.dumps(s.get(n)) for s in settings}) > 1]
+    groups = []
+    for members in grouped.values():
+        first = members[0]["settings"]
+        row = ", ".join(f"{n}={first.get(n)}" for n in differing) or str(first.get("preset"))
+        method = METHOD_LABELS.get(first["method"], str(first["method"]))
+        groups.append({"method": method, "row": row, "label": f"{method} ({row})", "settings": first,
+                       "members": sorted(members, key=lambda e: (e["seed"], e["rank"]))})
+    return groups
+
+
+# --- statistics ------------------------------------------------------------------------------------
+
+def _by_seed(members: list[dict], runs_of) -> dict:
+    """{seed: array of the pooled runs of that seed's evaluations} (runs along axis 0)."""
+    pooled = {}
+    for entry in members:
+        pooled.setdefault(entry["seed"], []).append(np.asarray(runs_of(entry["result"]), dtype=np.float64))
+    try:
+        return {seed: np.concatenate(parts) for seed, parts in pooled.items()}
+    except ValueError as err:
+        raise UserError(f"the runs of one seed have different shapes ({err}); were they evaluated alike?") from None
+
+
+def _across(seed_runs: dict):
+    """(bootstrap CI across seeds of the seeds' means, the means as an array seeds x ...)."""
+    means = np.stack([runs.mean(axis=0) for runs in seed_runs.values()])
+    return bootstrap_ci(means), means
+
+
+def aggregate_sine(group: dict) -> dict:
+    members = group["members"]
+    curves = _by_seed(members, lambda r: r["runs"]["curve"])
+    finals = _by_seed(members, lambda r: r["runs"]["per_function"])
+    curve, curve_means = _across(curves)
+    per_function, _ = _across(finals)
+    by_seed = {str(seed): {"runs": int(runs.shape[0]), "curve": bootstrap_ci(runs), "final_mse": bootstrap_ci(runs[:, -1]),
+                           "first_mse": bootstrap_ci(runs[:, 0]),
+                           "run_dirs": [e["run_dir"] for e in members if e["seed"] == seed]}
+               for seed, runs in curves.items()}
+    return {"benchmark": "sine", "label": group["label"], "curve": curve, "per_function": per_function,
+            "final_mse": bootstrap_ci(curve_means[:, -1]), "first_mse": bootstrap_ci(curve_means[:, 0]),
+            "by_seed": by_seed}
+
+
+def aggregate_omniglot(group: dict) -> dict:
+    members = group["members"]
+    schedule = [n for n in members[0]["result"]["schedule"]
+                if all(str(n) in e["result"]["by_classes"] for e in members)]
+    by_classes = {}
+    for n in schedule:
+        entry = {"by_seed": {}}
+        for key in ("trajectory_accuracy", "held_out_accuracy"):
+            seed_runs = _by_seed(members, lambda r, key=key, n=n: r["by_classes"][str(n)]["runs"][key])
+            entry[key], _ = _across(seed_runs)
+            for seed, runs in seed_runs.items():
+                entry["by_seed"].setdefault(str(seed), {"runs": int(runs.shape[0])})[key] = bootstrap_ci(runs)
+        by_classes[str(n)] = entry
+    return {"benchmark": "omniglot", "label": group["label"], "schedule": schedule, "by_classes": by_classes}
+
+
+def aggregate_group(group: dict) -> dict:
+    kinds = {e["result"]["benchmark"] for e in group["members"]}
+    if len(kinds) != 1:
+        raise UserError(f"group {group['label']} mixes benchmarks {sorted(kinds)}")
+    result = aggregate_sine(group) if kinds == {"sine"} else aggregate_omniglot(group)
+    seeds = sorted({e["seed"] for e in group["members"]})
+    result["aggregate"] = {"over": "meta-training seeds (the evaluated checkpoint's config seed)", "seeds": seeds,
+                           "ci": "95% percentile bootstrap across the seeds' means; by_seed: across that seed's runs",
+                           "settings": group["settings"], "ranks": [e["rank"] for e in group["members"]]}
+    return result
+
+
+# --- tables ----------------------------------------------------------------------------------------
+
+def _number(value: float, benchmark: str) -> str:
+    return f"{value:.3f}" if benchmark == "sine" else f"{value:.3f}".lstrip("0")
+
+
+def _cell(stats: dict, n_seeds: int, benchmark: str) -> str:
+    mean = _number(stats["mean"], benchmark)
+    if n_seeds < 2:
+        return f"{mean} (one seed)"
+    return f"{mean} ({_number(stats['ci_low'], benchmark)}–{_number(stats['ci_high'], benchmark)})"
+
+
+def _headline(result: dict):
+    """(the statistics in the table's cells, a caption): sine final MSE; Omniglot held-out accuracy
+    after the first and the last class count."""
+    if result["benchmark"] == "sine":
+        return [result["final_mse"]], f"MSE after learning {len(result['curve']['mean'])} functions (lower is better)"
+    first, last = result["schedule"][0], result["schedule"][-1]
+    stats = [result["by_classes"][str(first)]["held_out_accuracy"], result["by_classes"][str(last)]["held_out_accuracy"]]
+    return stats, f"held-out accuracy after {first} / {last} classes (higher is better)"
+
+
+def table_across(groups: list[dict], results: list[dict]) -> str:
+    benchmark = results[0]["benchmark"]
+    methods = list(dict.fromkeys(g["method"] for g in groups))
+    rows = list(dict.fromkeys(g["row"] for g in groups))
+    cells, caption = {}, ""
+    for group, result in zip(groups, results):
+        stats, caption = _headline(result)
+        cells[group["row"], group["method"]] = (stats, len(result["aggregate"]["seeds"]))
+    lines = [f"{caption}; mean over meta-training seeds, 95% bootstrap CI across seeds:", "",
+             "| network | " + " | ".join(methods) + " | seeds |", "|---" * (len(methods) + 2) + "|"]
+    better = min if benchmark == "sine" else max
+    for row in rows:
+        present = [m for m in methods if (row, m) in cells]
+        best = better(present, key=lambda m: cells[row, m][0][-1]["mean"]) if len(present) > 1 else None
+        shown = []
+        for method in methods:
+            if (row, method) not in cells:
+                shown.append("")
+                continue
+            stats, n = cells[row, method]
+            text = " / ".join(_cell(s, n, benchmark) for s in stats)
+            shown.append(f"**{text}**" if method == best else text)
+        seeds = sorted({cells[row, m][1] for m in present})
+        lines.append(f"| {row} | " + " | ".join(shown) + f" | {'/'.join(map(str, seeds))} |")
+    return "\n".join(lines)
+
+
+def table_within(groups: list[dict], results: list[dict]) -> str:
+    lines = ["Per meta-training seed: mean over that seed's runs, 95% bootstrap CI across those runs:", "",
+             "| network | seed | value | runs | run folders |", "|---|---|---|---|---|"]
+    for group, result in zip(groups, results):
+        benchmark = result["benchmark"]
+        for seed in result["aggregate"]["seeds"]:
+            if benchmark == "sine":
+                within = result["by_seed"][str(seed)]
+                stats, runs = [within["final_mse"]], within["runs"]
+            else:
+                first, last = result["schedule"][0], result["schedule"][-1]
+                stats = [result["by_classes"][str(n)]["by_seed"][str(seed)]["held_out_accuracy"] for n in (first, last)]
+                runs = result["by_classes"][str(last)]["by_seed"][str(seed)]["runs"]
+            folders = ", ".join(Path(e["run_dir"]).name for e in group["members"] if e["seed"] == seed)
+            value = " / ".join(_cell(s, 2, benchmark) for s in stats)
+            lines.append(f"| {group['label']} | {seed} | {value} | {runs} | {folders} |")
+    return "\n".join(lines)
+
+
+def table_problems(problems: list[dict]) -> str:
+    if not problems:
+        return "Every job finished and is counted."
+    lines = [f"{len(problems)} job(s) not counted (never averaged in):", "",
+             "| job | state | run folder | error |", "|---|---|---|---|"]
+    for p in problems:
+        error = " ".join(str(p.get("error") or "").split())[:300]
+        lines.append(f"| r{p['rank']} | {p['state']} | {p.get('run_dir') or ''} | {error} |")
+    return "\n".join(lines)
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")[:100]
+
+
+def aggregate(sweep_dir, out=None) -> Path:
+    sweep_dir = Path(sweep_dir)
+    sweep = read_sweep(sweep_dir)
+    out = Path(out) if out else sweep_dir / OUT_DIR
+    evaluations, problems = collect(sweep_dir)
+    groups = groups_of(evaluations)
+    results = [aggregate_group(g) for g in groups]
+    kinds = {r["benchmark"] for r in results}
+    if len(kinds) > 1:
+        raise UserError(f"the sweep mixes benchmarks {sorted(kinds)}")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("group_*.json"):
+        stale.unlink()
+    files = []
+    for i, result in enumerate(results):
+        files.append(out / f"group_{i:02d}_{_slug(result['label'])}.json")
+        write_json(files[-1], result)
+    parts = [f"# Sweep {sweep['name']}: {sweep['script']} {' '.join(sweep['argv'])}", ""]
+    if results:
+        parts += [table_across(groups, results), "", table_within(groups, results), ""]
+    else:
+        parts += ["No finished evaluation to aggregate.", ""]
+    parts.append(table_problems(problems))
+    text = "\n".join(parts) + "\n"
+    (out / "tables.md").write_text(text)
+    write_json(out / "summary.json", {
+        "sweep": str(sweep_dir), "groups": [{"label": r["label"], "file": f.name, "seeds": r["aggregate"]["seeds"],
+                                            "ranks": r["aggregate"]["ranks"]} for r, f in zip(results, files)],
+        "not_counted": problems})
+    print(text, end="")
+    print(f"aggregate: {out} (plot it: python plot_results.py {sweep_dir} --out figure.png)")
+    return out
+
+
+def group_files(sweep_dir) -> list[Path]:
+    """The aggregated results files of a sweep (aggregating it first when they are absent)."""
+    out = Path(sweep_dir) / OUT_DIR
+    if not (out / "summary.json").is_file():
+        aggregate(sweep_dir)
+    files = sorted(out.glob("group_*.json"))
+    if not files:
+        raise UserError(f"sweep '{sweep_dir}' has no finished evaluation to plot (see {out / 'tables.md'})")
+    return files
+
+
+def main(args):
+    return aggregate(args.sweep, args.out)
+
+
+if __name__ == "__main__":
+    run_main(main, get_args_parser())
