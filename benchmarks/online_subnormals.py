@@ -49,7 +49,7 @@ def main(args):
     fn = native.kernel()
     if fn is None:
         raise SystemExit("error: the native kernel is unavailable (numba missing); nothing to measure")
-    print(f"| model | features (alive) | classes | steps | subnormals kept | flushed | ratio | same predictions |")
+    print("| model | features (alive) | classes | steps | subnormals kept | flushed | ratio | same predictions |")
     print("|---|---|---|---|---|---|---|---|")
     for model in args.model:
         payload = load_checkpoint(model, benchmark="omniglot")

@@ -255,5 +255,5 @@ def test_subnormals_are_flushed_only_inside_the_native_kernel():
             assert fn(wt, b, mt, vt, mb, vb, x.numpy(), order, y.numpy(), True, 3e-3, 0.9, 0.999, 1e-8) == 0
         return vt
 
-    subnormal = lambda v: ((v != 0) & (np.abs(v) < np.finfo(np.float32).tiny)).sum()  # noqa: E731
+    subnormal = lambda v: ((v != 0) & (np.abs(v) < np.finfo(np.float32).tiny)).sum()
     assert subnormal(second_moments(False)) > 0 and subnormal(second_moments(True)) == 0
