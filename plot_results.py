@@ -6,6 +6,8 @@
 
     python plot_results.py --table2 TABLE2_RUN ...   # the paper's Table 2 layout (markdown), ours beside the paper's
     python plot_results.py SWEEP_DIR --out fig.png  # a sweep: one line per method, bands across meta-training seeds
+    python plot_results.py --cost-accuracy EVAL_RUN ... --step-seconds 576=0.16 1152=0.39 --out fig.png
+                                                    # accuracy at 200 / 600 classes against meta-training minutes
 
 A run folder stands for its results.json (or, while an evaluation is still running, its
 results.partial.json: the class counts finished so far). A sweep folder (experiment/sweep.py)
@@ -32,7 +34,47 @@ def get_args_parser():
     parser.add_argument("--table2", action="store_true",
                         help="print Table 2 (evaluate_omniglot.py --learner results) in the paper's layout instead "
                              "of drawing a figure; --out FILE.md also writes it")
+    parser.add_argument("--cost-accuracy", action="store_true",
+                        help="Omniglot evaluations of networks of several widths and lengths: a table (printed; "
+                             "also written beside --out as .md) and a figure of held-out accuracy at 200 and 600 "
+                             "classes against meta-training minutes (docs/cpu_wide.md)")
+    parser.add_argument("--step-seconds", nargs="+", default=[], metavar="FEATURES=SECONDS",
+                        help="with --cost-accuracy: seconds per meta-step of each width (benchmarks/width_cost.py)")
     return parser
+
+
+def _step_seconds(pairs) -> dict[int, float]:
+    out = {}
+    for pair in pairs:
+        features, _, seconds = pair.partition("=")
+        try:
+            out[int(features)] = bounds.positive_finite("--step-seconds", float(seconds))
+        except ValueError:
+            raise UserError(f"--step-seconds takes FEATURES=SECONDS pairs, got {pair!r}") from None
+    return out
+
+
+def cost_accuracy_main(args, paths):
+    """The cost-accuracy study's table (markdown, printed) and figure."""
+    from utils.plotting import cost_accuracy_points, load_results, plot_cost_accuracy
+    try:
+        points = cost_accuracy_points(load_results(paths), _step_seconds(args.step_seconds))
+    except (KeyError, ValueError) as err:
+        raise UserError(f"cannot build the cost-accuracy table: {err}") from None
+    rows = ["| checkpoint | features | steps | meta-training min | validation 200 / 600 | held-out 200 (95% CI) | "
+            "held-out 600 (95% CI) |", "|---|---|---|---|---|---|---|"]
+    for p in points:
+        held = [f"{p[n]['held_out']['mean']:.3f} ({p[n]['held_out']['ci_low']:.3f}-{p[n]['held_out']['ci_high']:.3f})"
+                for n in (200, 600)]
+        rows.append(f"| {p['checkpoint']} | {p['features']} | {p['steps']:,} | {p['train_minutes']:.0f} | "
+                    f"{p[200]['validation']:.3f} / {p[600]['validation']:.3f} | {held[0]} | {held[1]} |")
+    table = "\n".join(rows)
+    print(table)
+    out = figure_path(args.out)
+    plot_cost_accuracy(points, out)
+    out.with_suffix(".md").write_text(table + "\n")
+    print(f"figure: {out}")
+    return out
 
 
 def table2_main(args, paths):
@@ -91,6 +133,8 @@ def main(args):
         raise UserError(f"{len(args.labels)} labels for {len(paths)} results files")
     if args.table2:
         return table2_main(args, paths)
+    if args.cost_accuracy:
+        return cost_accuracy_main(args, paths)
     out = figure_path(args.out)
     for path in paths:
         read_results(path)  # a list or a number is not a results file: refuse before plotting

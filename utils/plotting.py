@@ -86,3 +86,52 @@ def plot_files(paths, labels, out_path, title: str | None = None) -> Path:
     if kinds == {"omniglot"}:
         return plot_omniglot(results, labels, out_path, title)
     raise ValueError(f"unknown benchmark {sorted(map(str, kinds))[0]!r} in the results files")
+
+
+def cost_accuracy_points(results: list[dict], step_seconds: dict[int, float], counts=(200, 600)) -> list[dict]:
+    """One point per Omniglot results file: its network's width (features), meta-training steps,
+    meta-training minutes (steps x the measured seconds per step of that width), and per class
+    count the held-out accuracy (mean, 95% CI) and the validation score (the rate search's mean
+    trajectory accuracy at the chosen rate: what a preset may be chosen on)."""
+    points = []
+    for res in results:
+        features, steps = res["features"]["n_features"], res["model"]["step"]
+        if features not in step_seconds:
+            raise ValueError(f"no seconds per step given for the {features}-feature network (--step-seconds {features}=S)")
+        point = {"features": features, "steps": steps, "train_minutes": steps * step_seconds[features] / 60,
+                 "checkpoint": res["model"].get("checkpoint", "")}
+        for n in counts:
+            entry = res["by_classes"].get(str(n))
+            if entry is None:
+                raise ValueError(f"a results file has no {n}-class entry")
+            search = entry["lr_search"]
+            point[n] = {"held_out": entry["held_out_accuracy"], "trajectory": entry["trajectory_accuracy"],
+                        "validation": search["mean_scores"][search["grid"].index(entry["lr"])]}
+        points.append(point)
+    return sorted(points, key=lambda p: (p["features"], p["steps"], p["checkpoint"]))
+
+
+def plot_cost_accuracy(points: list[dict], out_path, counts=(200, 600)) -> Path:
+    """Held-out accuracy (95% CI bars) against meta-training minutes, one panel per class count,
+    one line per width, each point labelled with its steps."""
+    fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 4.2))
+    for ax, n in zip(np.atleast_1d(axes), counts):
+        for features in sorted({p["features"] for p in points}):
+            line = [p for p in points if p["features"] == features]
+            x = [p["train_minutes"] for p in line]
+            y = [p[n]["held_out"]["mean"] for p in line]
+            err = [[p[n]["held_out"]["mean"] - p[n]["held_out"]["ci_low"] for p in line],
+                   [p[n]["held_out"]["ci_high"] - p[n]["held_out"]["mean"] for p in line]]
+            ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=f"{features} features")
+            for p in line:
+                ax.annotate(f"{p['steps'] // 1000}k", (p["train_minutes"], p[n]["held_out"]["mean"]),
+                            textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.set(xscale="log", xlabel="meta-training minutes (1 thread, measured s/step x steps)",
+               ylabel=f"held-out accuracy after {n} classes", title=f"{n} classes")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
