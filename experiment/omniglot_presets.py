@@ -11,6 +11,8 @@
   meta set is only the held-out images of the trajectory classes, trajectory classes from all 963.
 - `cpu`: a reduced network that meta-trains in at most 30 minutes on 2 CPU cores
   (choice and measured cost: docs/protocols.md, "The `cpu` preset").
+- `cpu_wide`: `cpu` with 128 channels, the recommended way to reproduce the paper's Omniglot
+  numbers on a CPU (choice, cost and results: docs/cpu_wide.md).
 
 `--method maml-rep` reads only the `ways`..`maml_steps` fields (and the network and `first_order`):
 the paper-network presets keep the original few-shot code's values (5-way, 5 support + 5 query
@@ -34,7 +36,7 @@ class OmniglotConfig:
     """Every setting of an Omniglot run, each with its flags (experiment.config.setting); those
     with no flags are set by the presets only."""
     preset: str = setting("oml2020", "--preset",
-                          help="named configuration: mrcl2019, oml2020, oml2020paper or cpu (default: oml2020; "
+                          help="named configuration: mrcl2019, oml2020, oml2020paper, cpu or cpu_wide (default: oml2020; "
                                "mrcl2019 for the seed README's command, --rln 6); flags override it")
     method: str = setting("oml", "--method", choices=list(METHODS),
                           help="OML, or a baseline: pretraining (i.i.d.), srnn (i.i.d. + sparsity) or maml-rep "
@@ -150,6 +152,10 @@ OMNIGLOT_PRESETS["cpu"] = {**OMNIGLOT_PRESETS["oml2020"], "image_size": 28, "cha
                            # MAML-Rep: rates from a probe of three settings judged on the training
                            # metric; length to fit about 25 min on one thread (docs/maml_rep.md)
                            "maml_update_lr": 0.1, "maml_meta_lr": 1e-3, "maml_steps": 15_000}
+# The recommended CPU reproduction of the paper's Omniglot numbers: the `cpu` preset with 128 channels
+# (1152 features), every other setting the same. Width and length chosen by the cost-accuracy study
+# on validation scores (docs/cpu_wide.md); about half an hour of meta-training on 2 cores.
+OMNIGLOT_PRESETS["cpu_wide"] = {**OMNIGLOT_PRESETS["cpu"], "channels": 128}
 
 
 def build_model(cfg: OmniglotConfig):

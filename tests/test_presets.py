@@ -98,3 +98,14 @@ def test_the_seed_readme_regression_command_is_mrcl2019():
             "--capacity", "10", "--width", "300", "--rln", "6"]
     resolved = oml_regression._config(oml_regression.get_args_parser().parse_args(argv))
     assert _fields(resolved) == _fields(_declared(SineConfig, SINE_PRESETS, "mrcl2019"))
+
+
+def test_cpu_wide_is_the_cpu_preset_with_128_channels():
+    """docs/protocols.md's row: the `cpu` preset in every field but the channels (128: 1,152
+    features into the linear PLN), so its runs compare with `cpu` runs in width alone."""
+    from experiment.omniglot_presets import build_model
+    wide = _fields(_declared(OmniglotConfig, OMNIGLOT_PRESETS, "cpu_wide"))
+    cpu = _fields(_declared(OmniglotConfig, OMNIGLOT_PRESETS, "cpu"))
+    assert {k for k in wide if wide[k] != cpu[k]} == {"preset", "channels"} and wide["channels"] == 128
+    assert wide["steps"] == 10_000 and wide["meta_lr"] == 1e-3 and wide["image_size"] == 28
+    assert build_model(_declared(OmniglotConfig, OMNIGLOT_PRESETS, "cpu_wide")).pln[-1].in_features == 1152

@@ -112,8 +112,10 @@ def cost_accuracy_points(results: list[dict], step_seconds: dict[int, float], co
 
 
 def plot_cost_accuracy(points: list[dict], out_path, counts=(200, 600)) -> Path:
-    """Held-out accuracy (95% CI bars) against meta-training minutes, one panel per class count,
-    one line per width, each point labelled with its steps."""
+    """Held-out accuracy (95% CI bars) against meta-training minutes, one panel per class count and
+    one colour per width; each point labelled with its steps, the line through the mean of the
+    points that share a length (seeds)."""
+    from matplotlib.ticker import ScalarFormatter
     fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 4.2))
     for ax, n in zip(np.atleast_1d(axes), counts):
         for features in sorted({p["features"] for p in points}):
@@ -122,12 +124,19 @@ def plot_cost_accuracy(points: list[dict], out_path, counts=(200, 600)) -> Path:
             y = [p[n]["held_out"]["mean"] for p in line]
             err = [[p[n]["held_out"]["mean"] - p[n]["held_out"]["ci_low"] for p in line],
                    [p[n]["held_out"]["ci_high"] - p[n]["held_out"]["mean"] for p in line]]
-            ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, label=f"{features} features")
+            bars = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, linestyle="none", label=f"{features} features")
+            steps = sorted({p["steps"] for p in line})
+            means = [np.mean([p[n]["held_out"]["mean"] for p in line if p["steps"] == s]) for s in steps]
+            minutes = [next(p["train_minutes"] for p in line if p["steps"] == s) for s in steps]
+            ax.plot(minutes, means, color=bars.lines[0].get_color(), alpha=0.6)
             for p in line:
                 ax.annotate(f"{p['steps'] // 1000}k", (p["train_minutes"], p[n]["held_out"]["mean"]),
                             textcoords="offset points", xytext=(4, -10), fontsize=7)
-        ax.set(xscale="log", xlabel="meta-training minutes (1 thread, measured s/step x steps)",
+        ax.set(xscale="log", xlabel="meta-training minutes (given seconds per step x steps)",
                ylabel=f"held-out accuracy after {n} classes", title=f"{n} classes")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()
