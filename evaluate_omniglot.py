@@ -42,7 +42,7 @@ import torch
 from datasets.omniglot import load_omniglot
 from experiment import grid, limits
 from experiment.checkpoint import load_checkpoint, load_weights
-from experiment.config import allow_several, as_dict, from_dict, resolve
+from experiment.config import as_dict, from_dict, resolve
 from experiment.evaluation import table2
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import (
@@ -62,7 +62,7 @@ from experiment.evaluation.scratch import check_protocol as check_scratch_protoc
 from experiment.identity import checkpoint_identity
 from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig, build_model
 from experiment.run import Run
-from utils.cli import add_common, add_nonstandard_data, run_main
+from utils.cli import add_common, add_nonstandard_data, one_or_more, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 from utils.plotting import plot_omniglot
@@ -75,10 +75,10 @@ SWEEP = grid.order("evaluate_omniglot", ("lr",))  # the flags that take several 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common(parser, training=False)
+    add_common(parser, training=False, sweep=True)
     parser.add_argument("--model", "--model-path", "--model_path", dest="model", default=None,
-                        help="checkpoint .pt or run folder; absent: a frozen random RLN of --preset (default cpu); "
-                             "with --scratch only its architecture is used")
+                        **one_or_more("checkpoint .pt or run folder; absent: a frozen random RLN of --preset (default cpu); "
+                                      "with --scratch only its architecture is used"))
     parser.add_argument("--scratch", action="store_true",
                         help="the paper's Scratch baseline: a fresh random network per run, the whole network "
                              "(RLN convolutions and PLN) trained online (slow: nothing can be cached)")
@@ -98,7 +98,7 @@ def get_args_parser():
     parser.add_argument("--runs", type=int, default=50, help="reported runs per class count (default 50)")
     parser.add_argument("--search-runs", dest="search_runs", type=int, default=5,
                         help="learning-rate search runs per class count (default 5)")
-    parser.add_argument("--lr", type=float, default=None, help="fixed online learning rate: skips the search")
+    parser.add_argument("--lr", type=float, default=None, **one_or_more("fixed online learning rate: skips the search"))
     parser.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                         help="online optimiser: adam (the 2020 code, default) or sgd (the paper's text)")
     parser.add_argument("--iid", action="store_true", help="shuffle the trajectory (with --epochs: the Oracle)")
@@ -140,7 +140,6 @@ def get_args_parser():
     parser.add_argument("--test", action="store_true",
                         help="accepted for the seed README's command; both accuracies are always reported")
     parser.add_argument("--rank", type=int, default=0, help=grid.RANK_HELP)
-    allow_several(parser, *SWEEP)
     return parser
 
 

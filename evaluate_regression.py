@@ -17,13 +17,13 @@ import torch
 
 from experiment import grid, limits
 from experiment.checkpoint import load_checkpoint, load_weights
-from experiment.config import allow_several, as_dict, resolve
+from experiment.config import as_dict, resolve
 from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
 from experiment.sine_presets import SINE_PRESETS, SineConfig, build_model, config_from_checkpoint
 from model.networks import resplit_sine_net
-from utils.cli import add_common, run_main
+from utils.cli import add_common, one_or_more, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
 from utils.messages import note
@@ -37,7 +37,7 @@ SWEEP = grid.order("evaluate_regression", ("lr",))  # the flags that take severa
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common(parser, training=False)
+    add_common(parser, training=False, sweep=True)
     parser.add_argument("--model", default=None, help="checkpoint .pt or run folder; absent: an untrained network")
     parser.add_argument("--runs", type=int, default=None, help="independent runs (default 50)")
     parser.add_argument("--eval-protocol", "--protocol", dest="eval_protocol", choices=["paper", "trajectory"],
@@ -48,7 +48,7 @@ def get_args_parser():
     parser.add_argument("--iid", action="store_true", help="shuffle the trajectory (with --epochs: the Oracle)")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the trajectory")
     parser.add_argument("--lr", "--update_lr", "--update-lr", dest="lr", type=float, default=None,
-                        help="fixed online SGD step: skips the rate search")
+                        **one_or_more("fixed online SGD step: skips the rate search"))
     parser.add_argument("--clip", type=float, default=None,
                         help="element-wise clamp of the online gradients (default: none in the paper protocol)")
     parser.add_argument("--tasks", type=int, default=None, help="functions per run (default: as trained)")
@@ -64,7 +64,6 @@ def get_args_parser():
         parser.add_argument(f"--{flag}", type=int, default=None,
                             help="must match the checkpoint (accepted for the original's command)")
     parser.add_argument("--rank", type=int, default=0, help=grid.RANK_HELP)
-    allow_several(parser, *SWEEP)
     return parser
 
 

@@ -18,9 +18,8 @@ import dataclasses
 import types
 import typing
 
-from experiment.grid import SWEEP_HELP
 from utils import bounds
-from utils.cli import explicit_args
+from utils.cli import explicit_args, one_or_more
 from utils.errors import UserError
 
 NONE_WORDS = ("none", "off")  # with the number 0, what a None-able setting's flag takes for None
@@ -58,14 +57,6 @@ def _none_or(kind):
     return parse
 
 
-class _StoreOneOrMore(argparse.Action):
-    """nargs="+" stored as the value when one is given (exactly what a single-valued flag
-    stored) and as a list when several are: a list in the namespace is a sweep (experiment.grid)."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, values[0] if len(values) == 1 else list(values))
-
-
 class _StoreTuple(argparse.Action):
     """nargs values stored as a tuple: the namespace holds the value in the config's terms."""
 
@@ -90,21 +81,8 @@ def add_flags(parser: argparse.ArgumentParser, config_cls) -> None:
                                 metavar=field.name.upper(), **common)
         else:  # one or more values: several are a sweep, --rank picks one combination
             kind, nullable = _value_type(field.type)
-            parser.add_argument(*meta["flags"], nargs="+", action=_StoreOneOrMore, type=_none_or(kind) if nullable else kind,
-                                choices=meta["choices"], help=meta["help"] + SWEEP_HELP, **common)
-
-
-def allow_several(parser: argparse.ArgumentParser, *dests: str) -> None:
-    """Let single-valued flags declared outside a config (a script's, or utils.cli.add_common's
-    --seed) take one or more values as add_flags' do: one value is stored as before, several as
-    a list (a sweep). Only plain stored values can: anything else is a mistake here."""
-    for action in parser._actions:
-        if action.dest in dests and action.option_strings:
-            if type(action) is not argparse._StoreAction or action.nargs is not None:
-                raise TypeError(f"{action.option_strings[0]} is not a single-valued flag")
-            action.__class__ = _StoreOneOrMore  # the same fields, another __call__
-            action.nargs = "+"
-            action.help += SWEEP_HELP
+            parser.add_argument(*meta["flags"], type=_none_or(kind) if nullable else kind, choices=meta["choices"],
+                                **one_or_more(meta["help"]), **common)
 
 
 def sweepable(config_cls) -> tuple:

@@ -39,7 +39,6 @@ ORIGINAL_ORDER = {
     "evaluate_regression": (),
 }
 
-SWEEP_HELP = "; one or more values: a sweep, see --rank"
 RANK_HELP = ("which combination to run when flags are given several values (a sweep), counted from 0: --seed varies "
              "fastest, then the other flags in the original's order (experiment/grid.py); default 0")
 

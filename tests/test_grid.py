@@ -16,6 +16,7 @@ from experiment.config import given_settings, resolve
 from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
 from experiment.sine_presets import SINE_PRESETS, SineConfig
 from tests.conftest import one_line_error
+from utils.cli import SWEEP_HELP
 from utils.errors import UserError
 
 # Lengths 2 (seed), 3 and 2, seed NOT first in the dict: it is the fastest digit anyway. By hand:
@@ -204,9 +205,9 @@ def test_help_says_which_flags_sweep(name):
     parser = script.get_args_parser()
     helps = {a.dest: a.help for a in parser._actions}
     for dest in script.SWEEP:
-        assert helps[dest].endswith(grid.SWEEP_HELP), dest
+        assert helps[dest].endswith(SWEEP_HELP), dest
     assert "--seed varies fastest" in helps["rank"]
-    others = [a for a in parser._actions if a.dest not in script.SWEEP and a.help and grid.SWEEP_HELP in a.help]
+    others = [a for a in parser._actions if a.dest not in script.SWEEP and a.help and SWEEP_HELP in a.help]
     assert not others, [a.dest for a in others]
 
 

@@ -6,15 +6,31 @@ import sys
 from utils.errors import UserError
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+SWEEP_HELP = "; one or more values: a sweep, see --rank"
 
 
-def add_common(parser: argparse.ArgumentParser, *, training: bool) -> None:
+class OneOrMore(argparse.Action):
+    """nargs="+" stored as the value when one is given (exactly what a single-valued flag stores)
+    and as a list when several are: a list in the namespace is a sweep (experiment/grid.py)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values[0] if len(values) == 1 else list(values))
+
+
+def one_or_more(help: str) -> dict:
+    """add_argument keywords for a flag that may take several values (a sweep)."""
+    return {"nargs": "+", "action": OneOrMore, "help": help + SWEEP_HELP}
+
+
+def add_common(parser: argparse.ArgumentParser, *, training: bool, sweep: bool = False) -> None:
     """The flags every script takes. A training script's --preset, --seed and --steps are fields
     of its config (experiment.config.add_flags derives them); an evaluation script takes --preset
-    (the network to build without a checkpoint) and --seed (the evaluation's) here."""
+    (the network to build without a checkpoint) and --seed (the evaluation's) here; with
+    sweep=True its --seed may take several values."""
     if not training:
         parser.add_argument("--preset", default=None, help="named configuration; flags override it")
-        parser.add_argument("--seed", type=int, default=None, help="the one seed of the torch RNG and every numpy stream")
+        seed_help = "the one seed of the torch RNG and every numpy stream"
+        parser.add_argument("--seed", type=int, default=None, **(one_or_more(seed_help) if sweep else {"help": seed_help}))
     parser.add_argument("--name", default=None, help="run name (folder <results-dir>/<date>/<dataset>/<name>_<n>)")
     parser.add_argument("--results-dir", "--results_dir", dest="results_dir", default="../results",
                         help="root of the dated run folders (default: ../results, as the original)")
