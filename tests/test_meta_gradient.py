@@ -24,6 +24,16 @@ def _sine_case():
     return model, (x_traj, y_traj, x_meta, y_meta), F.mse_loss
 
 
+def _linear_pln_case():
+    """The 2020 layout: the PLN is one linear layer, so meta_loss takes the closed-form inner loop."""
+    torch.manual_seed(0)
+    model = build_sine_net("oml2020", width=6, capacity=3, rln=5).double()
+    g = torch.Generator().manual_seed(4)
+    x_traj, y_traj = torch.randn(6, 3, 4, generator=g, dtype=torch.float64), torch.randn(6, 3, 1, generator=g, dtype=torch.float64)
+    x_meta, y_meta = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(7, 1, generator=g, dtype=torch.float64)
+    return model, (x_traj, y_traj, x_meta, y_meta), F.mse_loss
+
+
 def _classification_case():
     torch.manual_seed(0)
     model = build_omniglot_net(channels=3, image_size=9, strides=[2, 1], pln_hidden=0, n_outputs=5).double()
@@ -36,6 +46,8 @@ def _classification_case():
 
 CASES = {"sine": (_sine_case, InnerLoopRule(lr=0.1)),
          "sine_clipped": (_sine_case, InnerLoopRule(lr=0.1, clip=0.05)),
+         "sine_linear_pln": (_linear_pln_case, InnerLoopRule(lr=0.01)),
+         "sine_linear_pln_clipped": (_linear_pln_case, InnerLoopRule(lr=0.01, clip=2.0)),  # clamps some, not all
          "omniglot": (_classification_case, InnerLoopRule(lr=0.5))}
 
 
@@ -55,14 +67,14 @@ def test_feature_once_equals_brute_force_recomputation(case):
     assert rln_grad > 0
 
 
-@pytest.mark.parametrize("case", ["sine", "omniglot"])
+@pytest.mark.parametrize("case", ["sine", "sine_linear_pln", "sine_linear_pln_clipped", "omniglot"])
 def test_meta_gradient_matches_finite_differences(case):
     make, rule = CASES[case]
     model, data, loss_fn = make()
     assert_matches_finite_differences(model, lambda: meta_loss(model, *data, loss_fn, rule).loss)
 
 
-@pytest.mark.parametrize("case", ["sine", "omniglot"])
+@pytest.mark.parametrize("case", ["sine", "sine_linear_pln_clipped", "omniglot"])
 def test_first_order_differs_and_equals_detached_inner_gradients(case):
     make, rule = CASES[case]
     model, data, loss_fn = make()
@@ -102,7 +114,8 @@ def test_the_reference_does_not_share_the_fast_paths_inner_step(monkeypatch):
 
 
 @pytest.mark.parametrize("first_order", [False, True])
-def test_reference_two_inner_steps_by_hand(first_order):
+@pytest.mark.parametrize("implementation", ["reference", "fast"])
+def test_reference_two_inner_steps_by_hand(first_order, implementation):
     """A linear PLN on an identity RLN, two clamped SGD steps written out, and the meta-gradient
     of the PLN's bias: second order flows through the inner gradients, first order does not."""
     torch.manual_seed(0)
@@ -123,7 +136,8 @@ def test_reference_two_inner_steps_by_hand(first_order):
         fw, fb = fw - lr * gw, fb - lr * gb
     want = ((x_meta @ fw.T + fb - y_meta) ** 2).mean()
     want.backward()
-    got = reference_meta_loss(model, x_traj, y_traj, x_meta, y_meta, F.mse_loss, InnerLoopRule(lr, first_order, clip))
+    objective = reference_meta_loss if implementation == "reference" else lambda *a: meta_loss(*a).loss
+    got = objective(model, x_traj, y_traj, x_meta, y_meta, F.mse_loss, InnerLoopRule(lr, first_order, clip))
     assert got.item() == pytest.approx(want.item(), rel=1e-12)
     got.backward()
     torch.testing.assert_close(model.pln.weight.grad, w.grad, rtol=1e-12, atol=1e-14)
