@@ -248,7 +248,7 @@ def _table2_column(payload, args) -> str:
 def table2_main(args, sweep):
     """Table 2 cells of one column (one representation) for every learner and setting given."""
     settings, protocol = _table2_flags(args)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, tf32=args.tf32)
     if device.type != "cpu":
         print("note: Table 2 learners run on the CPU (batch-1 steps)")
     net, config, payload = _network(args)
@@ -298,7 +298,7 @@ def main(args):
             raise UserError(f"--{flag.replace('_', '-')} is a Table 2 flag: give --learner too")
     schedule = parse_schedule(args.schedule) if args.schedule else DEFAULT_SCHEDULE
     protocol = _protocol(args)
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, tf32=args.tf32)
     net, config, payload = _network(args)
     n_convs = len(config.strides)
     if args.rln is not None and args.rln != n_convs:

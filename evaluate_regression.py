@@ -112,7 +112,7 @@ def protocol_from_args(args, config):
 def main(args):
     args, sweep = sweep_point(args)
     limits.run_folder(args)  # before the evaluation, which would otherwise run and then fail to write
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, tf32=args.tf32)
     model, config, payload = _model_and_config(args)
     protocol = protocol_from_args(args, config)
     limits.sine_evaluation(config, protocol)

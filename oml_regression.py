@@ -84,7 +84,7 @@ def _eval_protocol(args, config):
 
 
 def main(args):
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, tf32=args.tf32)
     limits.training_intervals(args)
     if args.resume:
         grid.refuse_sweep(args, SWEEP, "--resume continues one run")

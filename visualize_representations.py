@@ -83,7 +83,7 @@ def main(args):
     limits.run_folder(args)  # before the study, which would otherwise run and then fail to be written
     subjects = load_subjects(args)
     benchmark = subjects[0].benchmark
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, tf32=args.tf32)
     results = [(subject, inputs, study(subject, inputs, args, device))
                for subject, inputs in zip(subjects, _inputs(subjects, args))]
 

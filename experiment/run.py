@@ -17,6 +17,7 @@ import torch
 
 from experiment import lock as run_lock
 from utils import bounds
+from utils.device import cuda_math
 from utils.errors import UserError
 from utils.files import write_bytes, write_json
 from utils.messages import note
@@ -93,6 +94,7 @@ class Run:
             "numpy": np.__version__,
             "platform": platform.platform(),
             "device": str(device),
+            "cuda_math": cuda_math(device),
             "seed": config.get("seed"),
         })
         self.metadata.setdefault("started", dt.datetime.now().isoformat(timespec="seconds"))

@@ -13,6 +13,8 @@
 #   STEPS      meta-training steps (default 20000, the preset's; 3 with QUICK=1)
 #   RUN_BATCH  evaluation runs trained together (default 50 on a GPU: all 50 runs in one batch; 1 on
 #              a CPU, where the native engine runs and batching does not pay, docs/engines.md)
+#   TF32       1: pass --tf32 to both scripts (TF32 and cuDNN autotuning on CUDA; utils/device.py);
+#              default 0: float32 with deterministic cuDNN
 #   NAME       run name (default oml2020_gpu, or oml2020_quick): folders <RESULTS>/<date>/omniglot/<NAME>_<n>
 #   QUICK      1: a smoke test of the pipeline, NOT the paper's numbers: the oml2020 recipe on a small
 #              network (28 px images, four 16-channel convolutions; the paper network's features alone
@@ -50,6 +52,10 @@ fi
 
 train=(--preset oml2020 --path "$OMNIGLOT" --results-dir "$RESULTS" --device "$DEVICE" --no-progress)
 evaluate=(--path "$OMNIGLOT" --results-dir "$RESULTS" --device "$DEVICE" --run-batch "$RUN_BATCH" --no-progress)
+if [ "${TF32:-0}" = 1 ]; then
+  train+=(--tf32)
+  evaluate+=(--tf32)
+fi
 if [ "$QUICK" = 1 ]; then
   STEPS=${STEPS:-3}
   NAME=${NAME:-oml2020_quick}
@@ -66,7 +72,7 @@ mkdir -p "$RESULTS/logs"
 stamp="$(date +%Y%m%d-%H%M%S)_$$"
 train_log="$RESULTS/logs/${NAME}_${stamp}_train.log"
 eval_log="$RESULTS/logs/${NAME}_${stamp}_eval.log"
-echo "device: $DEVICE ($resolved); steps: $STEPS; evaluation --run-batch $RUN_BATCH; quick: $QUICK"
+echo "device: $DEVICE ($resolved); steps: $STEPS; evaluation --run-batch $RUN_BATCH; tf32: ${TF32:-0}; quick: $QUICK"
 echo "logs: $train_log, $eval_log"
 
 start=$(date +%s)

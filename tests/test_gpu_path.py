@@ -32,7 +32,7 @@ from experiment.training import sine as sine_training
 from model.meta_learner import meta_loss
 from tests.conftest import REPO
 from tests.omniglot_fixtures import write_fake_both
-from utils.device import resolve_device
+from utils.device import cuda_math, resolve_device
 
 SCRIPT = REPO / "scripts" / "reproduce_omniglot_gpu.sh"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -66,7 +66,7 @@ def _folders(out):
 
 
 def test_script_quick_mode_end_to_end_on_cpu(tree, tmp_path):
-    done = _run_script(tree, tmp_path)
+    done = _run_script(tree, tmp_path, TF32="1")  # passed on to both scripts; nothing to switch on a CPU
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     train, evaluation = _folders(tmp_path)
     assert (train / "checkpoint.pt").is_file()
@@ -77,7 +77,9 @@ def test_script_quick_mode_end_to_end_on_cpu(tree, tmp_path):
     result = json.loads((evaluation / "results.json").read_text())
     assert result["schedule"] == [10] and len(result["by_classes"]["10"]["runs"]["held_out_accuracy"]) == 2
     assert result["protocol"]["run_batch"] == 1  # the CPU default; 50 on a GPU
-    assert json.loads((evaluation / "metadata.json").read_text())["device"] == "cpu"
+    for folder in (train, evaluation):
+        metadata = json.loads((folder / "metadata.json").read_text())
+        assert (metadata["device"], metadata["cuda_math"]) == ("cpu", None) and "--tf32" in metadata["argv"]
     # the summary names both folders, and the logs hold what the scripts printed
     assert f"-> {train}" in done.stdout and f"-> {evaluation / 'results.json'}" in done.stdout
     logs = sorted((tmp_path / "logs").glob("oml2020_quick_*"))
@@ -99,7 +101,8 @@ def test_script_stops_at_a_failing_step(tmp_path):
 @needs_cuda
 def test_script_on_cuda_matches_the_cpu_run(tree, tmp_path):
     """--device auto picks the GPU; the evaluation batches its runs there with the portable engine.
-    The scripts keep torch's default TF32 for cuDNN convolutions, hence the looser tolerance here."""
+    The scripts compute in float32 there (utils/device.py); the tolerance allows for the different
+    summation orders of a few training steps."""
     cpu = _run_script(tree, tmp_path / "cpu")
     gpu = _run_script(tree, tmp_path / "gpu", device="auto")
     assert cpu.returncode == 0 and gpu.returncode == 0, gpu.stdout[-2000:] + gpu.stderr[-2000:]
@@ -227,11 +230,52 @@ def test_parity_checks_run_on_the_cpu():
     _assert_same_evaluation(reference, portable)
 
 
-def test_device_auto_picks_cuda_when_torch_sees_it(monkeypatch):
+@pytest.fixture
+def cuda_switches():
+    """The process-wide CUDA arithmetic switches, restored after the test (they exist on a CPU build)."""
+    names = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"),
+             (torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "deterministic")]
+    saved = [getattr(owner, name) for owner, name in names]
+    yield lambda: [getattr(owner, name) for owner, name in names]
+    for (owner, name), value in zip(names, saved):
+        setattr(owner, name, value)
+
+
+def test_device_auto_picks_cuda_when_torch_sees_it(monkeypatch, cuda_switches):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_cuda_arithmetic_is_float32_and_deterministic_unless_tf32_is_asked_for(monkeypatch, cuda_switches):
+    """[matmul TF32, cuDNN TF32, cuDNN autotuning, deterministic cuDNN] after resolving the device;
+    torch's own default would leave cuDNN convolutions on TF32."""
+    torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = True, True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert cuda_switches() == [False, False, False, True]
+    assert cuda_math(torch.device("cuda")) == "float32, deterministic cuDNN"
+    resolve_device("auto", tf32=True)
+    assert cuda_switches() == [True, True, True, False]
+    assert cuda_math(torch.device("cuda:0")) == "tf32+autotune"
+    before = cuda_switches()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert cuda_switches() == before and cuda_math(torch.device("cpu")) is None  # a CPU run touches nothing
+
+
+@pytest.mark.parametrize("script", ["oml_omniglot", "oml_regression", "evaluate_omniglot", "evaluate_regression",
+                                    "visualize_representations"])
+def test_every_script_takes_tf32(script):
+    import importlib
+    parser = importlib.import_module(script).get_args_parser()
+    assert parser.parse_args(["--tf32"]).tf32 is True and parser.parse_args([]).tf32 is False
+
+
+def test_tf32_may_change_on_resume():
+    from experiment.training.loop import RESUME_FLAGS
+    assert {"device", "tf32"} <= RESUME_FLAGS
 
 
 # --- parity on CUDA (skipped without a GPU) -------------------------------------------------------

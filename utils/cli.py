@@ -35,6 +35,10 @@ def add_common(parser: argparse.ArgumentParser, *, training: bool, sweep: bool =
     parser.add_argument("--results-dir", "--results_dir", dest="results_dir", default="../results",
                         help="root of the dated run folders (default: ../results, as the original)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    parser.add_argument("--tf32", action="store_true",
+                        help="on CUDA: TF32 matmuls and convolutions and cuDNN autotuning (faster; ~1e-3 from "
+                             "the float32 numbers, reruns may differ in the last digits); default: float32 with "
+                             "deterministic cuDNN (utils/device.py)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bar (it is off anyway when output is not a terminal)")
     if training:

@@ -1,15 +1,44 @@
-"""`--device auto|cpu|cuda` resolved once, with a clear error for a missing GPU."""
+"""`--device auto|cpu|cuda[:N]` resolved once, with a clear error for a missing GPU, and the CUDA
+arithmetic policy (`--tf32`) applied in the same place.
+
+CUDA policy. By default a GPU computes in true float32 with deterministic cuDNN algorithms (TF32
+off for matmuls and convolutions, no autotuning: torch's own default leaves cuDNN convolutions
+on TF32), so a CUDA run gives the CPU's numbers up to float32 rounding (tests/test_gpu_path.py)
+and one seed gives one result. `--tf32` trades that for speed: TF32 matmuls and convolutions
+(10-bit mantissas: ~1e-3 relative error per product, carried through the second-order inner
+loop) and cuDNN's autotuner (fastest kernels for the fixed shapes of a meta-step, chosen anew in
+each process, so reruns may differ in the last digits). On a CPU the flag changes nothing.
+"""
 import torch
 
 from utils.errors import UserError
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto", *, tf32: bool = False) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {name} was asked for, but torch sees no CUDA device (use --device cpu or auto)")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise UserError(f"--device {name!r} is not a device torch knows ({err})") from None
+    else:
+        try:
+            device = torch.device(name)
+        except RuntimeError as err:
+            raise UserError(f"--device {name!r} is not a device torch knows ({err})") from None
+    if device.type == "cuda":
+        set_cuda_math(tf32)
+    return device
+
+
+def set_cuda_math(tf32: bool) -> None:
+    """Process-wide switches: TF32 and cuDNN autotuning together, or neither (deterministic cuDNN)."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.benchmark = tf32
+    torch.backends.cudnn.deterministic = not tf32
+
+
+def cuda_math(device: torch.device) -> str | None:
+    """What the run's metadata records: the arithmetic a CUDA device was set to, None on a CPU."""
+    if torch.device(device).type != "cuda":
+        return None
+    return "tf32+autotune" if torch.backends.cudnn.allow_tf32 else "float32, deterministic cuDNN"

@@ -44,7 +44,7 @@ def save_training(run, task, *, benchmark: str, config: dict, step: int, interva
 
 
 # Flags every training script takes on --resume: they choose where and how, not what, is trained.
-RESUME_FLAGS = frozenset({"resume", "steps", "device", "progress"})
+RESUME_FLAGS = frozenset({"resume", "steps", "device", "tf32", "progress"})
 
 
 def conflicting_flags(given: dict, run_values: dict, allowed) -> list[str]:
