@@ -11,7 +11,10 @@ graph kept) after every inner step. Ours runs the RLN once per meta-step on the 
 meta-set images together. Both take the same sampled images, output-row resets and Adam step.
 The floor row times what no implementation can skip: the RLN's forward and backward over the
 step's K+M images (with the same sampling and Adam step), so ours/floor is the inner loop's
-remaining overhead. Each measurement runs in a fresh subprocess, so its peak memory (max RSS on CPU, max allocated on
+remaining overhead. The autograd column is our step with the inner loop's gradients taken by
+autograd (`create_graph=True`) instead of the closed form a linear PLN allows
+(model/linear_inner_loop.py); for `mrcl2019` (a hidden PLN layer) both are the autograd loop.
+Each measurement runs in a fresh subprocess, so its peak memory (max RSS on CPU, max allocated on
 CUDA) is its own; the first step of each is a warm-up with our step and is not counted.
 """
 import argparse
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from isolated import add_flags, answer_child, apply_threads, peak_mb, run_child
 
 from experiment.config import resolve
@@ -60,6 +64,8 @@ def measure_step(preset: str, impl: str, steps: int, device) -> dict:
         t1 = time.perf_counter()
         if which == "ours":
             loss = meta_loss(model, *batch, task.loss_fn, task.rule).loss
+        elif which == "autograd":  # a loss that is not F.cross_entropy itself keeps inner_loop on its autograd path
+            loss = meta_loss(model, *batch, lambda out, y: F.cross_entropy(out, y), task.rule).loss
         elif which == "floor":  # the RLN forward and backward over the step's images, nothing else
             images = torch.cat([batch.x_traj.flatten(0, 1), batch.x_meta])
             loss = model.rln(images).sum()
@@ -113,20 +119,22 @@ def main():
         return
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, load average at start {load:.1f}")
-    print(f"{'meta-step':<11}{'K+M imgs':>9}{'floor ms':>10}{'ours ms':>10}{'reference ms':>14}{'speed-up':>10}"
-          f"{'ours/floor':>11}{'ours +MB':>10}{'ref +MB':>10}{'sampling':>10}")
+    print(f"{'meta-step':<11}{'K+M imgs':>9}{'floor ms':>10}{'ours ms':>10}{'autograd ms':>13}{'reference ms':>14}"
+          f"{'speed-up':>10}{'ours/floor':>11}{'ours +MB':>10}{'ref +MB':>10}{'sampling':>10}")
     for preset in args.presets:
         scale = 10 if preset == "cpu" else 1
         ours = run_child(__file__, "step", preset, "ours", args.steps * scale)
         ref = run_child(__file__, "step", preset, "reference", args.reference_steps * scale)
         floor = run_child(__file__, "step", preset, "floor", args.steps * scale)
+        autograd = run_child(__file__, "step", preset, "autograd", args.steps * scale)
         print(f"{preset:<11}{ours['trajectory']:>4}+{ours['meta_set']:<4}{floor['ms_per_step']:>10.0f}"
-              f"{ours['ms_per_step']:>10.0f}{ref['ms_per_step']:>14.0f}"
+              f"{ours['ms_per_step']:>10.0f}{autograd['ms_per_step']:>13.0f}{ref['ms_per_step']:>14.0f}"
               f"{ref['ms_per_step'] / ours['ms_per_step']:>9.1f}x{ours['ms_per_step'] / floor['ms_per_step']:>10.1f}x"
               f"{ours['peak_mb'] - ours['baseline_mb']:>10.0f}{ref['peak_mb'] - ref['baseline_mb']:>10.0f}"
               f"{100 * ours['sampling_share']:>9.2f}%", flush=True)
     print("(floor: the RLN's forward and backward over the step's K+M images, with sampling and the Adam step, "
-          "the least any implementation does; +MB: peak memory of the timed steps above the process's peak before "
+          "the least any implementation does; autograd: ours with the generic inner loop; "
+          "+MB: peak memory of the timed steps above the process's peak before "
           "them; sampling: share of our step spent sampling indices, resetting rows and gathering + converting the images)")
     if args.decode and Path(args.path).exists():
         print(f"\ndecode and cache, both splits, from {args.path}:")

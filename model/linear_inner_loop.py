@@ -1,15 +1,15 @@
-"""The inner loop in closed form when the PLN is one linear layer trained with the mean squared error.
+"""The inner loop in closed form when the PLN is one linear layer, for the MSE and the cross-entropy.
 
 The generic inner loop (model/meta_learner.py) asks autograd for each step's gradient with
-`create_graph=True` and then differentiates through those graphs: for the 2020 sine network (a
-400 -> 1 linear PLN, 50 inner steps of 10 samples) that is some 60 tiny operators per step, and
-their dispatch, not their arithmetic, cost more than the RLN's forward and backward
-(benchmarks/sine_speed.py, docs/benchmarks.md). For a linear PLN and the MSE the step is known in
-closed form, and so is its derivative, so the whole loop is one autograd node whose backward runs
-the recurrence in reverse. It computes the same meta-gradient as the generic loop (to float
-rounding; tests/test_meta_gradient.py), second order or first order, with or without the clamp.
+`create_graph=True` and then differentiates through those graphs. For a linear PLN the step is
+known in closed form, so both paths below compute the generic loop's adapted weights and
+meta-gradient (to float rounding; tests/test_linear_inner_loop.py), second or first order.
 
-One step, with features F [B, D], targets Y [B, O], weights W [O, D], bias b [O], s = 2 / (B O):
+MSE (the 2020 sine network: a 400 -> 1 PLN, 50 steps of 10 samples, gradients clamped). There
+some 60 tiny operators per step, their dispatch rather than their arithmetic, cost more than the
+RLN's forward and backward (benchmarks/sine_speed.py). Here the whole loop is one autograd node
+whose backward runs the recurrence in reverse. One step, with features F [B, D], targets Y
+[B, O], weights W [O, D], bias b [O], s = 2 / (B O):
 
     R = F W^T + b - Y                       the residual
     G = s R^T F,   g = s sum_rows(R)        the MSE's gradient
@@ -20,6 +20,15 @@ Backward, from the adjoints W'^, b'^ of the next step's weights (M, m: where the
     A = -lr M * W'^,  a = -lr m * b'^      the adjoints of G and g (zero when first order)
     R^ = s (F A^T + a)
     W^ = W'^ + R^^T F,   b^ = b'^ + sum_rows(R^),   F^ = s R A + R^ W
+
+Cross-entropy (the Omniglot networks: a D -> 1000 PLN, 15 one-image steps). There each generic
+step builds, and differentiates through, a full [1000, D] weight update. Without a clamp every
+update is low rank, E_j^T F_j with E_j = (softmax(logits_j) - onehot_j) / B, so step k's logits are
+
+    F_k W_0^T + b_0 - lr sum_{j<k} (F_k F_j^T + 1) E_j
+
+and only the last weights are formed, W_K = W_0 - lr sum_j E_j^T F_j, b_K = b_0 - lr sum_j 1 E_j:
+a few [B, C] operators per step, left to autograd.
 """
 import torch
 import torch.nn.functional as F
@@ -35,8 +44,19 @@ def linear_layer(pln: nn.Module) -> nn.Linear | None:
     return None
 
 
-def fits(pln: nn.Module, loss_fn) -> bool:
-    return loss_fn is F.mse_loss and linear_layer(pln) is not None
+def loss_kind(loss_fn):
+    """F.mse_loss or F.cross_entropy when loss_fn is one of them, or a callable declaring that it
+    computes one (its `computes` attribute, e.g. a wrapper that also records logits); else None."""
+    kind = getattr(loss_fn, "computes", loss_fn)
+    return kind if kind is F.mse_loss or kind is F.cross_entropy else None
+
+
+def fits(pln: nn.Module, loss_fn, rule) -> bool:
+    """Whether a closed form below computes this inner loop (the cross-entropy one has no clamp)."""
+    kind = loss_kind(loss_fn)
+    if linear_layer(pln) is None or kind is None:
+        return False
+    return kind is F.mse_loss or rule.clip is None
 
 
 class _LinearMSELoop(torch.autograd.Function):
@@ -85,11 +105,33 @@ class _LinearMSELoop(torch.autograd.Function):
         return adj[:, :-1], adj[:, -1], grad_feats, None, None, None, None
 
 
-def linear_mse_inner_loop(pln: nn.Module, params: dict, traj_features, traj_targets, rule) -> dict:
-    """The generic inner_loop's result for a linear PLN and the MSE: the adapted fast weights."""
+def _cross_entropy_loop(weight, bias, feats, targets, lr: float, first_order: bool):
+    """(W_K, b_K) after K SGD steps on the mean cross-entropy; feats [K, B, D], targets [K, B]."""
+    steps, batch, width = feats.shape
+    flat = feats.reshape(steps * batch, width)
+    start_logits = torch.addmm(bias, flat, weight.t()).reshape(steps, batch, -1)
+    gram = (flat @ flat.t() + 1.0).reshape(steps, batch, steps * batch)  # F_k F_j^T + 1 (the bias)
+    onehot = F.one_hot(targets, start_logits.shape[-1]).to(start_logits.dtype)
+    errors = []
+    for k in range(steps):
+        logits = start_logits[k]
+        if k:
+            logits = logits - lr * (gram[k, :, : k * batch] @ torch.cat(errors))
+        error = (torch.softmax(logits, dim=1) - onehot[k]) / batch  # d loss / d logits
+        errors.append(error.detach() if first_order else error)
+    errors = torch.cat(errors)
+    return torch.addmm(weight, errors.t(), flat, alpha=-lr), bias - lr * errors.sum(0)
+
+
+def closed_form_inner_loop(pln: nn.Module, params: dict, traj_features, traj_targets, loss_fn, rule) -> dict:
+    """The generic inner_loop's result (the adapted fast weights) where `fits` says so."""
     layer = linear_layer(pln)
     names = {id(p): name for name, p in pln.named_parameters()}
     weight_name, bias_name = names[id(layer.weight)], names[id(layer.bias)]
-    weight, bias = _LinearMSELoop.apply(params[weight_name], params[bias_name], traj_features, traj_targets,
-                                        rule.lr, rule.clip, rule.first_order)
+    weight, bias = params[weight_name], params[bias_name]
+    if loss_kind(loss_fn) is F.mse_loss:
+        weight, bias = _LinearMSELoop.apply(weight, bias, traj_features, traj_targets,
+                                            rule.lr, rule.clip, rule.first_order)
+    else:
+        weight, bias = _cross_entropy_loop(weight, bias, traj_features, traj_targets, rule.lr, rule.first_order)
     return {weight_name: weight, bias_name: bias}

@@ -37,8 +37,8 @@ def sgd_step(params: dict, loss: torch.Tensor, rule: InnerLoopRule) -> dict:
 
 def inner_loop(pln, params: dict, traj_features, traj_targets, loss_fn, rule: InnerLoopRule) -> dict:
     """K SGD steps, one per leading index of traj_features ([K, B, F], a batch of B per step)."""
-    if linear_inner_loop.fits(pln, loss_fn):  # same result, one autograd node instead of ~60 per step
-        return linear_inner_loop.linear_mse_inner_loop(pln, params, traj_features, traj_targets, rule)
+    if linear_inner_loop.fits(pln, loss_fn, rule):  # the same result without a graph of graphs
+        return linear_inner_loop.closed_form_inner_loop(pln, params, traj_features, traj_targets, loss_fn, rule)
     for feats, targets in zip(traj_features, traj_targets):
         loss = loss_fn(functional_call(pln, params, (feats,)), targets)
         params = sgd_step(params, loss, rule)

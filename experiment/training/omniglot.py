@@ -42,6 +42,8 @@ class _CrossEntropy:
     """F.cross_entropy that also keeps the logits of its one no-grad call inside `meta_loss` (the
     meta set before adaptation), so the accuracy before the inner loop costs no extra forward."""
 
+    computes = staticmethod(F.cross_entropy)  # so the inner loop may take its closed form (model/linear_inner_loop.py)
+
     def __init__(self):
         self.unadapted = None
 
