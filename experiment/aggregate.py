@@ -87,6 +87,13 @@ def _key(settings: dict) -> str:
     return json.dumps(settings, sort_keys=True)
 
 
+def _follows_method(name: str, settings: list[dict]) -> bool:
+    values = {}
+    for s in settings:
+        values.setdefault(s["method"], set()).add(json.dumps(s.get(name)))
+    return len(values) > 1 and all(len(v) == 1 for v in values.values())
+
+
 def groups_of(evaluations: list[dict]) -> list[dict]:
     """Evaluations grouped by their settings less the seed, each labelled by what tells it apart."""
     grouped = {}
@@ -95,6 +102,9 @@ def groups_of(evaluations: list[dict]) -> list[dict]:
     settings = [members[0]["settings"] for members in grouped.values()]
     names = sorted({name for s in settings for name in s})
     differing = [n for n in names if n != "method" and len({json.dumps(s.get(n)) for s in settings}) > 1]
+    # A setting that only follows the method (the i.i.d. baselines' own --steps, say) is part of the
+    # method's recipe, not a second network: such rows would put each method on a row of its own.
+    differing = [n for n in differing if not _follows_method(n, settings)]
     groups = []
     for members in grouped.values():
         first = members[0]["settings"]

@@ -193,3 +193,18 @@ def test_slurm_submits_one_array_whose_requeued_jobs_resume(tmp_path, fake_slurm
     # only the flags a resumed run takes again: the run's config comes from its checkpoint
     assert command[2:-2] == ["--log-every", "5", "--save-every", "5", "--eval-steps", "2", "--eval-lr", "0.01",
                              "--no-progress"]
+
+
+def test_a_setting_that_follows_the_method_does_not_split_the_table_rows():
+    """The i.i.d. baselines' steps come from their own recipe: one row per network, methods as
+    columns. A setting swept within a method still makes rows."""
+    from experiment.aggregate import groups_of
+
+    def entry(method, seed, **settings):
+        return {"seed": seed, "rank": seed, "run_dir": "x", "result": {},
+                "settings": {"preset": "cpu", "method": method, **settings}}
+    recipe = [entry("oml", s, steps=10000) for s in (1, 2)] + [entry("srnn", s, steps=1900) for s in (1, 2)]
+    assert {(g["method"], g["row"]) for g in groups_of(recipe)} == {("OML", "cpu"), ("SR-NN", "cpu")}
+    swept = recipe + [entry("oml", s, steps=5000) for s in (1, 2)]
+    assert {(g["method"], g["row"]) for g in groups_of(swept)} == {
+        ("OML", "steps=10000"), ("OML", "steps=5000"), ("SR-NN", "steps=1900")}
