@@ -15,23 +15,24 @@ from model.reference import reference_meta_loss
 from tests.gradient_checks import assert_matches_finite_differences, grads
 
 
-def _sine_case():
+def _regression_case(arch: str, rln: int, steps: int, batch: int, data_seed: int):
+    """A float64 sine network and random data: `steps` inner batches of `batch`, 7 meta samples."""
     torch.manual_seed(0)
-    model = build_sine_net("mrcl2019", width=6, capacity=3, rln=6).double()
-    g = torch.Generator().manual_seed(1)
-    x_traj, y_traj = torch.randn(5, 4, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, 1, generator=g, dtype=torch.float64)
-    x_meta, y_meta = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(7, 1, generator=g, dtype=torch.float64)
+    model = build_sine_net(arch, width=6, capacity=3, rln=rln).double()
+    g = torch.Generator().manual_seed(data_seed)
+    x_traj, y_traj = (torch.randn(steps, batch, n, generator=g, dtype=torch.float64) for n in (4, 1))
+    x_meta, y_meta = (torch.randn(7, n, generator=g, dtype=torch.float64) for n in (4, 1))
     return model, (x_traj, y_traj, x_meta, y_meta), F.mse_loss
+
+
+def _sine_case():
+    """The 2019 layout: a three-layer PLN, so meta_loss takes the autograd inner loop."""
+    return _regression_case("mrcl2019", rln=6, steps=5, batch=4, data_seed=1)
 
 
 def _linear_pln_case():
     """The 2020 layout: the PLN is one linear layer, so meta_loss takes the closed-form inner loop."""
-    torch.manual_seed(0)
-    model = build_sine_net("oml2020", width=6, capacity=3, rln=5).double()
-    g = torch.Generator().manual_seed(4)
-    x_traj, y_traj = torch.randn(6, 3, 4, generator=g, dtype=torch.float64), torch.randn(6, 3, 1, generator=g, dtype=torch.float64)
-    x_meta, y_meta = torch.randn(7, 4, generator=g, dtype=torch.float64), torch.randn(7, 1, generator=g, dtype=torch.float64)
-    return model, (x_traj, y_traj, x_meta, y_meta), F.mse_loss
+    return _regression_case("oml2020", rln=5, steps=6, batch=3, data_seed=4)
 
 
 def _classification_case():
