@@ -32,7 +32,7 @@ from experiment.training import sine as sine_training
 from model.meta_learner import meta_loss
 from tests.conftest import REPO
 from tests.omniglot_fixtures import write_fake_both
-from utils.device import cuda_math, resolve_device
+from utils.device import cuda_math, resolve_device, set_cuda_math
 
 SCRIPT = REPO / "scripts" / "reproduce_omniglot_gpu.sh"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -117,16 +117,32 @@ def test_script_on_cuda_matches_the_cpu_run(tree, tmp_path):
 
 # --- parity helpers -------------------------------------------------------------------------------
 
+# The process-wide CUDA arithmetic switches utils.device.set_cuda_math sets (they exist on a CPU build too).
+SWITCHES = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"),
+            (torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "deterministic")]
+
+
+def switch_states() -> list:
+    return [getattr(owner, name) for owner, name in SWITCHES]
+
+
 @contextlib.contextmanager
-def full_float32():
-    """TF32 off for CUDA matmuls and cuDNN convolutions while a parity check runs (torch keeps
-    these switches on a CPU-only build too; there they change nothing)."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+def restored_switches():
+    saved = switch_states()
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+        for (owner, name), value in zip(SWITCHES, saved):
+            setattr(owner, name, value)
+
+
+@contextlib.contextmanager
+def full_float32():
+    """The scripts' default CUDA arithmetic (true float32, deterministic cuDNN) while a parity
+    check runs, whatever the process had before; on a CPU these switches change nothing."""
+    with restored_switches():
+        set_cuda_math(False)
+        yield
 
 
 def _assert_close_to_scale(actual, expected):
@@ -232,13 +248,9 @@ def test_parity_checks_run_on_the_cpu():
 
 @pytest.fixture
 def cuda_switches():
-    """The process-wide CUDA arithmetic switches, restored after the test (they exist on a CPU build)."""
-    names = [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32"),
-             (torch.backends.cudnn, "benchmark"), (torch.backends.cudnn, "deterministic")]
-    saved = [getattr(owner, name) for owner, name in names]
-    yield lambda: [getattr(owner, name) for owner, name in names]
-    for (owner, name), value in zip(names, saved):
-        setattr(owner, name, value)
+    """The switches' current states, as a function; restored after the test."""
+    with restored_switches():
+        yield switch_states
 
 
 def test_device_auto_picks_cuda_when_torch_sees_it(monkeypatch, cuda_switches):
