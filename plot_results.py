@@ -8,6 +8,7 @@
     python plot_results.py SWEEP_DIR --out fig.png  # a sweep: one line per method, bands across meta-training seeds
     python plot_results.py --cost-accuracy EVAL_RUN ... --step-seconds 576=0.16 1152=0.39 --out fig.png
                                                     # accuracy at 200 / 600 classes against meta-training minutes
+                                                    # (--labels: one series name per file, default its width)
 
 A run folder stands for its results.json (or, while an evaluation is still running, its
 results.partial.json: the class counts finished so far). A sweep folder (experiment/sweep.py)
@@ -58,15 +59,15 @@ def cost_accuracy_main(args, paths):
     """The cost-accuracy study's table (markdown, printed) and figure."""
     from utils.plotting import cost_accuracy_points, load_results, plot_cost_accuracy
     try:
-        points = cost_accuracy_points(load_results(paths), _step_seconds(args.step_seconds))
+        points = cost_accuracy_points(load_results(paths), _step_seconds(args.step_seconds), series=args.labels)
     except (KeyError, ValueError) as err:
         raise UserError(f"cannot build the cost-accuracy table: {err}") from None
-    rows = ["| checkpoint | features | steps | meta-training min | validation 200 / 600 | held-out 200 (95% CI) | "
-            "held-out 600 (95% CI) |", "|---|---|---|---|---|---|---|"]
+    rows = ["| series | checkpoint | features | steps | meta-training min | validation 200 / 600 | "
+            "held-out 200 (95% CI) | held-out 600 (95% CI) |", "|---|---|---|---|---|---|---|---|"]
     for p in points:
         held = [f"{p[n]['held_out']['mean']:.3f} ({p[n]['held_out']['ci_low']:.3f}-{p[n]['held_out']['ci_high']:.3f})"
                 for n in (200, 600)]
-        rows.append(f"| {p['checkpoint']} | {p['features']} | {p['steps']:,} | {p['train_minutes']:.0f} | "
+        rows.append(f"| {p['series']} | {p['checkpoint']} | {p['features']} | {p['steps']:,} | {p['train_minutes']:.0f} | "
                     f"{p[200]['validation']:.3f} / {p[600]['validation']:.3f} | {held[0]} | {held[1]} |")
     table = "\n".join(rows)
     print(table)

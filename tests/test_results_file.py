@@ -54,10 +54,16 @@ def test_cost_accuracy_table_and_figure(tmp_path, capsys):
     out = run_main(plot_results.main, parser, [*map(str, paths), "--cost-accuracy", "--step-seconds", "576=0.15",
                                                "1152=0.3", "--out", str(tmp_path / "study.png")])
     assert out.is_file() and out.with_suffix(".md").is_file()
-    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| w")]
-    assert rows == ["| w576_10000.pt | 576 | 10,000 | 25 | 0.700 / 0.500 | 0.500 (0.490-0.510) | 0.310 (0.300-0.320) |",
-                    "| w1152_10000.pt | 1152 | 10,000 | 50 | 0.700 / 0.500 | 0.580 (0.570-0.590) | 0.380 (0.370-0.390) |",
-                    "| w1152_20000.pt | 1152 | 20,000 | 100 | 0.700 / 0.500 | 0.610 (0.600-0.620) | 0.410 (0.400-0.420) |"]
+    rows = [r for r in capsys.readouterr().out.splitlines() if " | w" in r]
+    assert rows == ["| 576 features | w576_10000.pt | 576 | 10,000 | 25 | 0.700 / 0.500 | 0.500 (0.490-0.510) | 0.310 (0.300-0.320) |",
+                    "| 1152 features | w1152_10000.pt | 1152 | 10,000 | 50 | 0.700 / 0.500 | 0.580 (0.570-0.590) | 0.380 (0.370-0.390) |",
+                    "| 1152 features | w1152_20000.pt | 1152 | 20,000 | 100 | 0.700 / 0.500 | 0.610 (0.600-0.620) | 0.410 (0.400-0.420) |"]
+    # --labels names each file's series (e.g. one width at two meta rates): rows keep them apart
+    out = run_main(plot_results.main, parser, [*map(str, paths), "--cost-accuracy", "--step-seconds", "576=0.15",
+                                               "1152=0.3", "--labels", "wide B", "narrow", "wide A",
+                                               "--out", str(tmp_path / "series.png")])
+    rows = [r.split(" | ")[0] for r in capsys.readouterr().out.splitlines() if " | w" in r]
+    assert rows == ["| narrow", "| wide A", "| wide B"] and out.is_file()  # by width, then series
     try:
         run_main(plot_results.main, parser, [*map(str, paths), "--cost-accuracy", "--step-seconds", "576=0.15",
                                              "--out", str(tmp_path / "bad.png")])

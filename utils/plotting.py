@@ -88,18 +88,20 @@ def plot_files(paths, labels, out_path, title: str | None = None) -> Path:
     raise ValueError(f"unknown benchmark {sorted(map(str, kinds))[0]!r} in the results files")
 
 
-def cost_accuracy_points(results: list[dict], step_seconds: dict[int, float], counts=(200, 600)) -> list[dict]:
-    """One point per Omniglot results file: its network's width (features), meta-training steps,
-    meta-training minutes (steps x the measured seconds per step of that width), and per class
-    count the held-out accuracy (mean, 95% CI) and the validation score (the rate search's mean
-    trajectory accuracy at the chosen rate: what a preset may be chosen on)."""
+def cost_accuracy_points(results: list[dict], step_seconds: dict[int, float], counts=(200, 600),
+                         series: list[str] | None = None) -> list[dict]:
+    """One point per Omniglot results file: its series (a label given per file, e.g. a width and its
+    rates; default its width), its network's width (features), meta-training steps, meta-training
+    minutes (steps x the measured seconds per step of that width), and per class count the
+    held-out accuracy (mean, 95% CI) and the validation score (the rate search's mean trajectory
+    accuracy at the chosen rate: what a preset may be chosen on)."""
     points = []
-    for res in results:
+    for i, res in enumerate(results):
         features, steps = res["features"]["n_features"], res["model"]["step"]
         if features not in step_seconds:
             raise ValueError(f"no seconds per step given for the {features}-feature network (--step-seconds {features}=S)")
-        point = {"features": features, "steps": steps, "train_minutes": steps * step_seconds[features] / 60,
-                 "checkpoint": res["model"].get("checkpoint", "")}
+        point = {"series": series[i] if series else f"{features} features", "features": features, "steps": steps,
+                 "train_minutes": steps * step_seconds[features] / 60, "checkpoint": res["model"].get("checkpoint", "")}
         for n in counts:
             entry = res["by_classes"].get(str(n))
             if entry is None:
@@ -108,23 +110,23 @@ def cost_accuracy_points(results: list[dict], step_seconds: dict[int, float], co
             point[n] = {"held_out": entry["held_out_accuracy"], "trajectory": entry["trajectory_accuracy"],
                         "validation": search["mean_scores"][search["grid"].index(entry["lr"])]}
         points.append(point)
-    return sorted(points, key=lambda p: (p["features"], p["steps"], p["checkpoint"]))
+    return sorted(points, key=lambda p: (p["features"], p["series"], p["steps"], p["checkpoint"]))
 
 
 def plot_cost_accuracy(points: list[dict], out_path, counts=(200, 600)) -> Path:
     """Held-out accuracy (95% CI bars) against meta-training minutes, one panel per class count and
-    one colour per width; each point labelled with its steps, the line through the mean of the
-    points that share a length (seeds)."""
+    one colour per series; each point labelled with its steps, the line through the mean of the
+    points of a series that share a length (seeds)."""
     from matplotlib.ticker import ScalarFormatter
     fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 4.2))
     for ax, n in zip(np.atleast_1d(axes), counts):
-        for features in sorted({p["features"] for p in points}):
-            line = [p for p in points if p["features"] == features]
+        for name in dict.fromkeys(p["series"] for p in points):
+            line = [p for p in points if p["series"] == name]
             x = [p["train_minutes"] for p in line]
             y = [p[n]["held_out"]["mean"] for p in line]
             err = [[p[n]["held_out"]["mean"] - p[n]["held_out"]["ci_low"] for p in line],
                    [p[n]["held_out"]["ci_high"] - p[n]["held_out"]["mean"] for p in line]]
-            bars = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, linestyle="none", label=f"{features} features")
+            bars = ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, linestyle="none", label=name)
             steps = sorted({p["steps"] for p in line})
             means = [np.mean([p[n]["held_out"]["mean"] for p in line if p["steps"] == s]) for s in steps]
             minutes = [next(p["train_minutes"] for p in line if p["steps"] == s) for s in steps]
