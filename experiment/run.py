@@ -99,6 +99,8 @@ class Run:
         })
         self.metadata.setdefault("started", dt.datetime.now().isoformat(timespec="seconds"))
         if resumed:
+            # A finished run resumed for more steps is unfinished again until this process finishes it.
+            self.metadata.pop("train_finished", None)
             self.metadata["wall_seconds_before"] = self.metadata.get("wall_seconds", 0.0)
             self.metadata.setdefault("resumed", []).append(dt.datetime.now().isoformat(timespec="seconds"))
         write_json(self.dir / "config.json", config)

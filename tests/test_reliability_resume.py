@@ -205,6 +205,23 @@ def test_steps_extend_a_run(killed):
 
 # --- one writer per run folder -------------------------------------------------------------------
 
+def test_a_finished_run_extended_by_resume_is_unfinished_until_it_finishes_again(runs, tmp_path, monkeypatch):
+    """`--resume RUN --steps MORE` on a finished run: while the new steps run (or if they are
+    killed), metadata.json must not still say train_finished, or anything waiting on it would
+    take the half-extended checkpoint for the final one."""
+    run = tmp_path / "run"
+    shutil.copytree(runs["whole"], run)
+    finished = lambda: json.loads((run / "metadata.json").read_text()).get("train_finished")
+    assert finished() is True
+    with monkeypatch.context() as mp:
+        mp.setattr(sine.OMLTraining, "step", _dying_step(2))
+        with pytest.raises(SystemExit) as stopped:
+            _resume(run, "--steps", "12")
+    assert stopped.value.code == 130 and finished() is None
+    _resume(run, "--steps", "12")
+    assert finished() is True and torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 12
+
+
 def test_concurrent_resume_is_refused_naming_the_holder(killed, capsys, monkeypatch):
     first = subprocess.Popen([sys.executable, "oml_regression.py", "--resume", str(killed), "--steps", "100000",
                               "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
