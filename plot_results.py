@@ -59,15 +59,17 @@ def cost_accuracy_main(args, paths):
     """The cost-accuracy study's table (markdown, printed) and figure."""
     from utils.plotting import cost_accuracy_points, load_results, plot_cost_accuracy
     try:
-        points = cost_accuracy_points(load_results(paths), _step_seconds(args.step_seconds), series=args.labels)
+        names = [p.parent.name if p.name.startswith("results") else p.stem for p in paths]  # RUN/results.json: RUN
+        points = cost_accuracy_points(load_results(paths), _step_seconds(args.step_seconds), series=args.labels,
+                                      names=names)
     except (KeyError, ValueError) as err:
         raise UserError(f"cannot build the cost-accuracy table: {err}") from None
-    rows = ["| series | checkpoint | features | steps | meta-training min | validation 200 / 600 | "
+    rows = ["| series | evaluation | features | steps | meta-training min | validation 200 / 600 | "
             "held-out 200 (95% CI) | held-out 600 (95% CI) |", "|---|---|---|---|---|---|---|---|"]
     for p in points:
         held = [f"{p[n]['held_out']['mean']:.3f} ({p[n]['held_out']['ci_low']:.3f}-{p[n]['held_out']['ci_high']:.3f})"
                 for n in (200, 600)]
-        rows.append(f"| {p['series']} | {p['checkpoint']} | {p['features']} | {p['steps']:,} | {p['train_minutes']:.0f} | "
+        rows.append(f"| {p['series']} | {p['name']} | {p['features']} | {p['steps']:,} | {p['train_minutes']:.0f} | "
                     f"{p[200]['validation']:.3f} / {p[600]['validation']:.3f} | {held[0]} | {held[1]} |")
     table = "\n".join(rows)
     print(table)

@@ -47,17 +47,19 @@ def test_cost_accuracy_table_and_figure(tmp_path, capsys):
     chosen rate (never the held-out one); a width with no seconds is a one-line error."""
     points = [(1152, 20_000, 0.61, 0.41), (576, 10_000, 0.50, 0.31), (1152, 10_000, 0.58, 0.38)]
     paths = []
-    for i, point in enumerate(points):
-        paths.append(tmp_path / f"r{i}.json")
+    for point in points:  # a run folder names its row; a bare file its stem
+        folder = tmp_path / f"w{point[0]}_{point[1]}"
+        folder.mkdir()
+        paths.append(folder / "results.json" if point[0] == 1152 else tmp_path / f"w{point[0]}_{point[1]}.json")
         paths[-1].write_text(json.dumps(_study_point(*point)))
     parser = plot_results.get_args_parser()
     out = run_main(plot_results.main, parser, [*map(str, paths), "--cost-accuracy", "--step-seconds", "576=0.15",
                                                "1152=0.3", "--out", str(tmp_path / "study.png")])
     assert out.is_file() and out.with_suffix(".md").is_file()
     rows = [r for r in capsys.readouterr().out.splitlines() if " | w" in r]
-    assert rows == ["| 576 features | w576_10000.pt | 576 | 10,000 | 25 | 0.700 / 0.500 | 0.500 (0.490-0.510) | 0.310 (0.300-0.320) |",
-                    "| 1152 features | w1152_10000.pt | 1152 | 10,000 | 50 | 0.700 / 0.500 | 0.580 (0.570-0.590) | 0.380 (0.370-0.390) |",
-                    "| 1152 features | w1152_20000.pt | 1152 | 20,000 | 100 | 0.700 / 0.500 | 0.610 (0.600-0.620) | 0.410 (0.400-0.420) |"]
+    assert rows == ["| 576 features | w576_10000 | 576 | 10,000 | 25 | 0.700 / 0.500 | 0.500 (0.490-0.510) | 0.310 (0.300-0.320) |",
+                    "| 1152 features | w1152_10000 | 1152 | 10,000 | 50 | 0.700 / 0.500 | 0.580 (0.570-0.590) | 0.380 (0.370-0.390) |",
+                    "| 1152 features | w1152_20000 | 1152 | 20,000 | 100 | 0.700 / 0.500 | 0.610 (0.600-0.620) | 0.410 (0.400-0.420) |"]
     # --labels names each file's series (e.g. one width at two meta rates): rows keep them apart
     out = run_main(plot_results.main, parser, [*map(str, paths), "--cost-accuracy", "--step-seconds", "576=0.15",
                                                "1152=0.3", "--labels", "wide B", "narrow", "wide A",

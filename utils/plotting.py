@@ -89,9 +89,10 @@ def plot_files(paths, labels, out_path, title: str | None = None) -> Path:
 
 
 def cost_accuracy_points(results: list[dict], step_seconds: dict[int, float], counts=(200, 600),
-                         series: list[str] | None = None) -> list[dict]:
-    """One point per Omniglot results file: its series (a label given per file, e.g. a width and its
-    rates; default its width), its network's width (features), meta-training steps, meta-training
+                         series: list[str] | None = None, names: list[str] | None = None) -> list[dict]:
+    """One point per Omniglot results file: its name (e.g. the evaluation's folder), its series (a
+    label given per file, e.g. a width and its rates; default its width), its network's width
+    (features), meta-training steps, meta-training
     minutes (steps x the measured seconds per step of that width), and per class count the
     held-out accuracy (mean, 95% CI) and the validation score (the rate search's mean trajectory
     accuracy at the chosen rate: what a preset may be chosen on)."""
@@ -101,7 +102,8 @@ def cost_accuracy_points(results: list[dict], step_seconds: dict[int, float], co
         if features not in step_seconds:
             raise ValueError(f"no seconds per step given for the {features}-feature network (--step-seconds {features}=S)")
         point = {"series": series[i] if series else f"{features} features", "features": features, "steps": steps,
-                 "train_minutes": steps * step_seconds[features] / 60, "checkpoint": res["model"].get("checkpoint", "")}
+                 "train_minutes": steps * step_seconds[features] / 60,
+                 "name": names[i] if names else res["model"].get("checkpoint", "")}
         for n in counts:
             entry = res["by_classes"].get(str(n))
             if entry is None:
@@ -110,7 +112,7 @@ def cost_accuracy_points(results: list[dict], step_seconds: dict[int, float], co
             point[n] = {"held_out": entry["held_out_accuracy"], "trajectory": entry["trajectory_accuracy"],
                         "validation": search["mean_scores"][search["grid"].index(entry["lr"])]}
         points.append(point)
-    return sorted(points, key=lambda p: (p["features"], p["series"], p["steps"], p["checkpoint"]))
+    return sorted(points, key=lambda p: (p["features"], p["series"], p["steps"], p["name"]))
 
 
 def plot_cost_accuracy(points: list[dict], out_path, counts=(200, 600)) -> Path:
