@@ -87,6 +87,9 @@ def test_each_command_parses(page, words):
         if words[1] == "pytest":
             return
         module, argv = importlib.import_module(words[1]), words[2:]
+        if words[1] == "experiment.sweep":  # its own flags, then the swept script's (lists allowed)
+            sweep_args, argv = module.get_args_parser().parse_known_args(argv)
+            module = importlib.import_module(sweep_args.script.removesuffix(".py"))
     elif words[0].startswith("benchmarks/"):
         assert (REPO / words[0]).is_file(), words[0]
         return
