@@ -60,8 +60,7 @@ def cost_accuracy_main(args, paths):
     from utils.plotting import cost_accuracy_points, load_results, plot_cost_accuracy
     try:
         names = [p.parent.name if p.name.startswith("results") else p.stem for p in paths]  # RUN/results.json: RUN
-        points = cost_accuracy_points(load_results(paths), _step_seconds(args.step_seconds), series=args.labels,
-                                      names=names)
+        points = cost_accuracy_points(load_results(paths), names, _step_seconds(args.step_seconds), series=args.labels)
     except (KeyError, ValueError) as err:
         raise UserError(f"cannot build the cost-accuracy table: {err}") from None
     rows = ["| series | evaluation | features | steps | meta-training min | validation 200 / 600 | "

@@ -88,14 +88,14 @@ def plot_files(paths, labels, out_path, title: str | None = None) -> Path:
     raise ValueError(f"unknown benchmark {sorted(map(str, kinds))[0]!r} in the results files")
 
 
-def cost_accuracy_points(results: list[dict], step_seconds: dict[int, float], counts=(200, 600),
-                         series: list[str] | None = None, names: list[str] | None = None) -> list[dict]:
+def cost_accuracy_points(results: list[dict], names: list[str], step_seconds: dict[int, float], counts=(200, 600),
+                         series: list[str] | None = None) -> list[dict]:
     """One point per Omniglot results file: its name (e.g. the evaluation's folder), its series (a
     label given per file, e.g. a width and its rates; default its width), its network's width
-    (features), meta-training steps, meta-training
-    minutes (steps x the measured seconds per step of that width), and per class count the
-    held-out accuracy (mean, 95% CI) and the validation score (the rate search's mean trajectory
-    accuracy at the chosen rate: what a preset may be chosen on)."""
+    (features), meta-training steps, meta-training minutes (steps x the measured seconds per step
+    of that width), and per class count the held-out accuracy (mean, 95% CI) and the validation
+    score (the rate search's mean trajectory accuracy at the chosen rate: what a preset may be
+    chosen on)."""
     points = []
     for i, res in enumerate(results):
         features, steps = res["features"]["n_features"], res["model"]["step"]
@@ -103,7 +103,7 @@ def cost_accuracy_points(results: list[dict], step_seconds: dict[int, float], co
             raise ValueError(f"no seconds per step given for the {features}-feature network (--step-seconds {features}=S)")
         point = {"series": series[i] if series else f"{features} features", "features": features, "steps": steps,
                  "train_minutes": steps * step_seconds[features] / 60,
-                 "name": names[i] if names else res["model"].get("checkpoint", "")}
+                 "name": names[i]}
         for n in counts:
             entry = res["by_classes"].get(str(n))
             if entry is None:
