@@ -6,10 +6,13 @@
     python evaluate_regression.py --preset oml2020                      # no --model: untrained network
     python evaluate_regression.py --model ckpt.pt --name sine_test_set --rln 6 --tasks 10 --capacity 10 --runs 50
     python evaluate_regression.py --model ckpt.pt --seed 1 2 --lr 1e-3 3e-3 --rank 3    # one point of a sweep
+    python evaluate_regression.py --model ckpt.pt --selection-functions   # the meta-validation pool, for choices
 
 The protocol (experiment/evaluation/sine.py): 40 mini-batches of 32 per function, 10 functions in sequence,
 one pass, the PLN not reset, the online rate chosen per checkpoint on validation trajectories'
-training MSE (`--lr` fixes it).
+training MSE among the rates that learned function 1 (`--lr` fixes it). A baseline checkpoint
+exported with a chosen RLN/PLN split (`python -m experiment.export RUN OUT.pt --rln K`) is evaluated
+at that split unless `--rln` says otherwise.
 """
 import argparse
 
@@ -63,6 +66,9 @@ def get_args_parser():
     for flag in SHAPE_FLAGS:
         parser.add_argument(f"--{flag}", type=int, default=None,
                             help="must match the checkpoint (accepted for the original's command)")
+    parser.add_argument("--selection-functions", dest="selection", action="store_true",
+                        help="evaluate on the meta-validation pool of functions (drawn apart from the test pool), "
+                             "for choosing how to meta-train or which baseline candidate to keep")
     parser.add_argument("--rank", type=int, default=0, help=grid.RANK_HELP)
     return parser
 
@@ -86,6 +92,10 @@ def _model_and_config(args):
                         "drop --preset (a checkpoint carries its own config; --preset names the untrained network)")
     if args.preset is not None:
         note(f"--preset {args.preset} is the checkpoint's own; the network is read from the checkpoint")
+    chosen_rln = payload.get("evaluation_defaults", {}).get("rln")
+    if args.rln is None and chosen_rln is not None and chosen_rln != config.rln:
+        note(f"the checkpoint's chosen RLN/PLN split: rln {chosen_rln} (trained as {config.rln}; --rln overrides)")
+        args.rln = chosen_rln
     resplit = args.rln is not None and args.rln != config.rln and payload["method"] in ("pretraining", "srnn")
     for flag in SHAPE_FLAGS:
         given = getattr(args, flag)
@@ -106,7 +116,7 @@ def protocol_from_args(args, config):
                          lr=args.lr, clip=args.clip, reset=args.fresh_pln or None, iid=args.iid or None, epochs=args.epochs,
                          runs=args.runs, search_runs=args.search_runs,
                          test_samples=args.test_samples, seed=EVAL_SEED if args.seed is None else args.seed,
-                         run_batch=args.run_batch)
+                         run_batch=args.run_batch, split="selection" if args.selection else None)
 
 
 def main(args):

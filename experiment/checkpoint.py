@@ -1,7 +1,12 @@
 """Checkpoints are plain dicts of tensors and JSON-able values: they load with weights_only=True.
 
     {"format": 1, "benchmark": "sine"|"omniglot", "method": ..., "config": {...},
-     "state_dict": model.state_dict(), "step": int, "training": {optimizer, scheduler, rng} | absent}
+     "state_dict": model.state_dict(), "step": int, "training": {optimizer, scheduler, rng} | absent,
+     "evaluation_defaults": {"rln": K} | absent}
+
+`evaluation_defaults` holds evaluation settings chosen on the meta-validation split for this model
+(experiment/export.py --rln: a sine baseline's RLN/PLN split), so the plain evaluation command
+reproduces the documented number.
 """
 import sys
 from pathlib import Path
@@ -68,6 +73,10 @@ def load_checkpoint(model_path, benchmark: str | None = None) -> dict:
     missing = [key for key, kind in FIELDS.items() if not isinstance(payload.get(key), kind)]
     if missing:
         raise UserError(f"'{path}' is a damaged checkpoint: {', '.join(missing)} missing or of the wrong type")
+    defaults = payload.get("evaluation_defaults", {})
+    if not isinstance(defaults, dict) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                 for v in defaults.values()):
+        raise UserError(f"'{path}' is a damaged checkpoint: evaluation_defaults must map settings to positive integers")
     if benchmark is not None and payload["benchmark"] != benchmark:
         raise UserError(f"'{path}' is a {payload['benchmark']} checkpoint, but this script needs a {benchmark} one")
     payload["path"] = str(path)

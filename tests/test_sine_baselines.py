@@ -1,5 +1,5 @@
 """Sine baselines: the 2019 recipe, their resume (head bank, schedule), the RLN/PLN re-split at
-evaluation, and the validation-only choice between candidates."""
+evaluation (the choice between candidates: tests/test_sine_selection.py)."""
 import json
 
 import numpy as np
@@ -9,7 +9,6 @@ import torch
 import evaluate_regression
 import oml_regression
 from datasets.sine import SineFamily, sample_iid
-from experiment.evaluation import select
 from experiment.sine_presets import SINE_PRESETS, SineConfig
 from experiment.training.sine import IIDTraining
 from model.networks import build_sine_net, resplit_sine_net
@@ -117,36 +116,6 @@ def test_evaluation_resplits_a_baseline_but_not_an_oml_checkpoint(tmp_path):
     assert np.isfinite(result["final_mse"]["mean"])
     with pytest.raises(UserError, match="--rln 8 does not match"):
         evaluate_regression.main(evaluate_regression.get_args_parser().parse_args(["--model", str(train("oml")), "--rln", "8"] + common))
-
-
-def _sine_result(search_mse_at_chosen, chosen=0.01):
-    grid = [0.1, 0.01]
-    means = [9.0, 9.0]
-    means[grid.index(chosen)] = search_mse_at_chosen
-    return {"benchmark": "sine", "label": "x", "protocol": {"lr_search": {"grid": grid, "lr": chosen, "mean_scores": means}}}
-
-
-def test_select_uses_the_search_score_only(tmp_path):
-    candidates = [_sine_result(0.9), _sine_result(0.4, chosen=0.1), _sine_result(0.6)]
-    # held-out numbers that would pick another candidate are ignored
-    for c, held_out in zip(candidates, [0.1, 5.0, 5.0]):
-        c["final_mse"] = {"mean": held_out}
-    assert select.select(candidates) == 1
-    omniglot = [{"benchmark": "omniglot", "by_classes": {"10": {"lr_search": {"grid": [0.1], "lr": 0.1, "mean_scores": [s]}}}}
-                for s in (0.5, 0.7)]
-    assert select.select(omniglot) == 1  # accuracy: higher wins
-    # compared on the class counts all candidates have: the extra count of the first is ignored
-    omniglot[0]["by_classes"]["600"] = {"lr_search": {"grid": [0.1], "lr": 0.1, "mean_scores": [1.0]}}
-    assert select.select(omniglot) == 1
-    fixed = {"benchmark": "sine", "label": "fixed", "protocol": {"lr_search": None}}
-    with pytest.raises(UserError, match="fixed --lr"):
-        select.select([candidates[0], fixed])
-    paths = []
-    for i, c in enumerate(candidates):
-        (tmp_path / f"r{i}").mkdir()
-        (tmp_path / f"r{i}" / "results.json").write_text(json.dumps(c))
-        paths.append(str(tmp_path / f"r{i}"))
-    assert select.main(select.get_args_parser().parse_args(paths)) == 1
 
 
 def test_srnn_step_adds_the_set_sparsity_penalty_of_its_batch():

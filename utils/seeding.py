@@ -14,6 +14,7 @@ STREAM_TAGS = {
     "eval": 3,
     "lr_search": 4,
     "init": 5,
+    "selection": 6,  # the sine meta-validation pool and its runs, apart from the test pool's
 }
 
 

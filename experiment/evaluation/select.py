@@ -1,14 +1,18 @@
-"""Choose one candidate among evaluations of the same cell (e.g. SR-NN at three sparsity targets,
-pretraining at three RLN/PLN splits) from validation scores alone.
+"""Choose one candidate (SR-NN at three sparsity targets, pretraining at three RLN/PLN splits, a
+preset at three rates) from evaluations on the meta-validation split alone.
 
     python -m experiment.evaluation.select RUN_A RUN_B RUN_C [--labels A B C]
+    python -m experiment.evaluation.select A_S1 A_S2 B_S1 B_S2 --labels A A B B   # two seeds each
 
-The score is what the learning-rate search already measured on its own validation trajectories,
-at the rate it chose, and never a held-out sample or image:
-- sine: the search trajectories' training MSE (mean over search runs; lower wins);
-- Omniglot: the search runs' trajectory accuracy, averaged over search runs and class counts
+Every results file must come from the meta-validation split (`evaluate_regression.py
+--selection-functions`, `evaluate_omniglot.py --selection-classes`): a candidate is never chosen
+on the functions or classes that are reported (docs/protocols.md). The score is the evaluation's
+own measure there:
+- sine: the MSE after learning all functions, mean over runs (lower wins);
+- Omniglot: the held-out accuracy, mean over runs and over the class counts every candidate has
   (higher wins).
-Candidates evaluated with a fixed --lr have no search, hence no score, and are refused.
+Results given the same label are the meta-training seeds of one candidate: its score is the mean
+of theirs, so a candidate is chosen for its recipe, not for one lucky seed.
 """
 import argparse
 
@@ -19,22 +23,20 @@ from utils.errors import UserError
 from utils.results import read_results
 
 
+def _check_split(result: dict) -> None:
+    if result.get("split") != "selection":
+        flag = "--selection-functions" if result.get("benchmark") == "sine" else "--selection-classes"
+        raise UserError(f"'{result.get('label')}' was evaluated on the {result.get('split', 'test')} split; candidates are "
+                        f"compared on the meta-validation split only: evaluate them with {flag}")
+
+
 def validation_score(result: dict, class_counts=None) -> tuple[float, bool]:
-    """(score, higher_is_better) of one results.json; Omniglot: over `class_counts` (default all)."""
+    """(score, higher_is_better) of one meta-validation results.json; Omniglot: over `class_counts` (default all)."""
+    _check_split(result)
     if result.get("benchmark") == "sine":
-        search = result["protocol"].get("lr_search")
-        if not search:
-            raise UserError(f"'{result.get('label')}' was evaluated at a fixed --lr: no validation score to compare")
-        return search["mean_scores"][search["grid"].index(search["lr"])], False
-    scores = []
-    for n, entry in result["by_classes"].items():
-        if class_counts is not None and n not in class_counts:
-            continue
-        search = entry.get("lr_search")
-        if not search:
-            raise UserError(f"'{result.get('label')}' was evaluated at a fixed --lr: no validation score to compare")
-        scores.append(search["mean_scores"][search["grid"].index(search["lr"])])
-    return float(np.mean(scores)), True
+        return float(result["final_mse"]["mean"]), False
+    counts = result["by_classes"] if class_counts is None else class_counts
+    return float(np.mean([result["by_classes"][str(n)]["held_out_accuracy"]["mean"] for n in counts])), True
 
 
 def common_class_counts(results: list[dict]):
@@ -44,23 +46,36 @@ def common_class_counts(results: list[dict]):
     common = set.intersection(*(set(r["by_classes"]) for r in results))
     if not common:
         raise UserError("the candidates share no class count")
-    return common
+    return sorted(common, key=int)
 
 
-def select(results: list[dict]) -> int:
-    """Index of the best candidate; a tie goes to the first listed."""
+def candidate_scores(results: list[dict], labels: list[str]) -> tuple[dict, bool]:
+    """({label: (mean score over its results, how many)}, higher_is_better), labels in first-seen order."""
+    if len({r.get("benchmark") for r in results}) != 1:
+        raise UserError("candidates must all come from the same benchmark")
+    for result in results:
+        _check_split(result)
     counts = common_class_counts(results)
     scored = [validation_score(r, counts) for r in results]
-    if len({higher for _, higher in scored}) != 1 or len({r.get("benchmark") for r in results}) != 1:
-        raise UserError("candidates must all come from the same benchmark")
-    values = [s if s is not None else np.inf for s, _ in scored]
-    return int(np.argmax(values) if scored[0][1] else np.argmin(values))
+    per_label = {}
+    for label, (score, _) in zip(labels, scored):
+        per_label.setdefault(label, []).append(score)
+    return {label: (float(np.mean(s)), len(s)) for label, s in per_label.items()}, scored[0][1]
+
+
+def select(results: list[dict], labels: list[str] | None = None) -> str:
+    """The label of the best candidate; a tie goes to the first listed."""
+    labels = labels or [str(i) for i in range(len(results))]
+    scores, higher = candidate_scores(results, labels)
+    values = [s for s, _ in scores.values()]
+    return list(scores)[int(np.argmax(values) if higher else np.argmin(values))]
 
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="evaluation run folders or results.json files")
-    parser.add_argument("--labels", nargs="+", default=None)
+    parser.add_argument("--labels", nargs="+", default=None,
+                        help="one per result; a label given several times: that candidate's meta-training seeds")
     return parser
 
 
@@ -70,18 +85,18 @@ def main(args):
     if len(labels) != len(results):
         raise UserError(f"{len(labels)} labels for {len(results)} results")
     try:
-        best = select(results)
-    except (KeyError, TypeError, ValueError, IndexError) as err:  # a results file missing the search record
-        raise UserError(f"a results file lacks what the rate search records ({type(err).__name__}: {err}); "
+        scores, higher = candidate_scores(results, labels)
+        best = select(results, labels)
+    except (KeyError, TypeError, ValueError, IndexError) as err:  # a results file missing what is scored
+        raise UserError(f"a results file lacks what is scored ({type(err).__name__}: {err}); "
                         "give results.json files written by evaluate_regression.py or evaluate_omniglot.py") from None
     counts = common_class_counts(results)
     if counts is not None:
-        print(f"compared on class counts {', '.join(sorted(counts, key=int))}")
-    for i, (label, result) in enumerate(zip(labels, results)):
-        score, higher = validation_score(result, counts)
-        kind = "search trajectory accuracy" if higher else "search training MSE"
-        print(f"{'*' if i == best else ' '} {label}: {kind} {score:.4f}")
-    print(f"chosen: {labels[best]}")
+        print(f"compared on class counts {', '.join(counts)}")
+    kind = "held-out accuracy" if higher else "MSE after all functions"
+    for label, (score, n) in scores.items():
+        print(f"{'*' if label == best else ' '} {label}: meta-validation {kind} {score:.4f} ({n} result{'s' * (n > 1)})")
+    print(f"chosen: {best}")
     return best
 
 

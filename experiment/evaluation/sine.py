@@ -16,7 +16,15 @@ Protocols (`make_protocol`):
 Rate search (the paper's App. B: a grid judged on five validation trajectories): `search_runs`
 trajectories drawn from their own `lr_search` stream, every rate in LR_GRID from the same start,
 each scored by the MSE on the trajectory's own training samples after the whole pass (never the
-held-out samples, which the search is not given). Choice rule: experiment.evaluation.rate_search.choose_lr.
+held-out samples, which the search is not given). Only rates that learned function 1 compete
+(`learned_first_function`): a rate that never fits the first function can still score a low final
+MSE on a trajectory it barely moved from, and every method is judged by the same rule. Choice rule:
+experiment.evaluation.rate_search.choose_lr.
+
+Splits: `test` draws the runs' functions from the evaluation pool (the numbers reported);
+`selection` from a pool of the same size drawn from its own stream, for choices about how to
+meta-train and which baseline candidate to keep (experiment/evaluation/select.py), so that no such
+choice ever sees a function of the test pool.
 """
 import copy
 from dataclasses import asdict, dataclass, replace
@@ -40,6 +48,10 @@ PAPER_BATCHES, PAPER_BATCH_SIZE = 40, 32
 # Targets are bounded by the amplitude (|y| <= 5.1), so even predicting 0 scores an MSE below 26;
 # anything past this is a blow-up, reported as divergence rather than as a number.
 DIVERGED_MSE = 1e4
+# A rate has learned function 1 when, right after its batches, the MSE on them is below this
+# fraction of their targets' variance (R^2 >= 0.9): a fit, not a trajectory that barely moved.
+LEARNED_FRACTION = 0.1
+SPLITS = ("test", "selection")
 
 
 @dataclass(frozen=True)
@@ -57,8 +69,11 @@ class SineProtocol:
     test_samples: int = 1000
     seed: int = EVAL_SEED
     run_batch: int = 10
+    split: str = "test"              # "selection": the meta-validation pool (module docstring)
 
     def validate(self):
+        if self.split not in SPLITS:
+            raise UserError(f"unknown evaluation split {self.split!r} (choose {' or '.join(SPLITS)})")
         for name in ("batches_per_function", "batch_size", "epochs", "runs", "search_runs", "test_samples", "run_batch"):
             if getattr(self, name) < 1:
                 raise UserError(f"evaluation {name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}")
@@ -95,8 +110,13 @@ class RunData:
     y_test: torch.Tensor
 
 
-def eval_functions(cfg: SineConfig, seed: int) -> SineFamily:
-    return SineFamily.draw(cfg.n_eval_functions, stream(seed, "eval", 10**6))
+def eval_functions(cfg: SineConfig, seed: int, split: str = "test") -> SineFamily:
+    return SineFamily.draw(cfg.n_eval_functions, stream(seed, "eval" if split == "test" else "selection", 10**6))
+
+
+def _run_purpose(split: str) -> str:
+    """The stream of the reported runs: the test split keeps the streams it always had."""
+    return "eval" if split == "test" else "selection"
 
 
 def draw_runs(functions, rngs, cfg: SineConfig, p: SineProtocol, device) -> RunData:
@@ -173,23 +193,51 @@ def _diverged(mse) -> bool:
     return bool(~torch.isfinite(mse).all() or (mse > DIVERGED_MSE).any())
 
 
+def learned_first_function(first_mse: np.ndarray, first_variance: np.ndarray) -> np.ndarray:
+    """[runs, rates] bool: the rate fitted function 1 (MSE on its batches right after them below
+    LEARNED_FRACTION of their targets' variance, [runs, 1])."""
+    return np.isfinite(first_mse) & (first_mse <= LEARNED_FRACTION * first_variance)
+
+
+def eligible_scores(scores: np.ndarray, learned: np.ndarray) -> np.ndarray:
+    """Final MSEs with the rates that did not learn function 1 ruled out (inf) in each search run;
+    a search run where no rate learned it keeps every rate, so the rule never leaves it empty."""
+    none_learned = ~learned.any(axis=1, keepdims=True)
+    return np.where(learned | none_learned, scores, np.inf)
+
+
 def search_on(model, cfg: SineConfig, p: SineProtocol, data: RunData, rngs, device) -> dict:
-    """Score every rate of LR_GRID on the search runs' trajectories. Only data.x_traj / y_traj are
-    read: the held-out part of `data` never influences the choice."""
+    """Score every rate of LR_GRID on the search runs' trajectories: the final training MSE, among
+    the rates that learned function 1. Only data.x_traj / y_traj are read: the held-out part of
+    `data` never influences the choice."""
     scores = np.zeros((len(rngs), len(LR_GRID)))
+    first = np.zeros_like(scores)
     states = [rng.bit_generator.state for rng in rngs]
     feats = _features(model.rln, data.x_traj)  # the RLN is frozen: once for every rate
+    per = p.batches_per_function
+    first_feats, first_y = feats[:, :per], data.y_traj[:, :per]
+    first_variance = first_y.reshape(len(rngs), -1).double().var(dim=1, unbiased=False).cpu().numpy()[:, None]
+
+    def after(t, params):
+        if t == 0:
+            first[:, j] = _mse(params, first_feats, first_y).mean(1).double().cpu().numpy()
+
     for j, lr in enumerate(LR_GRID):
         for rng, state in zip(rngs, states):  # every rate starts from the same draws (reset, shuffles)
             rng.bit_generator.state = state
-        params = _learn(model.pln, cfg, p, feats, data.y_traj, rngs, lr, device)
+        params = _learn(model.pln, cfg, p, feats, data.y_traj, rngs, lr, device, on_function=after)
         mse = _mse(params, feats, data.y_traj).mean(1).double().cpu().numpy()
         mse[~np.isfinite(mse) | (mse > DIVERGED_MSE)] = np.inf
         scores[:, j] = mse
-    chosen, best = choose_lr(-scores, LR_GRID)
-    return {"lr": chosen, "grid": list(LR_GRID), "best_per_search_run": best, "criterion": "trajectory training MSE",
+    learned = learned_first_function(first, first_variance)
+    chosen, best = choose_lr(-eligible_scores(scores, learned), LR_GRID)
+    return {"lr": chosen, "grid": list(LR_GRID), "best_per_search_run": best,
+            "criterion": f"trajectory training MSE among the rates that learned function 1 "
+                         f"(MSE after it <= {LEARNED_FRACTION:g} x its targets' variance)",
             "scores": [[_num(v) for v in row] for row in scores],
-            "mean_scores": [_num(v) for v in scores.mean(axis=0)]}
+            "mean_scores": [_num(v) for v in scores.mean(axis=0)],
+            "first_function_mse": [[_num(v) for v in row] for row in first],
+            "learned_first_function": learned.tolist()}
 
 
 def _num(v):
@@ -197,7 +245,8 @@ def _num(v):
 
 
 def search_lr(model, cfg: SineConfig, p: SineProtocol, functions, device) -> dict:
-    rngs = run_streams(p.seed, "lr_search", p.search_runs)
+    rngs = run_streams(p.seed, "lr_search", p.search_runs) if p.split == "test" else \
+        [stream(p.seed, "selection", 2 * 10**6 + i) for i in range(p.search_runs)]
     data = draw_runs(functions, rngs, cfg, p, device)
     return search_on(model, cfg, p, data, rngs, device)
 
@@ -208,10 +257,10 @@ def evaluate(model, cfg: SineConfig, p: SineProtocol, *, device="cpu", progress=
     per_function[j]: MSE of function j after learning all of them."""
     p.validate()
     model = model.to(device).eval()
-    functions = eval_functions(cfg, p.seed)
+    functions = eval_functions(cfg, p.seed, p.split)
     search = None if p.lr is not None else search_lr(model, cfg, p, functions, device)
     lr = p.lr if search is None else search["lr"]
-    all_rngs = run_streams(p.seed, "eval", p.runs)
+    all_rngs = run_streams(p.seed, _run_purpose(p.split), p.runs)
     curves, finals = [], []
     for start in range(0, p.runs, p.run_batch):
         rngs = all_rngs[start : start + p.run_batch]
@@ -241,7 +290,7 @@ def evaluate(model, cfg: SineConfig, p: SineProtocol, *, device="cpu", progress=
         raise UserError(f"online learning diverged (MSE non-finite or above {DIVERGED_MSE:g}) at learning rate {lr}; "
                         "try a smaller --lr, or let the search choose (no --lr)")
     return {
-        "curve": bootstrap_ci(curve), "per_function": bootstrap_ci(final),
+        "split": p.split, "curve": bootstrap_ci(curve), "per_function": bootstrap_ci(final),
         "final_mse": bootstrap_ci(curve[:, -1]), "first_mse": bootstrap_ci(curve[:, 0]),
         "runs": {"curve": np.round(curve, 8).tolist(), "per_function": np.round(final, 8).tolist()},
         "protocol": {**asdict(p), "lr": lr, "lr_searched": search is not None, "lr_search": search,
