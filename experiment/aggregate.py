@@ -1,6 +1,7 @@
 """Combine a sweep's evaluations over meta-training seeds: mean and 95% CI across seeds.
 
     python -m experiment.aggregate SWEEP_DIR            # tables on stdout, files in SWEEP_DIR/aggregate/
+    python -m experiment.aggregate SWEEP_A SWEEP_B --out DIR   # one table from several sweeps (one per method, say)
     python plot_results.py SWEEP_DIR --out fig.png      # Fig. 3 / Fig. 4 with bands across seeds
 
 Reads a sweep of experiment/sweep.py: a training sweep (each run's own evaluation after
@@ -49,8 +50,9 @@ SWEEP_ONLY = ("seed", "model", "rank")  # job settings that do not tell groups a
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep", help="a sweep folder (<results-dir>/<date>/sweeps/<name>/)")
-    parser.add_argument("--out", default=None, help="output folder (default SWEEP_DIR/aggregate)")
+    parser.add_argument("sweep", nargs="+", help="sweep folders (<results-dir>/<date>/sweeps/<name>/); several: "
+                                                 "their evaluations grouped together (give --out)")
+    parser.add_argument("--out", default=None, help="output folder (default SWEEP_DIR/aggregate; needed for several)")
     return parser
 
 
@@ -60,7 +62,7 @@ def collect(sweep_dir) -> tuple[list[dict], list[dict]]:
     """(evaluations of finished jobs, problems: every job not counted, with its state and error)."""
     evaluations, problems = [], []
     for job in job_states(sweep_dir):
-        problem = {"rank": job["rank"], "state": job["state"], "run_dir": job.get("run_dir"),
+        problem = {"sweep": Path(sweep_dir).name, "rank": job["rank"], "state": job["state"], "run_dir": job.get("run_dir"),
                    "error": job.get("error"), "command": job.get("command")}
         if job["state"] != "finished":
             problems.append(problem)
@@ -78,8 +80,8 @@ def collect(sweep_dir) -> tuple[list[dict], list[dict]]:
         settings = {k: v for k, v in evaluated.items() if k != "seed"}
         settings.update({k: v for k, v in job.get("combination", {}).items() if k not in SWEEP_ONLY})
         settings["method"] = method
-        evaluations.append({"rank": job["rank"], "run_dir": str(run), "seed": evaluated.get("seed"),
-                            "settings": settings, "result": result})
+        evaluations.append({"sweep": Path(sweep_dir).name, "rank": job["rank"], "run_dir": str(run),
+                            "seed": evaluated.get("seed"), "settings": settings, "result": result})
     return evaluations, problems
 
 
@@ -173,7 +175,8 @@ def aggregate_group(group: dict) -> dict:
     seeds = sorted({e["seed"] for e in group["members"]})
     result["aggregate"] = {"over": "meta-training seeds (the evaluated checkpoint's config seed)", "seeds": seeds,
                            "ci": "95% percentile bootstrap across the seeds' means; by_seed: across that seed's runs",
-                           "settings": group["settings"], "ranks": [e["rank"] for e in group["members"]]}
+                           "settings": group["settings"], "ranks": [e["rank"] for e in group["members"]],
+                           "jobs": [f"{e['sweep']}/r{e['rank']}" for e in group["members"]]}
     return result
 
 
@@ -253,7 +256,7 @@ def table_problems(problems: list[dict]) -> str:
              "| job | state | run folder | error |", "|---|---|---|---|"]
     for p in problems:
         error = " ".join(str(p.get("error") or "").split())[:300]
-        lines.append(f"| r{p['rank']} | {p['state']} | {p.get('run_dir') or ''} | {error} |")
+        lines.append(f"| {p['sweep']}/r{p['rank']} | {p['state']} | {p.get('run_dir') or ''} | {error} |")
     return "\n".join(lines)
 
 
@@ -263,11 +266,20 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")[:100]
 
 
-def aggregate(sweep_dir, out=None) -> Path:
-    sweep_dir = Path(sweep_dir)
-    sweep = read_sweep(sweep_dir)
-    out = Path(out) if out else sweep_dir / OUT_DIR
-    evaluations, problems = collect(sweep_dir)
+def aggregate(sweep_dirs, out=None) -> Path:
+    """Aggregate one sweep folder, or several into one table (`out` then required)."""
+    sweep_dirs = [Path(d) for d in ([sweep_dirs] if isinstance(sweep_dirs, (str, Path)) else sweep_dirs)]
+    if len(sweep_dirs) > 1 and out is None:
+        raise UserError("several sweeps are aggregated into one folder: give --out DIR")
+    if len({d.name for d in sweep_dirs}) != len(sweep_dirs):
+        raise UserError(f"two sweeps of the same name: {' '.join(map(str, sweep_dirs))}")
+    sweeps = [read_sweep(d) for d in sweep_dirs]
+    out = Path(out) if out else sweep_dirs[0] / OUT_DIR
+    evaluations, problems = [], []
+    for sweep_dir in sweep_dirs:
+        found, missing = collect(sweep_dir)
+        evaluations += found
+        problems += missing
     groups = groups_of(evaluations)
     results = [aggregate_group(g) for g in groups]
     kinds = {r["benchmark"] for r in results}
@@ -280,7 +292,7 @@ def aggregate(sweep_dir, out=None) -> Path:
     for i, result in enumerate(results):
         files.append(out / f"group_{i:02d}_{_slug(result['label'])}.json")
         write_json(files[-1], result)
-    parts = [f"# Sweep {sweep['name']}: {sweep['script']} {' '.join(sweep['argv'])}", ""]
+    parts = [f"# Sweep {sweep['name']}: {sweep['script']} {' '.join(sweep['argv'])}" for sweep in sweeps] + [""]
     if results:
         parts += [table_across(groups, results), "", table_within(groups, results), ""]
     else:
@@ -289,11 +301,12 @@ def aggregate(sweep_dir, out=None) -> Path:
     text = "\n".join(parts) + "\n"
     (out / "tables.md").write_text(text)
     write_json(out / "summary.json", {
-        "sweep": str(sweep_dir), "groups": [{"label": r["label"], "file": f.name, "seeds": r["aggregate"]["seeds"],
-                                            "ranks": r["aggregate"]["ranks"]} for r, f in zip(results, files)],
+        "sweep": str(sweep_dirs[0]) if len(sweep_dirs) == 1 else [str(d) for d in sweep_dirs],
+        "groups": [{"label": r["label"], "file": f.name, "seeds": r["aggregate"]["seeds"], "ranks": r["aggregate"]["ranks"],
+                    "jobs": r["aggregate"]["jobs"]} for r, f in zip(results, files)],
         "not_counted": problems})
     print(text, end="")
-    print(f"aggregate: {out} (plot it: python plot_results.py {sweep_dir} --out figure.png)")
+    print(f"aggregate: {out} (plot it: python plot_results.py {' '.join(map(str, sweep_dirs))} --out figure.png)")
     return out
 
 

@@ -5,6 +5,7 @@
     python -m experiment.sweep oml_omniglot.py --preset cpu --seed 1 2 3 --method oml pretraining srnn \
         --executor slurm --partition gpu --gpus-per-job 1 --cpus-per-job 8 --timeout 720 --max-parallel 9
     python -m experiment.sweep evaluate_regression.py --runs 50 --models-from SWEEP_DIR   # evaluate each trained run
+    python -m experiment.sweep evaluate_regression.py --models-from A B --models-where method=srnn srnn_beta=0.1
     python -m experiment.sweep ... --dry-run                                             # print the jobs, write nothing
     python -m experiment.aggregate SWEEP_DIR                                             # mean and 95% CI over seeds
 
@@ -16,7 +17,9 @@ its usual run folder, `<results-dir>/<date>/<dataset>/<sweep>_r<i>_<n>/`.
 
 `--models-from SWEEP_DIR` turns a training sweep into an evaluation sweep: one job per finished
 training run of that sweep (in its rank order) and per combination of the evaluation flags,
-`--model RUN_DIR` added. So the two-step flow is: train with seeds (training runs evaluate
+`--model RUN_DIR` added; several sweep folders give the runs of all of them, and `--models-where
+KEY=VALUE ...` keeps the runs whose config.json has those values (one method of a sweep that trained
+several, one candidate's seeds). So the two-step flow is: train with seeds (training runs evaluate
 themselves after training unless `--eval-runs 0`), optionally evaluate each trained run with the
 evaluation script, then aggregate either sweep; the aggregate groups by the evaluated
 checkpoint's method and meta-training seed (its config), whichever sweep it reads.
@@ -88,8 +91,10 @@ def get_args_parser():
     parser.add_argument("--mem", type=float, default=None, help="memory per job in GB (SLURM)")
     parser.add_argument("--timeout", type=int, default=None,
                         help="minutes per job before submitit checkpoints and requeues it (slurm default 1440)")
-    parser.add_argument("--models-from", dest="models_from", default=None, metavar="SWEEP_DIR",
-                        help="evaluate every finished training run of this sweep (adds --model RUN_DIR per job)")
+    parser.add_argument("--models-from", dest="models_from", nargs="+", default=None, metavar="SWEEP_DIR",
+                        help="evaluate every finished training run of these sweeps (adds --model RUN_DIR per job)")
+    parser.add_argument("--models-where", dest="models_where", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="with --models-from: only the runs whose config.json has these values (e.g. method=srnn)")
     parser.add_argument("--name", default=None, help="sweep name (default: the script's and a digest of the command); "
                                                      "job i's runs are named <name>_r<i>")
     parser.add_argument("--results-dir", "--results_dir", dest="results_dir", default="../results",
@@ -180,10 +185,16 @@ def plan(args, script_argv: list) -> dict:
     choices = script_grid(module, parser, script_argv, bool(args.models_from))
     per_model, swept = grid.size(choices), grid.swept(choices)
     models = [None]
+    if args.models_where and not args.models_from:
+        raise UserError("--models-where filters the runs of --models-from; give --models-from SWEEP_DIR")
     if args.models_from:
         if "model" not in _dests(parser).values():
             raise UserError(f"--models-from needs an evaluation script (one with --model); {path.name} has none")
-        models = finished_runs(Path(args.models_from))
+        where = parse_where(args.models_where)
+        models = [run for sweep_dir in args.models_from for run in finished_runs(Path(sweep_dir))
+                  if config_matches(run, where)]
+        if not models:
+            raise UserError(f"--models-where {' '.join(args.models_where)}: no finished run of --models-from matches")
     training = is_training(parser)
     results_dir = Path(args.results_dir).resolve()
     described = json.dumps([path.name, script_argv, [str(m) for m in models]])
@@ -201,8 +212,36 @@ def plan(args, script_argv: list) -> dict:
                      "model": str(model) if model else None,
                      "combination": {k: v for k, v in grid.combination(choices, sub).items() if k in swept}})
     return {"name": name, "script": path.name, "argv": script_argv, "grid": swept,
-            "models_from": str(Path(args.models_from).resolve()) if args.models_from else None,
+            "models_from": [str(Path(d).resolve()) for d in args.models_from] if args.models_from else None,
+            "models_where": parse_where(args.models_where),
             "results_dir": str(results_dir), "cwd": os.getcwd(), "training": training, "jobs": jobs}
+
+
+def parse_where(pairs: list[str]) -> dict:
+    """KEY=VALUE pairs -> {key: value}, the value read as JSON where it is (0.1, true) and as text otherwise."""
+    where = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--models-where takes KEY=VALUE pairs (e.g. method=srnn), got {pair!r}")
+        try:
+            where[key.replace("-", "_")] = json.loads(text)
+        except ValueError:
+            where[key.replace("-", "_")] = text
+    return where
+
+
+def config_matches(run_dir: Path, where: dict) -> bool:
+    if not where:
+        return True
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"--models-where: cannot read {run_dir / 'config.json'} ({type(err).__name__})") from None
+    unknown = [key for key in where if key not in config]
+    if unknown:
+        raise UserError(f"--models-where: {', '.join(unknown)} is not a setting of {run_dir.name} (config.json)")
+    return all(config[key] == value for key, value in where.items())
 
 
 def finished_runs(sweep_dir: Path) -> list[Path]:
@@ -442,7 +481,7 @@ def main(args, script_argv=None):
     sweep = plan(args, script_argv)
     if args.dry_run:
         runs = len(sweep["jobs"]) // grid.size(sweep["grid"])
-        models = f" x {runs} runs of {sweep['models_from']}" if sweep["models_from"] else ""
+        models = f" x {runs} runs of {', '.join(sweep['models_from'])}" if sweep["models_from"] else ""
         print(f"sweep {sweep['name']}: {len(sweep['jobs'])} jobs, grid {json.dumps(sweep['grid'])}{models}")
         for job in sweep["jobs"]:
             point = " ".join(f"{k}={v}" for k, v in job["combination"].items())

@@ -20,6 +20,7 @@ import oml_regression
 import plot_results
 from experiment import aggregate, sweep
 from tests.conftest import REPO
+from utils.errors import UserError
 
 TINY = ["--preset", "oml2020", "--width", "16", "--steps", "10", "--log-every", "5", "--save-every", "5",
         "--eval-runs", "2", "--eval-test-samples", "20", "--eval-steps", "2", "--eval-lr", "0.01", "--no-progress"]
@@ -113,7 +114,42 @@ def test_a_failed_job_is_reported_with_its_error_never_averaged(local_sweep, tmp
     pretraining = [g for g in summary["groups"] if g["label"].startswith("Pretraining")]
     assert pretraining[0]["ranks"] == [2] and pretraining[0]["seeds"] == [1]
     tables = (out / "tables.md").read_text()
-    assert "(one seed)" in tables and "| r3 | failed |" in tables and "error: --width" in tables
+    assert "(one seed)" in tables and "| sweep/r3 | failed |" in tables and "error: --width" in tables
+
+
+def test_models_where_picks_one_method_and_several_sweeps_aggregate_as_one(local_sweep, tmp_path, capsys):
+    _, folder = local_sweep
+    capsys.readouterr()
+    launch(tmp_path, ["--runs", "2"], "--models-from", str(folder), "--models-where", "method=pretraining", "--dry-run",
+           script="evaluate_regression.py")
+    jobs = capsys.readouterr().out.splitlines()[1:]
+    trained = [Path(s["run_dir"]) for s in sweep.job_states(folder)]
+    assert len(jobs) == 2 and all(f"--model {run}" in line for run, line in zip(trained[2:], jobs))
+    with pytest.raises(UserError, match="no finished run"):
+        launch(tmp_path, [], "--models-from", str(folder), "--models-where", "method=srnn", "--dry-run",
+               script="evaluate_regression.py")
+    with pytest.raises(UserError, match="not a setting"):
+        launch(tmp_path, [], "--models-from", str(folder), "--models-where", "colour=red", "--dry-run",
+               script="evaluate_regression.py")
+    # the same jobs split into two sweeps (one per method) aggregate to the same groups as the whole
+    record = json.loads((folder / "sweep.json").read_text())
+    halves = []
+    for name, ranks in (("oml_half", (0, 1)), ("pretraining_half", (2, 3))):
+        half = tmp_path / name
+        (half / "jobs").mkdir(parents=True)
+        (half / "sweep.json").write_text(json.dumps({**record, "jobs": [record["jobs"][r] for r in ranks]}))
+        for r in ranks:
+            (half / "jobs" / f"r{r}.json").write_text((folder / "jobs" / f"r{r}.json").read_text())
+        halves.append(half)
+    with pytest.raises(UserError, match="--out"):
+        aggregate.aggregate(halves)
+    whole = json.loads((aggregate.aggregate(folder, tmp_path / "whole") / "summary.json").read_text())
+    split = json.loads((aggregate.aggregate(halves, tmp_path / "split") / "summary.json").read_text())
+    assert [g["label"] for g in split["groups"]] == [g["label"] for g in whole["groups"]]
+    assert split["groups"][1]["jobs"] == ["pretraining_half/r2", "pretraining_half/r3"]
+    for a, b in zip(whole["groups"], split["groups"]):
+        assert json.loads((tmp_path / "whole" / a["file"]).read_text())["curve"] == \
+            json.loads((tmp_path / "split" / b["file"]).read_text())["curve"]
 
 
 def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_checkpoint(tmp_path):
