@@ -10,6 +10,7 @@
     python evaluate_omniglot.py --model oml.pt --learner online iid er mer ewc           # Table 2, OML column
     python evaluate_omniglot.py --model pretraining.pt --whole-network --learner er      # Table 2, Standard column
     python evaluate_omniglot.py --model a.pt b.pt --seed 1 2 --rank 2     # one point of a sweep (experiment/grid.py)
+    python evaluate_omniglot.py --model RUN_DIR --selection-classes       # meta-validation: 10:50:97 selection classes
 
 The RLN is frozen and its features of all evaluation images are computed once and cached; the
 PLN is reset and trained online (batch 1, one class-sorted pass) per run; accuracy is reported on
@@ -33,6 +34,11 @@ regime. Two baselines need no checkpoint:
   online on the images (experiment/evaluation/scratch.py). No features can be cached: it is slow.
 * no --model: a random RLN of --preset, seeded by the preset's seed, kept FROZEN; only the PLN
   is trained (what a representation without learning gives; not the paper's Scratch).
+
+`--selection-classes` evaluates on the 97 meta-validation classes (three background alphabets,
+datasets/omniglot_selection.py) instead of the 659 evaluation classes, the same protocol and rate
+search on them, and never opens an evaluation image: the way to choose how to meta-train. Only a
+checkpoint meta-trained without them (oml_omniglot.py --selection-classes) is accepted.
 """
 import argparse
 import time
@@ -40,6 +46,7 @@ import time
 import torch
 
 from datasets.omniglot import load_omniglot
+from datasets.omniglot_selection import OFFICIAL_SELECTION_CLASSES, reported_split, selection_split
 from experiment import grid, limits
 from experiment.checkpoint import load_checkpoint, load_weights
 from experiment.config import as_dict, from_dict, resolve
@@ -69,6 +76,7 @@ from utils.plotting import plot_omniglot
 
 DEFAULT_PATH = "../shared/omniglot"
 RANDOM_RLN_PRESET = "cpu"
+SELECTION_SCHEDULE = (10, 50, OFFICIAL_SELECTION_CLASSES)  # --selection-classes: up to all 97
 METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml-rep": "MAML-Rep"}
 SWEEP = grid.order("evaluate_omniglot", ("lr",))  # the flags that take several values (and --seed), as --rank's digits
 
@@ -93,8 +101,13 @@ def get_args_parser():
                         help="image, feature and kernel cache (default $OML_CACHE_DIR or ./.oml_cache)")
     parser.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                         help="keep the RLN features in memory only")
+    parser.add_argument("--selection-classes", dest="selection_classes", action="store_true",
+                        help="evaluate on the 97 meta-validation classes of the background split instead of the "
+                             "evaluation classes (rate search included); the checkpoint must have been meta-trained "
+                             "with --selection-classes")
     parser.add_argument("--schedule", nargs="+", default=None,
-                        help="class counts, colon-separated (default 10:50:100:200:600)")
+                        help="class counts, colon-separated (default 10:50:100:200:600; 10:50:97 with "
+                             "--selection-classes)")
     parser.add_argument("--runs", type=int, default=50, help="reported runs per class count (default 50)")
     parser.add_argument("--search-runs", dest="search_runs", type=int, default=5,
                         help="learning-rate search runs per class count (default 5)")
@@ -179,6 +192,8 @@ def _label(payload, config, args) -> str:
         extra.append(f"x{args.epochs}")
     if args.optimizer != "adam":
         extra.append(args.optimizer)
+    if args.selection_classes:
+        extra.append("selection classes")
     return f"{method} ({config.preset})" + (f", {' '.join(extra)}" if extra else "")
 
 
@@ -195,6 +210,31 @@ def _protocol(args) -> Protocol:
     if args.scratch:
         check_scratch_protocol(protocol)
     return protocol
+
+
+def _check_selection(payload, config, args, schedule=()) -> None:
+    """With --selection-classes: refuse a checkpoint meta-trained on the selection classes (its
+    scores there would not be validation scores), and, on the official data, a schedule beyond
+    them; before any image is read. A random RLN and Scratch have no meta-training to refuse."""
+    if not args.selection_classes:
+        return
+    if payload is not None and not args.scratch and not config.hold_out_selection:
+        raise UserError(f"'{args.model}' was meta-trained on the selection classes (its config has no "
+                        "hold_out_selection), so its scores on them are no validation scores: meta-train with "
+                        "--selection-classes, or evaluate without --selection-classes")
+    too_many = [n for n in schedule if n > OFFICIAL_SELECTION_CLASSES]
+    if too_many and not args.nonstandard_data:
+        raise UserError(f"--schedule asks for {max(too_many)} classes, but there are only "
+                        f"{OFFICIAL_SELECTION_CLASSES} selection classes")
+
+
+def _split(args, image_size: int, progress: bool):
+    """The classes evaluated: the evaluation split, or the selection classes of the background
+    split (--selection-classes; no evaluation image is opened then)."""
+    load = dict(cache_dir=args.cache_dir, progress=progress, standard=not args.nonstandard_data)
+    if args.selection_classes:
+        return selection_split(load_omniglot(args.path, "background", image_size, **load), load["standard"])
+    return load_omniglot(args.path, "evaluation", image_size, **load)
 
 
 def _identity(payload, config, args) -> dict:
@@ -252,9 +292,9 @@ def table2_main(args, sweep):
     if device.type != "cpu":
         print("note: Table 2 learners run on the CPU (batch-1 steps)")
     net, config, payload = _network(args)
+    _check_selection(payload, config, args)
     column = _table2_column(payload, args)
-    split = load_omniglot(args.path, "evaluation", config.image_size, cache_dir=args.cache_dir,
-                          progress=args.progress is not False, standard=not args.nonstandard_data)
+    split = _split(args, config.image_size, args.progress is not False)
     table2.check_settings(settings, split.n_classes, config.n_outputs)
     if args.whole_network:
         bank = EvalImages.from_split(split)
@@ -264,7 +304,8 @@ def table2_main(args, sweep):
                             progress=args.progress is not False)
         rep = table2.FrozenRLN(net.pln, column)
     label = f"Table 2, {column} ({config.preset})"
-    run = Run.create({"evaluated": as_dict(config), "args": vars(args), "table2": [list(s) for s in settings]},
+    run = Run.create({"evaluated": as_dict(config), "args": vars(args), "table2": [list(s) for s in settings],
+                      "split": reported_split(split)},
                      dataset="omniglot_table2", name=args.name or "table2", results_dir=args.results_dir,
                      device="cpu")
     run.save_metadata(sweep=sweep)  # the rank and the grid it indexes, for grouping a sweep's runs
@@ -278,8 +319,8 @@ def table2_main(args, sweep):
 
     start, cpu = time.perf_counter(), time.process_time()
     result = table2.evaluate_table2(rep, bank, tuple(args.learner), settings, protocol, report=report)
-    result = {"benchmark": "omniglot_table2", "label": label, "model": checkpoint_identity(payload, as_dict(config)),
-              **result}
+    result = {"benchmark": "omniglot_table2", "label": label, "split": reported_split(split),
+              "model": checkpoint_identity(payload, as_dict(config)), **result}
     run.write_json("results.json", result)
     run.save_metadata(cell_seconds=seconds, evaluation_seconds=round(time.perf_counter() - start, 2),
                       evaluation_cpu_seconds=round(time.process_time() - cpu, 2))
@@ -296,10 +337,14 @@ def main(args):
     for flag in ("whole_network", "classes_per_task", "n_tasks", "memory", "mer_batches", "mer_batch_size", "mer_gamma"):
         if getattr(args, flag) != defaults.get_default(flag):
             raise UserError(f"--{flag.replace('_', '-')} is a Table 2 flag: give --learner too")
-    schedule = parse_schedule(args.schedule) if args.schedule else DEFAULT_SCHEDULE
+    if args.schedule:
+        schedule = parse_schedule(args.schedule)
+    else:
+        schedule = SELECTION_SCHEDULE if args.selection_classes else DEFAULT_SCHEDULE
     protocol = _protocol(args)
     device = resolve_device(args.device, tf32=args.tf32)
     net, config, payload = _network(args)
+    _check_selection(payload, config, args, schedule)
     n_convs = len(config.strides)
     if args.rln is not None and args.rln != n_convs:
         print(f"note: --rln {args.rln} ignored; this network's RLN is its {n_convs} convolutions (from the checkpoint)")
@@ -312,12 +357,12 @@ def main(args):
     if note:
         print(note)
     progress = args.progress is not False
-    split = load_omniglot(args.path, "evaluation", config.image_size, cache_dir=args.cache_dir, progress=progress,
-                          standard=not args.nonstandard_data)
-    check_schedule(schedule, split.n_classes, config.n_outputs, f"the evaluation split at '{args.path}'")
+    split = _split(args, config.image_size, progress)
+    check_schedule(schedule, split.n_classes, config.n_outputs, f"the {split.name} split at '{args.path}'")
     limits.omniglot_evaluation(config, protocol, split.n_classes, scratch=args.scratch)
     label = _label(payload, config, args)
-    run = Run.create({"evaluated": as_dict(config), "args": vars(args), "schedule": list(schedule)},
+    run = Run.create({"evaluated": as_dict(config), "args": vars(args), "schedule": list(schedule),
+                      "split": reported_split(split)},
                      dataset="omniglot_eval", name=args.name or "evaluation", results_dir=args.results_dir, device=device)
     run.save_metadata(sweep=sweep)  # the rank and the grid it indexes, for grouping a sweep's runs
     start = time.perf_counter()
@@ -338,7 +383,7 @@ def main(args):
     def report(n, entry):  # a line per class count, and the numbers so far on disk
         print(headline(n, entry), flush=True)
         done[str(n)] = entry
-        run.write_json("results.partial.json", {"benchmark": "omniglot", "label": label,
+        run.write_json("results.partial.json", {"benchmark": "omniglot", "label": label, "split": reported_split(split),
                                                 "schedule": [int(k) for k in done], "by_classes": done})
 
     if args.scratch:
@@ -346,7 +391,8 @@ def main(args):
     else:
         result = evaluate(net.pln, bank, schedule, protocol, device=device, cache_dir=args.cache_dir,
                           progress=progress, report=report)
-    result = {"benchmark": "omniglot", "label": label, "model": _identity(payload, config, args), **result}
+    result = {"benchmark": "omniglot", "label": label, "split": reported_split(split),
+              "model": _identity(payload, config, args), **result}
     run.write_json("results.json", result)
     (run.dir / "results.partial.json").unlink(missing_ok=True)
     figure = plot_omniglot([result], [label], run.dir / "fig4.png")

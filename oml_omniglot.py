@@ -7,6 +7,7 @@
         --steps 15000                                   # the seed README's command (selects mrcl2019)
     python oml_omniglot.py --preset cpu --method pretraining   # i.i.d. baseline (srnn: + sparsity)
     python oml_omniglot.py --preset cpu --method maml-rep      # few-shot MAML of the PLN (docs/maml_rep.md)
+    python oml_omniglot.py --preset cpu --selection-classes   # without the meta-validation classes (docs/protocols.md)
     python oml_omniglot.py --resume RUN_DIR             # continue a killed run
     python oml_omniglot.py --update_lr 0.03 --meta_lr 1e-4 --tasks 3 --update_step 5 --steps 700000 \
         --seed 1 2 --rank 1                             # the 2020 README's as a sweep: seed 2 (experiment/grid.py)
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 
 from datasets.omniglot import load_omniglot
+from datasets.omniglot_selection import reported_split, selection_split
 from experiment import grid, limits
 from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve, sweepable
 from experiment.evaluation.features import feature_bank
@@ -58,7 +60,8 @@ def get_args_parser():
                         help="layers in the RLN: only 6 (the six convolutions), the seed README's value")
     parser.add_argument("--rank", type=int, default=0, help=grid.RANK_HELP)
     parser.add_argument("--quick-eval", dest="quick_eval", type=int, default=0, metavar="N",
-                        help="after training, a quick meta-test check on N evaluation classes, against a random RLN")
+                        help="after training, a quick meta-test check on N evaluation classes (selection classes "
+                             "with --selection-classes), against a random RLN")
     return parser
 
 
@@ -86,6 +89,7 @@ def _config(args) -> OmniglotConfig:
 
 
 def _load_images(config, path, args):
+    """((images, their background class ids), seconds)."""
     start = time.perf_counter()
     images = load_meta_training_images(config, path, cache_dir=args.cache_dir, download=args.download,
                                        progress=args.progress is not False, standard=not args.nonstandard_data)
@@ -98,14 +102,19 @@ def _given(args) -> dict:
 
 
 def _quick_eval_split(config, path, args):
-    """The evaluation split of --quick-eval N (None for 0), loaded and checked before any write."""
+    """The split of --quick-eval N (None for 0), loaded and checked before any write: the evaluation
+    split, or the selection classes for a run that holds them out (a run meant to choose settings
+    never reads an evaluation image)."""
     bounds.at_least("--quick-eval", args.quick_eval, 0, config.n_outputs, "the network's output units")
     if not args.quick_eval:
         return None
-    evaluation = load_omniglot(path, "evaluation", config.image_size, cache_dir=args.cache_dir,
-                               progress=args.progress is not False, standard=not args.nonstandard_data)
+    load = dict(cache_dir=args.cache_dir, progress=args.progress is not False, standard=not args.nonstandard_data)
+    if config.hold_out_selection:
+        evaluation = selection_split(load_omniglot(path, "background", config.image_size, **load), load["standard"])
+    else:
+        evaluation = load_omniglot(path, "evaluation", config.image_size, **load)
     bounds.at_least("--quick-eval", args.quick_eval, 0, evaluation.n_classes,
-                    f"the evaluation split at '{path}' has {evaluation.n_classes} classes")
+                    f"the {evaluation.name} split at '{path}' has {evaluation.n_classes} classes")
     return evaluation
 
 
@@ -138,11 +147,11 @@ def main(args):
         payload = None
     with run:  # holds run.lock until the run is complete (or fails)
         if payload is not None:
-            task = make_training(config, device, images)
+            task = make_training(config, device, *images)
             start = restore_training(task, payload)
             print(f"resuming {run.dir} at step {start} of {config.steps}")
         else:
-            task = make_training(config, device, images)
+            task = make_training(config, device, *images)
             start = 0
             print(f"run folder: {run.dir}")
         run.save_metadata(data_path=str(Path(path).resolve()), data_load_seconds=load_seconds)
@@ -152,7 +161,7 @@ def main(args):
         if evaluation is not None:
             result = quick_check(task.model, config, evaluation, args.quick_eval, device, args)
             run.write_json("quick_eval.json", result)
-            print(f"quick check on {args.quick_eval} evaluation classes: test accuracy "
+            print(f"quick check on {args.quick_eval} {evaluation.name} classes: test accuracy "
                   f"{result['trained']['held_out_accuracy']:.3f} (random RLN {result['random']['held_out_accuracy']:.3f})")
         run.save_metadata()
     return run.dir
@@ -161,7 +170,7 @@ def main(args):
 def quick_check(model, config, evaluation, n_classes, device, args) -> dict:
     """The evaluation protocol, shrunk: n classes, 3 runs, 3 learning-rate search runs, a zero
     output layer (so the check does not depend on the scale of the features), against a random
-    RLN of the same shape, on the evaluation split."""
+    RLN of the same shape, on `evaluation` (the evaluation split, or the selection classes)."""
     torch.manual_seed(config.seed + 1)
     random = build_model(config)  # the untrained network of the same shape
     protocol = Protocol(reset="zero", runs=3, search_runs=3, seed=config.seed)
@@ -173,7 +182,7 @@ def quick_check(model, config, evaluation, n_classes, device, args) -> dict:
         result[name] = {"held_out_accuracy": entry["held_out_accuracy"]["mean"],
                         "trajectory_accuracy": entry["trajectory_accuracy"]["mean"],
                         "lr": entry["lr"]}
-    return result
+    return {"split": reported_split(evaluation), **result}
 
 if __name__ == "__main__":
     run_main(main, get_args_parser())

@@ -14,6 +14,9 @@
 - `cpu_wide`: `cpu` with 128 channels, the recommended way to reproduce the paper's Omniglot
   numbers on a CPU (choice, cost and results: docs/cpu_wide.md).
 
+Every preset meta-trains on all its classes; `--selection-classes` (`hold_out_selection`) holds the
+meta-validation classes out, for runs whose evaluation chooses a setting (docs/protocols.md).
+
 `--method maml-rep` reads only the `ways`..`maml_steps` fields (and the network and `first_order`):
 the paper-network presets keep the original few-shot code's values (5-way, 5 support + 5 query
 images per class, 5 batch inner steps at 0.01, Adam 1e-4, meta-gradient clamped to +-5, 40,000
@@ -56,6 +59,11 @@ class OmniglotConfig:
     meta_repeats_trajectory: bool = setting(False, help="the trajectory's images again in the meta set (2019)")
     class_split: int | None = setting(481, "--class-split",
                                       help="trajectory classes >= N, random images < N; 'none' (or 0) for no split")
+    hold_out_selection: bool = setting(False, "--selection-classes",
+                                       help="hold the 97 meta-validation classes (three background alphabets, "
+                                            "datasets/omniglot_selection.py) out of meta-training: no image of theirs "
+                                            "is sampled; --n-classes and --class-split stay class ids, the samplers "
+                                            "draw from the kept classes on either side; lengths in steps unchanged")
     # the field keeps its name (stored in every checkpoint); its flags say what it resets
     reset: bool = setting(True, "--reset-rows", off_flags=("--no-reset-rows", "--no-reset"),
                           help="re-initialise the output row of each trajectory class during meta-training "

@@ -191,7 +191,7 @@ def test_run_folder_and_checkpoint(run_args, data):
     assert steps == [2, 4]
     assert json.loads((run / "metadata.json").read_text())["data_path"]
     quick = json.loads((run / "quick_eval.json").read_text())
-    assert set(quick) == {"trained", "random"}
+    assert set(quick) == {"split", "trained", "random"} and quick["split"] == "test"
     # The numbers are the shrunk protocol's on the checkpoint's network and on a random one of its
     # shape (seed + 1), both with a zero output layer, on 8 evaluation classes. (The generated images
     # of a class are unrelated drawings, so both are near chance: only the exact values tell them apart.)

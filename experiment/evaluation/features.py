@@ -1,9 +1,10 @@
 """The frozen RLN's features of an Omniglot evaluation split, computed once per checkpoint.
 
-Cached in memory, and on disk keyed by the RLN's architecture and weights, the image size and the
-pixels: any change to one of them is a different file. A disk file is used only if its shapes fit
-the split and its tensors hash to the sha256 stored with them; otherwise the features are
-recomputed with a `warning:` line. Learning-rate trials and runs then train only the PLN.
+Cached in memory, and on disk keyed by the RLN's architecture and weights, the split (evaluation
+or selection classes), the image size and the pixels: any change to one of them is a different
+file. A disk file is used only if its shapes fit the split and its tensors hash to the sha256
+stored with them; otherwise the features are recomputed with a `warning:` line. Learning-rate
+trials and runs then train only the PLN.
 """
 from __future__ import annotations
 
@@ -59,7 +60,10 @@ def rln_digest(rln: nn.Module) -> str:
 
 
 def feature_key(rln: nn.Module, split: OmniglotSplit) -> str:
-    digest = hashlib.sha256(f"v{FEATURE_CACHE_VERSION}:{rln_digest(rln)}:{split.image_size}:".encode())
+    # Any other split (the selection classes) names itself in the key, so no cache file is ever
+    # shared between splits, whatever their pixels; the evaluation split's keys stay as they were.
+    name = "" if split.name == "evaluation" else f"{split.name}:"
+    digest = hashlib.sha256(f"v{FEATURE_CACHE_VERSION}:{name}{rln_digest(rln)}:{split.image_size}:".encode())
     digest.update(np.ascontiguousarray(split.images).tobytes())
     return digest.hexdigest()
 

@@ -2,7 +2,11 @@
 few-shot meta-learning baseline (MAML-Rep).
 
 Meta-training uses the background split's classes 0..n_classes-1 (963: the original never uses
-the 964th) with all 20 images of each class, as the original's `all=True`.
+the 964th) with all 20 images of each class, as the original's `all=True`. With
+`hold_out_selection` the meta-validation classes (datasets/omniglot_selection.py) are removed
+before anything else sees the array: the kept classes are renumbered 0..865 and the class split
+becomes the number of kept classes below it (481 -> 417), so every sampler runs unchanged on
+them and no index can reach a selection image.
 """
 
 from typing import NamedTuple
@@ -13,6 +17,7 @@ import torch.nn.functional as F
 
 from datasets.omniglot import load_omniglot
 from datasets.omniglot_sampler import ImageBank, iid_batch, sample_few_shot, sample_oml, steps_per_epoch
+from datasets.omniglot_selection import kept_classes
 from experiment.omniglot_presets import OmniglotConfig, build_model
 from model.baselines import set_kl_sparsity
 from model.maml_rep import clamp_gradients, few_shot_loss
@@ -23,18 +28,24 @@ from utils.seeding import STREAM_TAGS, stream
 
 
 def load_meta_training_images(cfg: OmniglotConfig, path, *, cache_dir=None, download=False, progress=True,
-                              standard=False) -> np.ndarray:
-    """uint8 [n_classes, 20, H, W]: background classes 0..n_classes-1, all 20 drawers.
-    `standard`: refuse a tree whose class count is not the official one (datasets.omniglot)."""
+                              standard=False) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 [n, 20, H, W], the background class id of each of the n rows): classes 0..n_classes-1,
+    all 20 drawers, less the selection classes when `cfg.hold_out_selection` (n = 866 of 963).
+    `standard`: refuse a tree whose class counts are not the official ones (datasets.omniglot)."""
     background = load_omniglot(path, "background", cfg.image_size, cache_dir=cache_dir, download=download,
                                progress=progress, standard=standard)
     if background.n_classes < cfg.n_classes:
         raise UserError(f"the background split at '{path}' has {background.n_classes} classes, "
                         f"fewer than the {cfg.n_classes} meta-training classes of the config")
-    return background.images[: cfg.n_classes]
+    if not cfg.hold_out_selection:
+        return background.images[: cfg.n_classes], np.arange(cfg.n_classes)  # a view: no copy of the array
+    classes = kept_classes(background.class_names, cfg.n_classes, standard)
+    return background.images[classes], classes
 
 
 def iid_default_steps(cfg: OmniglotConfig) -> int:
+    # n_classes even with the selection classes held out: a selection run is as long, in steps,
+    # as the run whose settings it chooses.
     return cfg.iid_epochs * steps_per_epoch(cfg.n_classes, cfg.iid_batch)
 
 
@@ -53,13 +64,41 @@ class _CrossEntropy:
         return F.cross_entropy(logits, targets)
 
 
-class _Training:
-    """What the generic trainer needs: step() -> metrics, and state to checkpoint and resume."""
+def sampling_layout(cfg: OmniglotConfig, classes: np.ndarray) -> tuple[int, int | None]:
+    """(classes sampled from, class split) in row numbers of the image array whose rows are the
+    background classes `classes`: the config's split becomes the count of rows below it."""
+    n = len(classes)
+    split = None if cfg.class_split is None else int(np.sum(np.asarray(classes) < cfg.class_split))
+    if cfg.hold_out_selection:  # the config's own checks counted the classes before the hold-out
+        what = f"with the selection classes held out, {n} of the {cfg.n_classes} classes are left"
+        if split is not None and not 0 < split < n:
+            raise UserError(f"{what} and {split} of them lie below --class-split {cfg.class_split}: "
+                            "both sides of the split need classes")
+        pool = n - (split or 0)
+        if cfg.method == "oml" and cfg.tasks > pool:
+            raise UserError(f"{what}: --tasks {cfg.tasks} exceeds the {pool} trajectory classes")
+        if cfg.method == "oml" and cfg.meta_random > (split or n) * 20:
+            raise UserError(f"{what}: --meta-random {cfg.meta_random} exceeds their {(split or n) * 20} images")
+        if cfg.method == "maml-rep" and cfg.ways > n:
+            raise UserError(f"{what}: --ways {cfg.ways} exceeds them")
+    return n, split
 
-    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray):
-        if images.shape[0] != cfg.n_classes or images.shape[-1] != cfg.image_size:
+
+class _Training:
+    """What the generic trainer needs: step() -> metrics, and state to checkpoint and resume.
+    `classes`: the background class id of each row of `images` (default 0..n_classes-1); a
+    config that holds the selection classes out must say which rows it was given."""
+
+    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray, classes=None):
+        if classes is None:
+            if cfg.hold_out_selection:
+                raise ValueError("hold_out_selection needs the class ids of the image rows "
+                                 "(load_meta_training_images gives both)")
+            classes = np.arange(cfg.n_classes)
+        self.n_classes, self.class_split = sampling_layout(cfg, classes)
+        if images.shape[0] != self.n_classes or images.shape[-1] != cfg.image_size:
             raise UserError(f"images of shape {images.shape} do not match the config "
-                            f"({cfg.n_classes} classes of {cfg.image_size}px)")
+                            f"({self.n_classes} classes of {cfg.image_size}px)")
         self.cfg, self.device = cfg, device
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(device)
@@ -77,15 +116,15 @@ class _Training:
 
 
 class OMLTraining(_Training):
-    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray):
-        super().__init__(cfg, device, images)
+    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray, classes=None):
+        super().__init__(cfg, device, images, classes)
         self.rule = InnerLoopRule(cfg.update_lr, cfg.first_order)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.meta_lr)
 
     def sample(self):
         cfg = self.cfg
-        return sample_oml(self.rng, n_classes=cfg.n_classes, tasks=cfg.tasks, update_step=cfg.update_step,
-                          held_out=cfg.held_out, meta_random=cfg.meta_random, class_split=cfg.class_split,
+        return sample_oml(self.rng, n_classes=self.n_classes, tasks=cfg.tasks, update_step=cfg.update_step,
+                          held_out=cfg.held_out, meta_random=cfg.meta_random, class_split=self.class_split,
                           meta_repeats_trajectory=cfg.meta_repeats_trajectory)
 
     @torch.no_grad()
@@ -143,15 +182,15 @@ class IIDTraining(_Training):
     the same classes and images, Adam(iid_lr), batches of iid_batch, as the original's
     pretraining and SR-NN baselines (khurramjaved96/mrcl: baseline_srnn.py, srnn_omniglot.py)."""
 
-    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray):
-        super().__init__(cfg, device, images)
+    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray, classes=None):
+        super().__init__(cfg, device, images, classes)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.iid_lr)
         self.steps_done = 0
         self.entropy = (cfg.seed, STREAM_TAGS["data"], 1)  # batches: epochs of permutations, see iid_batch
 
     def step(self) -> dict:
         cfg = self.cfg
-        classes, drawers = iid_batch(self.entropy, self.steps_done, n_classes=cfg.n_classes, batch_size=cfg.iid_batch)
+        classes, drawers = iid_batch(self.entropy, self.steps_done, n_classes=self.n_classes, batch_size=cfg.iid_batch)
         self.steps_done += 1
         x, y = self.bank.gather(classes, drawers), self._labels(classes)
         rep = self.model.rln(x)
@@ -193,14 +232,14 @@ class MAMLRepTraining(_Training):
 
     divergence_hint = "lower --maml-meta-lr or --maml-update-lr"
 
-    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray):
-        super().__init__(cfg, device, images)
+    def __init__(self, cfg: OmniglotConfig, device, images: np.ndarray, classes=None):
+        super().__init__(cfg, device, images, classes)
         self.rule = InnerLoopRule(cfg.maml_update_lr, cfg.first_order)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.maml_meta_lr)
 
     def batch(self) -> FewShotBatch:
         cfg = self.cfg
-        s = sample_few_shot(self.rng, n_classes=cfg.n_classes, ways=cfg.ways, shots=cfg.shots, query=cfg.query)
+        s = sample_few_shot(self.rng, n_classes=self.n_classes, ways=cfg.ways, shots=cfg.shots, query=cfg.query)
         b = len(s.support_classes)
         x = self.bank.gather(np.concatenate([s.support_classes, s.query_classes]),
                              np.concatenate([s.support_drawers, s.query_drawers]))
@@ -221,7 +260,7 @@ class MAMLRepTraining(_Training):
                 "accuracy_after": (outputs.argmax(1) == y).float().mean().item()}
 
 
-def make_training(cfg: OmniglotConfig, device, images: np.ndarray):
+def make_training(cfg: OmniglotConfig, device, images: np.ndarray, classes=None):
     kinds = {"oml": OMLTraining, "maml-rep": MAMLRepTraining}
-    return kinds.get(cfg.method, IIDTraining)(cfg, device, images)
+    return kinds.get(cfg.method, IIDTraining)(cfg, device, images, classes)
 
