@@ -4,6 +4,8 @@
     python plot_results.py OML_RUN PRE_RUN SRNN_RUN RANDOM_RUN ORACLE_RUN \
         --labels OML Pretraining SR-NN "Random RLN" "Oracle (iid x5)" --out fig4.png
 
+    python plot_results.py --tables                  # regenerate README's and docs' tables from summaries/*.json
+    python plot_results.py --tables --check          # exit 1, naming the files, if a committed table is stale
     python plot_results.py --table2 TABLE2_RUN ...   # the paper's Table 2 layout (markdown), ours beside the paper's
     python plot_results.py SWEEP_DIR --out fig.png  # a sweep: one line per method, bands across meta-training seeds
     python plot_results.py --cost-accuracy EVAL_RUN ... --step-seconds 576=0.16 1152=0.39 --out fig.png
@@ -16,6 +18,7 @@ stands for its aggregated groups (experiment/aggregate.py, run first if needed),
 95% CIs across meta-training seeds. Labels default to each file's label.
 """
 import argparse
+import sys
 from pathlib import Path
 
 from utils import bounds
@@ -27,7 +30,11 @@ from utils.results import read_results
 
 def get_args_parser():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("results", nargs="+", help="results.json files (or run folders holding one)")
+    parser.add_argument("results", nargs="*", help="results.json files (or run folders holding one)")
+    parser.add_argument("--tables", action="store_true",
+                        help="rewrite every generated table of README.md and docs/*.md from summaries/*.json "
+                             "(analysis/tables.py)")
+    parser.add_argument("--check", action="store_true", help="with --tables: change nothing; exit 1 if a table is stale")
     parser.add_argument("--labels", nargs="+", default=None)
     parser.add_argument("--out", default="figure.png",
                         help="the figure file (a folder: <folder>/figure.png; no extension: .png is added)")
@@ -126,7 +133,32 @@ def _expand_sweeps(given) -> list[Path]:
     return paths
 
 
+def tables_main(args):
+    from analysis.tables import stale_files
+    repo = Path(__file__).resolve().parent
+    stale = stale_files(repo)
+    for path, text in stale.items():
+        if args.check:
+            print(f"stale: {path.relative_to(repo)}")
+        else:
+            path.write_text(text)
+            print(f"rewrote the tables of {path.relative_to(repo)}")
+    if not stale:
+        print("every table equals what summaries/ gives")
+    if stale and args.check:
+        sys.exit(1)
+    return 0
+
+
 def main(args):
+    if args.tables:
+        if args.results:
+            raise UserError("--tables reads summaries/*.json and takes no results files")
+        return tables_main(args)
+    if args.check:
+        raise UserError("--check goes with --tables")
+    if not args.results:
+        raise UserError("give results files, run folders or sweep folders to plot (or --tables)")
     paths = [_results_file(p) for p in _expand_sweeps(args.results)]
     for path in paths:
         if not path.is_file():

@@ -13,9 +13,10 @@ config (method, preset, every setting) and the job's swept flags other than --se
 * per meta-training seed (the evaluated checkpoint's config `seed`), the runs of every job of
   that seed are pooled (evaluations repeated with other evaluation seeds are runs of the same
   seed): their mean is the seed's number, their bootstrap CI the spread *within* the seed;
-* across seeds: the mean of the seeds' numbers and its percentile-bootstrap 95% CI over seeds
-  (utils.stats.bootstrap_ci, seeds as the resampled unit). With one seed there is no spread
-  across seeds; the tables say so instead of printing a zero-width interval.
+* across seeds: the mean of the seeds' numbers and its 95% Student-t interval over seeds
+  (utils.stats.t_interval; a percentile bootstrap of three or five values never leaves their
+  range, so it would overstate what so few seeds show). With one seed there is no spread across
+  seeds; the tables say so instead of printing a zero-width interval.
 
 The two spreads are kept apart: the runs of one seed share its representation, so pooling them
 with other seeds' runs would count one trained network many times.
@@ -35,12 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
+from experiment.summaries import summary_of
 from experiment.sweep import job_states, read_sweep
+from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
 from utils.files import write_json
 from utils.results import read_results
-from utils.stats import bootstrap_ci
+from utils.stats import bootstrap_ci, t_interval
 
 OUT_DIR = "aggregate"
 METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml_rep": "MAML-Rep",
@@ -53,6 +56,9 @@ def get_args_parser():
     parser.add_argument("sweep", nargs="+", help="sweep folders (<results-dir>/<date>/sweeps/<name>/); several: "
                                                  "their evaluations grouped together (give --out)")
     parser.add_argument("--out", default=None, help="output folder (default SWEEP_DIR/aggregate; needed for several)")
+    parser.add_argument("--summary", default=None, metavar="FILE",
+                        help="also write the small summary the repository keeps (summaries/<table>.json; "
+                             "experiment/summaries.py)")
     return parser
 
 
@@ -131,9 +137,9 @@ def _by_seed(members: list[dict], runs_of) -> dict:
 
 
 def _across(seed_runs: dict):
-    """(bootstrap CI across seeds of the seeds' means, the means as an array seeds x ...)."""
+    """(t interval across seeds of the seeds' means, the means as an array seeds x ...)."""
     means = np.stack([runs.mean(axis=0) for runs in seed_runs.values()])
-    return bootstrap_ci(means), means
+    return t_interval(means), means
 
 
 def aggregate_sine(group: dict) -> dict:
@@ -147,7 +153,7 @@ def aggregate_sine(group: dict) -> dict:
                            "run_dirs": [e["run_dir"] for e in members if e["seed"] == seed]}
                for seed, runs in curves.items()}
     return {"benchmark": "sine", "label": group["label"], "curve": curve, "per_function": per_function,
-            "final_mse": bootstrap_ci(curve_means[:, -1]), "first_mse": bootstrap_ci(curve_means[:, 0]),
+            "final_mse": t_interval(curve_means[:, -1]), "first_mse": t_interval(curve_means[:, 0]),
             "by_seed": by_seed}
 
 
@@ -174,7 +180,8 @@ def aggregate_group(group: dict) -> dict:
     result = aggregate_sine(group) if kinds == {"sine"} else aggregate_omniglot(group)
     seeds = sorted({e["seed"] for e in group["members"]})
     result["aggregate"] = {"over": "meta-training seeds (the evaluated checkpoint's config seed)", "seeds": seeds,
-                           "ci": "95% percentile bootstrap across the seeds' means; by_seed: across that seed's runs",
+                           "ci": "95% Student-t interval across the seeds' means; "
+                                 "by_seed: percentile bootstrap across that seed's runs",
                            "settings": group["settings"], "ranks": [e["rank"] for e in group["members"]],
                            "jobs": [f"{e['sweep']}/r{e['rank']}" for e in group["members"]]}
     return result
@@ -211,7 +218,7 @@ def table_across(groups: list[dict], results: list[dict]) -> str:
     for group, result in zip(groups, results):
         stats, caption = _headline(result)
         cells[group["row"], group["method"]] = (stats, len(result["aggregate"]["seeds"]))
-    lines = [f"{caption}; mean over meta-training seeds, 95% bootstrap CI across seeds:", "",
+    lines = [f"{caption}; mean over meta-training seeds, 95% t interval across seeds:", "",
              "| network | " + " | ".join(methods) + " | seeds |", "|---" * (len(methods) + 2) + "|"]
     better = min if benchmark == "sine" else max
     for row in rows:
@@ -266,7 +273,7 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")[:100]
 
 
-def aggregate(sweep_dirs, out=None) -> Path:
+def aggregate(sweep_dirs, out=None, summary=None) -> Path:
     """Aggregate one sweep folder, or several into one table (`out` then required)."""
     sweep_dirs = [Path(d) for d in ([sweep_dirs] if isinstance(sweep_dirs, (str, Path)) else sweep_dirs)]
     if len(sweep_dirs) > 1 and out is None:
@@ -275,6 +282,7 @@ def aggregate(sweep_dirs, out=None) -> Path:
         raise UserError(f"two sweeps of the same name: {' '.join(map(str, sweep_dirs))}")
     sweeps = [read_sweep(d) for d in sweep_dirs]
     out = Path(out) if out else sweep_dirs[0] / OUT_DIR
+    summary = bounds.output_file("--summary", Path(summary), create_folder=True) if summary is not None else None
     evaluations, problems = [], []
     for sweep_dir in sweep_dirs:
         found, missing = collect(sweep_dir)
@@ -305,6 +313,11 @@ def aggregate(sweep_dirs, out=None) -> Path:
         "groups": [{"label": r["label"], "file": f.name, "seeds": r["aggregate"]["seeds"], "ranks": r["aggregate"]["ranks"],
                     "jobs": r["aggregate"]["jobs"]} for r, f in zip(results, files)],
         "not_counted": problems})
+    if summary is not None:
+        if not results:
+            raise UserError("no finished evaluation to summarise")
+        command = f"python -m experiment.aggregate {' '.join(d.name for d in sweep_dirs)} --summary {Path(summary).name}"
+        write_json(summary, summary_of(sweeps, groups, results, command))
     print(text, end="")
     print(f"aggregate: {out} (plot it: python plot_results.py {' '.join(map(str, sweep_dirs))} --out figure.png)")
     return out
@@ -322,7 +335,7 @@ def group_files(sweep_dir) -> list[Path]:
 
 
 def main(args):
-    return aggregate(args.sweep, args.out)
+    return aggregate(args.sweep, args.out, args.summary)
 
 
 if __name__ == "__main__":

@@ -144,12 +144,19 @@ def test_models_where_picks_one_method_and_several_sweeps_aggregate_as_one(local
     with pytest.raises(UserError, match="--out"):
         aggregate.aggregate(halves)
     whole = json.loads((aggregate.aggregate(folder, tmp_path / "whole") / "summary.json").read_text())
-    split = json.loads((aggregate.aggregate(halves, tmp_path / "split") / "summary.json").read_text())
+    split = json.loads((aggregate.aggregate(halves, tmp_path / "split", tmp_path / "kept.json") / "summary.json").read_text())
     assert [g["label"] for g in split["groups"]] == [g["label"] for g in whole["groups"]]
     assert split["groups"][1]["jobs"] == ["pretraining_half/r2", "pretraining_half/r3"]
     for a, b in zip(whole["groups"], split["groups"]):
         assert json.loads((tmp_path / "whole" / a["file"]).read_text())["curve"] == \
             json.loads((tmp_path / "split" / b["file"]).read_text())["curve"]
+    # the small summary the repository keeps: each row's numbers, per seed its runs and its online rate
+    kept = json.loads((tmp_path / "kept.json").read_text())
+    assert kept["split"] == "test" and [s["name"] for s in kept["sweeps"]] == [record["name"]] * 2
+    for row, group in zip(kept["rows"], split["groups"]):
+        result = json.loads((tmp_path / "split" / group["file"]).read_text())
+        assert row["metrics"]["final_mse"]["mean"] == pytest.approx(result["final_mse"]["mean"], abs=1e-6)
+        assert row["seeds"] == [1, 2] and all(entry["lr"] == [0.01] and entry["runs"] == 2 for entry in row["by_seed"].values())
 
 
 def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_checkpoint(tmp_path):

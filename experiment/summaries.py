@@ -1,0 +1,94 @@
+"""The small summary of an aggregate that the repository keeps (summaries/<table>.json, a few KB):
+the numbers behind one table of the README or docs, and the commands that made them.
+
+    python -m experiment.aggregate SWEEP_A SWEEP_B --out DIR --summary summaries/sine_quick.json
+
+Per row (a method on a network): the mean over meta-training seeds with its 95% t interval across
+seeds, and per seed its mean with the bootstrap interval across that seed's evaluation runs and the
+online rate its search chose. analysis/tables.py turns these files into the tables
+(`python plot_results.py --tables`), and tests/test_tables.py checks that the committed tables are
+what the files give.
+"""
+from pathlib import Path
+
+from utils.errors import UserError
+
+FORMAT = 1
+
+
+def _metric_names(result: dict) -> list[str]:
+    if result["benchmark"] == "sine":
+        return ["final_mse", "first_mse"]
+    return [f"{kind}@{n}" for n in result["schedule"] for kind in ("held_out", "trajectory")]
+
+
+def _across(result: dict, name: str) -> dict:
+    if result["benchmark"] == "sine":
+        return result[name]
+    kind, n = name.split("@")
+    return result["by_classes"][n][f"{kind}_accuracy"]
+
+
+def _within(result: dict, name: str, seed: str) -> dict:
+    if result["benchmark"] == "sine":
+        return result["by_seed"][seed][name]
+    kind, n = name.split("@")
+    return result["by_classes"][n]["by_seed"][seed][f"{kind}_accuracy"]
+
+
+def _runs(result: dict, seed: str) -> int:
+    if result["benchmark"] == "sine":
+        return result["by_seed"][seed]["runs"]
+    return result["by_classes"][result["schedule"][-1]]["by_seed"][seed]["runs"]
+
+
+def _rates(members: list[dict], seed) -> list:
+    """The online rates the evaluations of one seed used (sine: one per evaluation; Omniglot: per class count)."""
+    rates = []
+    for entry in members:
+        if entry["seed"] != seed:
+            continue
+        result = entry["result"]
+        if result["benchmark"] == "sine":
+            rates.append(result["protocol"]["lr"])
+        else:
+            rates.append({n: c["lr"] for n, c in result["by_classes"].items()})
+    return rates
+
+
+def _rounded(stats: dict) -> dict:
+    return {k: round(v, 6) for k, v in stats.items()}
+
+
+def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], command: str) -> dict:
+    """The summary of aggregated groups (experiment/aggregate.py) of one benchmark and one split."""
+    splits = {e["result"].get("split", "test") for g in groups for e in g["members"]}
+    if len(splits) > 1:
+        raise UserError(f"a summary holds one split; these evaluations mix {sorted(splits)}")
+    rows = []
+    for group, result in zip(groups, results):
+        names = _metric_names(result)
+        seeds = result["aggregate"]["seeds"]
+        rows.append({
+            "label": result["label"], "method": group["method"], "row": group["row"], "seeds": seeds,
+            "metrics": {name: _rounded(_across(result, name)) for name in names},
+            "by_seed": {str(seed): {"runs": _runs(result, str(seed)), "lr": _rates(group["members"], seed),
+                                    "metrics": {name: _rounded(_within(result, name, str(seed))) for name in names}}
+                        for seed in seeds},
+            "jobs": result["aggregate"]["jobs"],
+        })
+    return {
+        "format": FORMAT, "benchmark": results[0]["benchmark"] if results else None, "split": splits.pop() if splits else None,
+        "interval_across_seeds": "95% Student-t over the seeds' means",
+        "interval_within_seed": "95% percentile bootstrap over that seed's evaluation runs",
+        "made_by": command,
+        "sweeps": [{"name": s["name"], "script": s["script"], "argv": s["argv"],
+                    "models_from": [Path(d).name for d in _as_list(s.get("models_from"))],
+                    "models_where": s.get("models_where") or {}} for s in sweeps],
+        "rows": rows,
+    }
+
+
+def _as_list(value) -> list:
+    """sweep.json's models_from: a list, one path (sweeps written before several were allowed), or None."""
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
