@@ -4,6 +4,7 @@ A table lives in a markdown file between two markers; everything between them is
 
     <!-- table: sine_quick -->          the headline rows of summaries/sine_quick.json
     <!-- table: sine_quick seeds -->    one row per meta-training seed
+    <!-- table: sine_quick candidates -->   the rows without a reading: candidates of a choice
     ...generated...
     <!-- /table -->
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from utils.errors import UserError
 
 BLOCK = re.compile(r"(<!-- table: *([\w.-]+)(?: +(\w+))? *-->\n)(.*?)(<!-- /table -->)", re.S)
-KINDS = ("headline", "seeds")
+KINDS = ("headline", "seeds", "candidates")
 METRIC_TITLES = {"final_mse": "MSE after all functions", "first_mse": "MSE after function 1"}
 
 
@@ -69,7 +70,7 @@ def _rate(rates: list) -> str:
 
 # --- the tables ------------------------------------------------------------------------------------
 
-def headline(summary: dict) -> str:
+def headline(summary: dict, with_reading: bool = True) -> str:
     columns = _columns(summary)
     primary = columns[0]
     best = (min if _lower_is_better(summary) else max)(summary["rows"], key=lambda r: r["metrics"][primary]["mean"])
@@ -81,9 +82,9 @@ def headline(summary: dict) -> str:
             stats = row["metrics"][c]
             text = f"{_number(stats['mean'], summary)} ({_interval(stats, summary)})" if len(row["seeds"]) > 1 \
                 else f"{_number(stats['mean'], summary)} (one seed)"
-            cells.append(f"**{text}**" if row is best and c == primary else text)
+            cells.append(f"**{text}**" if row is best and c == primary and with_reading else text)
         lines.append(f"| {row['label']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + ["", reading(summary, primary)])
+    return "\n".join(lines + (["", reading(summary, primary)] if with_reading else []))
 
 
 def reading(summary: dict, metric: str) -> str:
@@ -123,7 +124,9 @@ def seeds(summary: dict) -> str:
 def render(summary: dict, kind: str) -> str:
     if kind not in KINDS:
         raise UserError(f"unknown table kind {kind!r} (choose {', '.join(KINDS)})")
-    return headline(summary) if kind == "headline" else seeds(summary)
+    if kind == "seeds":
+        return seeds(summary)
+    return headline(summary, with_reading=kind == "headline")
 
 
 def regenerate(text: str, repo: Path) -> str:
