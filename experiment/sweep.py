@@ -94,7 +94,8 @@ def get_args_parser():
     parser.add_argument("--models-from", dest="models_from", nargs="+", default=None, metavar="SWEEP_DIR",
                         help="evaluate every finished training run of these sweeps (adds --model RUN_DIR per job)")
     parser.add_argument("--models-where", dest="models_where", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="with --models-from: only the runs whose config.json has these values (e.g. method=srnn)")
+                        help="with --models-from: only the runs whose config.json has these values "
+                             "(e.g. method=srnn; seed=[1,2]: any of them)")
     parser.add_argument("--name", default=None, help="sweep name (default: the script's and a digest of the command); "
                                                      "job i's runs are named <name>_r<i>")
     parser.add_argument("--results-dir", "--results_dir", dest="results_dir", default="../results",
@@ -218,7 +219,8 @@ def plan(args, script_argv: list) -> dict:
 
 
 def parse_where(pairs: list[str]) -> dict:
-    """KEY=VALUE pairs -> {key: value}, the value read as JSON where it is (0.1, true) and as text otherwise."""
+    """KEY=VALUE pairs -> {key: value}, the value read as JSON where it is (0.1, true, [1,2]: any of
+    these) and as text otherwise."""
     where = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -241,7 +243,7 @@ def config_matches(run_dir: Path, where: dict) -> bool:
     unknown = [key for key in where if key not in config]
     if unknown:
         raise UserError(f"--models-where: {', '.join(unknown)} is not a setting of {run_dir.name} (config.json)")
-    return all(config[key] == value for key, value in where.items())
+    return all(config[key] in value if isinstance(value, list) else config[key] == value for key, value in where.items())
 
 
 def finished_runs(sweep_dir: Path) -> list[Path]:

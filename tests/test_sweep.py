@@ -125,6 +125,11 @@ def test_models_where_picks_one_method_and_several_sweeps_aggregate_as_one(local
     jobs = capsys.readouterr().out.splitlines()[1:]
     trained = [Path(s["run_dir"]) for s in sweep.job_states(folder)]
     assert len(jobs) == 2 and all(f"--model {run}" in line for run, line in zip(trained[2:], jobs))
+    capsys.readouterr()
+    launch(tmp_path, ["--runs", "2"], "--models-from", str(folder), "--models-where", "method=oml", "seed=[2,3]",
+           "--dry-run", script="evaluate_regression.py")
+    jobs = capsys.readouterr().out.splitlines()[1:]
+    assert len(jobs) == 1 and f"--model {trained[1]}" in jobs[0]  # oml, seed 2
     with pytest.raises(UserError, match="no finished run"):
         launch(tmp_path, [], "--models-from", str(folder), "--models-where", "method=srnn", "--dry-run",
                script="evaluate_regression.py")
