@@ -150,7 +150,8 @@ ROWS = [
     ("export", ["{empty}", "{tmp}/out.pt"], "is empty (0 bytes), not a checkpoint"),
     ("export", ["{sine}", "{file}/out.pt"], "is a file, not a folder"),
     ("select", ["{listjson}", "{sine_results}"], "is not an evaluation results file"),
-    ("select", ["{no_search}", "{sine_results}"], "lacks what the rate search records"),
+    ("select", ["{no_search}", "{sine_results}"], "meta-validation split only"),
+    ("select", ["{no_score}", "{no_score}"], "lacks what is scored"),
 ]
 READ_ONLY_ROWS = [  # a folder no one may write in
     ("train_sine", ["--results-dir", READ_ONLY], "cannot write in '/sys'"),
@@ -211,10 +212,12 @@ def inputs(tmp_path_factory):
     listjson = root / "list.json"
     listjson.write_text("[1, 2]")
     no_search = root / "no_search.json"
-    no_search.write_text(json.dumps({"benchmark": "sine", "label": "x"}))  # no protocol, no search
+    no_search.write_text(json.dumps({"benchmark": "sine", "label": "x"}))  # no split: not a meta-validation result
+    no_score = root / "no_score.json"
+    no_score.write_text(json.dumps({"benchmark": "sine", "label": "x", "split": "selection"}))  # no final_mse
     paths = {
         "sine": SINE, "omni": omni, "data": data, "cache": root / "cache", "empty": root / "empty.pt",
-        "truncated": root / "truncated.pt", "listjson": listjson, "no_search": no_search,
+        "truncated": root / "truncated.pt", "listjson": listjson, "no_search": no_search, "no_score": no_score,
         "no_bias": _damaged(SINE, root / "no_bias.pt", lambda p: p["state_dict"].pop("pln.0.bias")),
         "no_step": _damaged(SINE, root / "no_step.pt", lambda p: p.pop("step")),
         "omni_no_bias": _damaged(omni, root / "omni_no_bias.pt", lambda p: p["state_dict"].pop("pln.0.bias")),
