@@ -24,8 +24,12 @@ def test_every_shipped_model_is_small_and_weights_only():
 # The online rate each card reports as chosen by the search, and the RLN/PLN split chosen for the
 # pretraining baseline (trained_models/README.md): fixed here so no search is needed.
 SINE_CARD = {"sine_quick_oml": ["--lr", "0.003"], "sine_quick_pretraining": ["--lr", "0.01", "--rln", "3"],
-             "sine_quick_srnn": ["--lr", "0.003"], "sine_oml2020_oml": ["--lr", "0.001"],
-             "sine_mrcl2019_oml": ["--lr", "0.003"]}
+             "sine_quick_srnn": ["--lr", "0.03"], "sine_oml2020_oml": ["--lr", "0.001"],
+             "sine_mrcl2019_oml": ["--lr", "0.01"]}
+# The rate the search chose for an untrained network of each OML model's shape (docs/results.md):
+# each network is compared at its own searched rate (the mrcl2019 one diverges at its model's 0.01).
+UNTRAINED_CARD = {"sine_quick_oml": ["--lr", "1e-4"], "sine_oml2020_oml": ["--lr", "1e-4"],
+                  "sine_mrcl2019_oml": ["--lr", "3e-4"]}
 
 
 def _final_mse_per_run(tmp_path_factory, label, argv):
@@ -38,7 +42,8 @@ def _final_mse_per_run(tmp_path_factory, label, argv):
 @pytest.fixture(scope="module")
 def sine_runs(tmp_path_factory):
     """Per shipped model, the final MSE of each of 5 runs (the paper protocol, 200 held-out samples);
-    per OML model also an untrained network of its preset's shape at its rate ("untrained NAME"):
+    per OML model also an untrained network of its preset's shape at that network's own searched rate
+    ("untrained NAME"):
     the same evaluation seed, so the same functions and samples, run for run."""
     assert sorted(SINE_CARD) == [p.stem for p in SINE]
     out, protocols = {}, {}
@@ -49,8 +54,8 @@ def sine_runs(tmp_path_factory):
             preset = torch.load(path, weights_only=True)["config"]["preset"]
             name = f"untrained {path.stem}"
             out[name], protocols[name] = _final_mse_per_run(tmp_path_factory, f"untrained_{path.stem}",
-                                                             ["--preset", preset, *SINE_CARD[path.stem]])
-            same = ("seed", "runs", "test_samples", "lr", "tasks", "capacity", "slot_mode", "eval_functions",
+                                                             ["--preset", preset, *UNTRAINED_CARD[path.stem]])
+            same = ("seed", "runs", "test_samples", "tasks", "capacity", "slot_mode", "eval_functions",
                     "batches_per_function")
             assert {k: protocols[name][k] for k in same} == {k: protocols[path.stem][k] for k in same}
     return out
@@ -60,7 +65,7 @@ def sine_runs(tmp_path_factory):
 def test_shipped_oml_models_beat_an_untrained_network_on_the_same_runs(sine_runs, name):
     oml, untrained = sine_runs[name], sine_runs[f"untrained {name}"]
     assert all(a < b for a, b in zip(oml, untrained)), (oml, untrained)
-    assert sum(oml) < sum(untrained) / 2, (oml, untrained)  # the card: 0.22-1.26 against 3.7-4.2
+    assert sum(oml) < sum(untrained) / 2, (oml, untrained)  # the card: 0.22-1.89 against 3.7-4.2
 
 
 def test_quick_oml_beats_its_baselines_on_the_same_runs(sine_runs):
