@@ -39,7 +39,7 @@ def _within(result: dict, name: str, seed: str) -> dict:
 def _runs(result: dict, seed: str) -> int:
     if result["benchmark"] == "sine":
         return result["by_seed"][seed]["runs"]
-    return result["by_classes"][result["schedule"][-1]]["by_seed"][seed]["runs"]
+    return result["by_classes"][str(result["schedule"][-1])]["by_seed"][seed]["runs"]
 
 
 def _rates(members: list[dict], seed) -> list:
