@@ -121,12 +121,20 @@ def seeds(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def not_counted(summary: dict) -> str:
+    """The jobs the summary's numbers leave out, with why (empty when every job counted)."""
+    jobs = summary.get("not_counted") or []
+    if not jobs:
+        return ""
+    return "Not counted: " + "; ".join(f"{j['job']} ({j['state']}: {j['error'] or 'no error text'})" for j in jobs) + "."
+
+
 def render(summary: dict, kind: str) -> str:
     if kind not in KINDS:
         raise UserError(f"unknown table kind {kind!r} (choose {', '.join(KINDS)})")
-    if kind == "seeds":
-        return seeds(summary)
-    return headline(summary, with_reading=kind == "headline")
+    table = seeds(summary) if kind == "seeds" else headline(summary, with_reading=kind == "headline")
+    missing = not_counted(summary)
+    return table + ("\n\n" + missing if missing else "")
 
 
 def regenerate(text: str, repo: Path) -> str:

@@ -317,7 +317,7 @@ def aggregate(sweep_dirs, out=None, summary=None) -> Path:
         if not results:
             raise UserError("no finished evaluation to summarise")
         command = f"python -m experiment.aggregate {' '.join(d.name for d in sweep_dirs)} --summary {summary}"
-        write_json(summary, summary_of(sweeps, groups, results, command))
+        write_json(summary, summary_of(sweeps, groups, results, command, problems))
     print(text, end="")
     print(f"aggregate: {out} (plot it: python plot_results.py {' '.join(map(str, sweep_dirs))} --out figure.png)")
     return out

@@ -60,7 +60,8 @@ def _rounded(stats: dict) -> dict:
     return {k: round(v, 6) for k, v in stats.items()}
 
 
-def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], command: str) -> dict:
+def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], command: str,
+               problems: list[dict] = ()) -> dict:
     """The summary of aggregated groups (experiment/aggregate.py) of one benchmark and one split."""
     splits = {e["result"].get("split", "test") for g in groups for e in g["members"]}
     if len(splits) > 1:
@@ -86,6 +87,9 @@ def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], comm
                     "models_from": [Path(d).name for d in _as_list(s.get("models_from"))],
                     "models_where": s.get("models_where") or {}} for s in sweeps],
         "rows": rows,
+        # jobs never averaged in (a diverged evaluation, say), named so that a table can say so
+        "not_counted": [{"job": f"{p['sweep']}/r{p['rank']}", "state": p["state"],
+                         "error": " ".join(str(p.get("error") or "").split())[:200]} for p in problems],
     }
 
 
