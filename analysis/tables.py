@@ -56,9 +56,12 @@ def _title(name: str) -> str:
 
 
 def _columns(summary: dict) -> list[str]:
-    """The metrics shown: sine both; Omniglot the held-out accuracy at every class count."""
+    """The metrics shown, in a fixed order (the summary's keys are sorted as text): sine the MSE after
+    all functions, then after function 1; Omniglot the held-out accuracy at each class count, ascending."""
     names = list(summary["rows"][0]["metrics"])
-    return names if summary["benchmark"] == "sine" else [n for n in names if n.startswith("held_out@")]
+    if summary["benchmark"] == "sine":
+        return [n for n in METRIC_TITLES if n in names]
+    return sorted((n for n in names if n.startswith("held_out@")), key=lambda n: int(n.split("@")[1]))
 
 
 def _rate(rates: list) -> str:

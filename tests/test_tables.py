@@ -97,6 +97,10 @@ def test_an_omniglot_summary_renders_every_class_count():
     table = tables.render(summary, "seeds")
     assert "| SR-NN (b) | 1 | .450 (.400–.600) | .450 (.400–.600) | 50 | 0.001/0.001 |" in table
     assert "held-out, 97 classes" in tables.render(summary, "candidates")
+    # columns by class count, not in the text order the JSON file keeps ("100" before "50")
+    summary["rows"][0]["metrics"] = {f"held_out@{n}": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6} for n in (10, 100, 50)}
+    header = tables.render(summary, "candidates").splitlines()[0]
+    assert header.index("10 classes") < header.index("50 classes") < header.index("100 classes")
 
 
 def test_a_job_left_out_is_named_under_its_table():
