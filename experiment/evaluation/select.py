@@ -63,12 +63,15 @@ def candidate_scores(results: list[dict], labels: list[str]) -> tuple[dict, bool
     return {label: (float(np.mean(s)), len(s)) for label, s in per_label.items()}, scored[0][1]
 
 
-def select(results: list[dict], labels: list[str] | None = None) -> str:
-    """The label of the best candidate; a tie goes to the first listed."""
-    labels = labels or [str(i) for i in range(len(results))]
-    scores, higher = candidate_scores(results, labels)
+def best_label(scores: dict, higher: bool) -> str:
+    """The best of candidate_scores' labels; a tie goes to the first listed."""
     values = [s for s, _ in scores.values()]
     return list(scores)[int(np.argmax(values) if higher else np.argmin(values))]
+
+
+def select(results: list[dict], labels: list[str] | None = None) -> str:
+    """The label of the best candidate; a tie goes to the first listed."""
+    return best_label(*candidate_scores(results, labels or [str(i) for i in range(len(results))]))
 
 
 def get_args_parser():
@@ -86,10 +89,10 @@ def main(args):
         raise UserError(f"{len(labels)} labels for {len(results)} results")
     try:
         scores, higher = candidate_scores(results, labels)
-        best = select(results, labels)
     except (KeyError, TypeError, ValueError, IndexError) as err:  # a results file missing what is scored
         raise UserError(f"a results file lacks what is scored ({type(err).__name__}: {err}); "
                         "give results.json files written by evaluate_regression.py or evaluate_omniglot.py") from None
+    best = best_label(scores, higher)
     counts = common_class_counts(results)
     if counts is not None:
         print(f"compared on class counts {', '.join(counts)}")
