@@ -99,10 +99,19 @@ class OmniglotSplit:
         return self.images.shape[0]
 
     def train_images(self) -> np.ndarray:
-        return self.images[:, :TRAIN_DRAWERS]
+        return split_drawers(self.images)[0]
 
     def test_images(self) -> np.ndarray:
-        return self.images[:, TRAIN_DRAWERS:]
+        return split_drawers(self.images)[1]
+
+
+def split_drawers(per_drawer):
+    """(training part, held-out part) of anything indexed [class, drawer, ...] over the 20 drawers
+    (images, their features): drawers 1-15 and 16-20. The within-class split's one definition;
+    every consumer (features, Scratch's images, the splits' own accessors) slices through here."""
+    if per_drawer.shape[1] != N_DRAWERS:
+        raise ValueError(f"expected {N_DRAWERS} drawers on axis 1, got shape {tuple(per_drawer.shape)}")
+    return per_drawer[:, :TRAIN_DRAWERS], per_drawer[:, TRAIN_DRAWERS:]
 
 
 def load_both(path, image_size=84, cache_dir=None, download=False, progress=True, standard=False):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from datasets.omniglot import TRAIN_DRAWERS, OmniglotSplit, to_float
+from datasets.omniglot import TRAIN_DRAWERS, OmniglotSplit, split_drawers, to_float
 from model.networks import features
 from utils.files import save_torch
 from utils.messages import quiet_logger, warn
@@ -86,7 +86,8 @@ def feature_bank(rln: nn.Module, split: OmniglotSplit, *, cache_dir=None, device
     bank = _read_features(path, key, n_classes, per_class) if path is not None else None
     if bank is None:
         feats = _compute(rln, split.images, device, batch_size, progress)
-        bank = FeatureBank(feats[:, :TRAIN_DRAWERS].contiguous(), feats[:, TRAIN_DRAWERS:].contiguous(), key)
+        train, test = split_drawers(feats)
+        bank = FeatureBank(train.contiguous(), test.contiguous(), key)
         if path is not None:
             train, test = bank.train.cpu(), bank.test.cpu()
             try:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from datasets.omniglot import TRAIN_DRAWERS, OmniglotSplit, to_float
+from datasets.omniglot import OmniglotSplit, split_drawers, to_float
 from experiment.evaluation.omniglot import Protocol, RunSpec, engine_name, run_protocol, torch_adam
 from experiment.evaluation.omniglot_protocols import protocol_record
 from model.networks import kaiming_normal
@@ -45,7 +45,8 @@ class EvalImages:
     @classmethod
     def from_split(cls, split: OmniglotSplit, device="cpu") -> EvalImages:
         images = torch.from_numpy(np.ascontiguousarray(split.images)).to(device)
-        return cls(images[:, :TRAIN_DRAWERS].contiguous(), images[:, TRAIN_DRAWERS:].contiguous())
+        train, test = split_drawers(images)
+        return cls(train.contiguous(), test.contiguous())
 
 
 def _trainable_layers(net: nn.Module) -> list[nn.Module]:

@@ -214,13 +214,19 @@ def train_run(rep, learner: str, hp: dict, run: TaskRun, train: torch.Tensor, pr
     x, y = rep.inputs(train, run.classes)
     params = rep.start(run.init_seed)
     algo = make_learner(learner, rep.model, hp, np.random.default_rng(run.learner_seed), protocol)
-    n = len(run.order)
+    ends = dict(task_windows(run.order, run.task_length))
     for t, row in enumerate(run.order.tolist()):
         algo.observe(params, x[row:row + 1], y[row:row + 1])
-        if (t + 1) % run.task_length == 0 and t + 1 < n:
-            rows = torch.as_tensor(run.order[t + 1 - run.task_length:t + 1])
+        if t + 1 in ends:
+            rows = torch.as_tensor(ends[t + 1])
             algo.end_task(params, x[rows], y[rows])
     return params
+
+
+def task_windows(order: np.ndarray, task_length: int) -> list[tuple[int, np.ndarray]]:
+    """(samples seen, that task's rows) at the end of every task but the last: where a learner's
+    `end_task` runs (EWC's penalty). The task boundary's one definition."""
+    return [(end, order[end - task_length:end]) for end in range(task_length, len(order), task_length)]
 
 
 @torch.no_grad()
