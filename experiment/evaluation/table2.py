@@ -36,8 +36,8 @@ from torch import nn
 from datasets.omniglot import TRAIN_DRAWERS, to_float
 from experiment.evaluation.omniglot import EVAL_SEED, PLNInit, draw_run
 from experiment.evaluation.rate_search import choose_lr
-from model.continual import LEARNERS
-from model.continual.models import LinearHead, Network
+from model.continual import LEARNERS, ContinualLearner
+from model.continual.models import LearnerModel, LinearHead, Network
 from model.continual.reservoir import MEMORY_SIZE
 from utils import bounds
 from utils.errors import UserError
@@ -198,7 +198,8 @@ class WholeNetwork:
 
 # --- one run -------------------------------------------------------------------------------------------
 
-def make_learner(name: str, model, hp: dict, rng: np.random.Generator, protocol: Table2Protocol):
+def make_learner(name: str, model: LearnerModel, hp: dict, rng: np.random.Generator,
+                 protocol: Table2Protocol) -> ContinualLearner:
     cls = LEARNERS[name]
     extra = {k: v for k, v in hp.items() if k != "lr"}
     if name in ("er", "mer"):

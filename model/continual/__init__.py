@@ -12,11 +12,28 @@ them alike: `observe(params, x, y)` for one incoming sample (x [1, ...], y [1]),
 xs, ys)` after a task's samples, and nothing else. `params` is a list of tensors updated in place.
 Randomness (buffer sampling) comes from a numpy Generator the caller passes in.
 """
+from typing import Protocol, runtime_checkable
+
 from model.continual.ewc import EWC
 from model.continual.mer import MER
+from model.continual.models import LearnerModel
 from model.continual.reservoir import ExperienceReplay, Reservoir
 from model.continual.sgd import Online
 
-LEARNERS = {"online": Online, "iid": Online, "er": ExperienceReplay, "mer": MER, "ewc": EWC}
 
-__all__ = ["EWC", "LEARNERS", "MER", "ExperienceReplay", "Online", "Reservoir"]
+@runtime_checkable
+class ContinualLearner(Protocol):
+    """What the Table 2 protocol drives (experiment/evaluation/table2.py `train_run`); built as
+    `cls(model: LearnerModel, lr, rng=numpy Generator, **hyperparameters)`."""
+
+    def observe(self, params: list, x, y) -> None:
+        """Learn one incoming sample (x [1, ...], y [1]); `params` updated in place."""
+
+    def end_task(self, params: list, xs, ys) -> None:
+        """A task ended; xs, ys are its samples (a no-op for all but EWC)."""
+
+
+LEARNERS: dict[str, type[ContinualLearner]] = {"online": Online, "iid": Online, "er": ExperienceReplay, "mer": MER,
+                                               "ewc": EWC}
+
+__all__ = ["EWC", "LEARNERS", "MER", "ContinualLearner", "ExperienceReplay", "LearnerModel", "Online", "Reservoir"]

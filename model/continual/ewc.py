@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from model.continual.models import LearnerModel
 from model.continual.sgd import sgd_step_
 
 
@@ -30,7 +31,7 @@ def penalty_grads(params, fisher_sum, fisher_anchor_sum, lam: float) -> list[tor
 
 
 class EWC:
-    def __init__(self, model, lr: float, rng=None, lam: float = 1.0):
+    def __init__(self, model: LearnerModel, lr: float, rng=None, lam: float = 1.0):
         self.model, self.lr, self.lam = model, lr, lam
         self.fisher_sum = self.fisher_anchor_sum = self.anchor_sq_sum = None
 

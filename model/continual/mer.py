@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from model.continual.models import LearnerModel
 from model.continual.reservoir import MEMORY_SIZE, Reservoir
 
 
@@ -29,7 +30,7 @@ def reptile_(params, start, rate: float) -> None:
 
 
 class MER:
-    def __init__(self, model, lr: float, rng: np.random.Generator, beta: float = 1.0, gamma: float = 1.0,
+    def __init__(self, model: LearnerModel, lr: float, rng: np.random.Generator, beta: float = 1.0, gamma: float = 1.0,
                  batches: int = 2, batch_size: int = 5, memory: int = MEMORY_SIZE):
         self.model, self.lr, self.beta, self.gamma = model, lr, beta, gamma
         self.s, self.k = batches, batch_size

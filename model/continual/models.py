@@ -13,12 +13,30 @@ mean over samples of each sample's squared gradient: EWC's empirical diagonal Fi
 """
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
 from model.online import cross_entropy_logit_grad
+
+
+@runtime_checkable
+class LearnerModel(Protocol):
+    """What a continual learner trains: the calls every learner in model/continual/ makes.
+    `params` is the list of tensors being learned (updated in place by `sgd_step_`)."""
+
+    trains_representation: bool
+
+    def logits(self, params: list, x: torch.Tensor) -> torch.Tensor: ...
+
+    def grads(self, params: list, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+    def sgd_step_(self, params: list, x: torch.Tensor, y: torch.Tensor, lr: float) -> None: ...
+
+    def sq_grads(self, params: list, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]: ...
 
 
 class LinearHead:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from model.continual.models import LearnerModel
+
 MEMORY_SIZE = 200  # Table 2: "All memory-based methods use a buffer of 200"
 
 
@@ -55,7 +57,8 @@ def stack(items) -> tuple[torch.Tensor, torch.Tensor]:
 class ExperienceReplay:
     """One SGD step on {(x_t, y_t)} + `replay` memories, then the reservoir write of (x_t, y_t)."""
 
-    def __init__(self, model, lr: float, rng: np.random.Generator, replay: int = 10, memory: int = MEMORY_SIZE):
+    def __init__(self, model: LearnerModel, lr: float, rng: np.random.Generator, replay: int = 10,
+                 memory: int = MEMORY_SIZE):
         self.model, self.lr, self.replay = model, lr, replay
         self.memory = Reservoir(memory, rng)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from model.continual.models import LearnerModel
+
 
 @torch.no_grad()
 def sgd_step_(params, grads, lr: float) -> None:
@@ -20,7 +22,7 @@ def sgd_step_(params, grads, lr: float) -> None:
 class Online:
     """theta <- theta - lr * grad CE(theta; x_t, y_t) for every incoming (x_t, y_t)."""
 
-    def __init__(self, model, lr: float, rng=None):
+    def __init__(self, model: LearnerModel, lr: float, rng=None):
         self.model, self.lr = model, lr
 
     def observe(self, params, x, y) -> None:
