@@ -8,8 +8,10 @@ cuts metrics.jsonl back to the checkpoint's step (a half-written last line inclu
 """
 import math
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
+from torch import nn
 from tqdm import tqdm
 
 from experiment import lock as run_lock
@@ -25,6 +27,24 @@ DEFAULT_INTERVALS = {"log_every": 50, "save_every": 1000}
 DEFAULT_HINT = "lower --meta_lr or --update_lr"
 
 
+@runtime_checkable
+class TrainingTask(Protocol):
+    """What `fit` trains: every method of both benchmarks (experiment/training/omniglot.py, sine.py).
+    Optional: `export()` -> the nn.Module to checkpoint when it is not `model` (sine pretraining's
+    representation), and `divergence_hint`, the advice printed when the loss is not finite."""
+
+    model: nn.Module        # its state_dict is checkpointed
+    rng: np.random.Generator  # the data stream; its state is checkpointed and restored on resume
+
+    def step(self) -> dict[str, float]:
+        """One training step; returns its metrics, "loss" among them."""
+
+    def training_state(self) -> dict:
+        """What resume needs beyond the weights and the rng (optimiser, counters)."""
+
+    def load_training_state(self, state: dict) -> None: ...
+
+
 def intervals(args, payload: dict | None = None) -> dict:
     """Flags first, then what the resumed run used, then the defaults (a flag of 0 is refused by
     experiment.limits.training_intervals, not taken as unset)."""
@@ -36,7 +56,7 @@ def intervals(args, payload: dict | None = None) -> dict:
     return chosen
 
 
-def save_training(run, task, *, benchmark: str, config: dict, step: int, intervals: dict) -> None:
+def save_training(run, task: TrainingTask, *, benchmark: str, config: dict, step: int, intervals: dict) -> None:
     training = {**task.training_state(), "rng": capture_rng_state(task.rng), "intervals": intervals}
     model = task.export() if hasattr(task, "export") else task.model
     save_checkpoint(run.dir / CHECKPOINT_NAME, benchmark=benchmark, config=config, model=model,
@@ -118,14 +138,14 @@ def open_resumed(payload: dict, config, device) -> Run:
     return run
 
 
-def restore_training(task, payload: dict) -> int:
+def restore_training(task: TrainingTask, payload: dict) -> int:
     task.model.load_state_dict(payload["state_dict"])
     task.load_training_state(payload["training"])
     restore_rng_state(payload["training"]["rng"], task.rng)
     return payload["step"]
 
 
-def fit(task, run, *, benchmark: str, config: dict, start_step: int, total_steps: int,
+def fit(task: TrainingTask, run, *, benchmark: str, config: dict, start_step: int, total_steps: int,
         log_every: int = 50, save_every: int = 1000, progress: bool | None = None) -> None:
     """Run steps start_step+1..total_steps. Logged values are means over each log window; the
     checkpoint interval is a multiple of the log interval, so a resumed run logs the same lines."""
