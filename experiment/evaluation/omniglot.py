@@ -10,7 +10,7 @@ and is scored on those images (trajectory accuracy) and on the 5 held-out images
 trajectory accuracy only. Every run has its own numpy stream (its classes, PLN initialisation and
 shuffles), so engines, `run_batch` and the `runs` count never change another run's numbers.
 `run_protocol` drives any learner with the interface init / train / trajectory_accuracy /
-held_out_accuracy / record: the frozen-RLN `OnlineLearner` here, and Scratch (scratch.py).
+held_out_accuracy / record (`EvaluationLearner`): the frozen-RLN `OnlineLearner` here, and Scratch (scratch.py).
 
 Engines (the same maths; measured and compared in docs/engines.md):
 
@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import Protocol as Interface
+from typing import runtime_checkable
 
 import numpy as np
 import torch
@@ -326,7 +328,7 @@ def choose_lr(scores: np.ndarray, grid=LR_GRID) -> tuple[float, list[float]]:
     return rate_search.choose_lr(scores, grid)
 
 
-def search_lr(learner: OnlineLearner, feats_train: torch.Tensor, n: int, progress=None) -> dict:
+def search_lr(learner: EvaluationLearner, feats_train: torch.Tensor, n: int, progress=None) -> dict:
     """The learning-rate search for n classes. It sees only the training-drawer features."""
     p = learner.protocol
     specs = run_specs(p.seed, "lr_search", n, p.search_runs, feats_train.shape[0], p.iid, p.epochs)
@@ -365,7 +367,29 @@ def evaluate(pln: nn.Module, bank: FeatureBank, schedule, protocol: Protocol, *,
     return {**result, "features": {"key": bank.key, "n_features": bank.n_features}}
 
 
-def run_protocol(learner, bank, schedule, *, progress: bool = False, report=None) -> dict:
+@runtime_checkable
+class EvaluationLearner(Interface):
+    """What `run_protocol` drives: the frozen-RLN `OnlineLearner` (features) and Scratch's learner
+    (scratch.py, images). `train` gets the training drawers only; `held_out_accuracy` drawers 16-20."""
+
+    protocol: Protocol
+    n_outputs: int
+
+    def init(self, seed: int) -> list[torch.Tensor]:
+        """A run's starting parameters, from its seed alone."""
+
+    def train(self, bank_train: torch.Tensor, specs: list[RunSpec], lr: float) -> list[list[torch.Tensor]]:
+        """Final parameters of each run, trained online along `spec.order`."""
+
+    def trajectory_accuracy(self, bank_train: torch.Tensor, specs: list[RunSpec], params) -> list[float]: ...
+
+    def held_out_accuracy(self, bank_test: torch.Tensor, specs: list[RunSpec], params) -> list[float]: ...
+
+    def record(self) -> dict:
+        """What results.json says about the learner."""
+
+
+def run_protocol(learner: EvaluationLearner, bank, schedule, *, progress: bool = False, report=None) -> dict:
     """Search, train and score, per class count, with any learner (the frozen-RLN OnlineLearner,
     or Scratch on images): both see the same run streams, class sets and learning-rate rule.
     `bank.train` [C, 15, ...] and `bank.test` [C, 5, ...] are what the learner consumes (features,

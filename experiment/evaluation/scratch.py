@@ -75,8 +75,8 @@ def check_protocol(protocol: Protocol) -> None:
 
 
 class ScratchLearner:
-    """Trains a fresh copy of `net` per run on images and scores it; the interface of
-    omniglot_eval.OnlineLearner, so run_protocol drives both."""
+    """Trains a fresh copy of `net` per run on images and scores it; an `EvaluationLearner`
+    (experiment/evaluation/omniglot.py), like the frozen-RLN OnlineLearner, so run_protocol drives both."""
 
     engine = "autograd"
 
