@@ -138,3 +138,14 @@ def test_an_exported_split_is_what_the_plain_evaluation_uses(tmp_path, capsys):
         export.main(export.get_args_parser().parse_args([str(train("oml")), str(tmp_path / "oml.pt"), "--rln", "3"]))
     with pytest.raises(UserError, match=r"--rln must lie in 1\.\.5"):
         export.main(export.get_args_parser().parse_args([str(pretraining), str(tmp_path / "bad.pt"), "--rln", "6"]))
+
+
+def test_a_rate_that_diverged_in_any_search_run_is_ruled_out_in_every_run():
+    learned = np.ones((3, 3), dtype=bool)
+    final = np.array([[0.2, 0.5, 0.9], [0.2, 0.5, 0.9], [np.inf, 0.5, 0.9]])  # 0.2 wins twice, diverges once
+    eligible = eligible_scores(final, learned)
+    assert eligible[:, 0].tolist() == [np.inf] * 3 and eligible[:, 1].tolist() == [0.5] * 3
+    # a run where the only rates that learned function 1 diverged elsewhere keeps those rates
+    learned = np.array([[True, False], [True, True]])
+    final = np.array([[0.3, 0.1], [np.inf, 0.2]])
+    assert eligible_scores(final, learned)[0].tolist() == [0.3, np.inf]

@@ -200,10 +200,16 @@ def learned_first_function(first_mse: np.ndarray, first_variance: np.ndarray) ->
 
 
 def eligible_scores(scores: np.ndarray, learned: np.ndarray) -> np.ndarray:
-    """Final MSEs with the rates that did not learn function 1 ruled out (inf) in each search run;
-    a search run where no rate learned it keeps every rate, so the rule never leaves it empty."""
-    none_learned = ~learned.any(axis=1, keepdims=True)
-    return np.where(learned | none_learned, scores, np.inf)
+    """Final MSEs with two kinds of rate ruled out (inf) in each search run: a rate that did not
+    learn function 1 there, and a rate that diverged (inf) in any search run, because the most
+    frequent winner could otherwise be a rate seen to blow up. A search run where no rate is left
+    keeps every rate that learned function 1 there, or failing that every rate, so the rule never
+    leaves a run empty."""
+    stable = np.isfinite(scores).all(axis=0, keepdims=True)
+    keep = learned & stable
+    keep = np.where(keep.any(axis=1, keepdims=True), keep, learned)
+    keep = keep | ~keep.any(axis=1, keepdims=True)
+    return np.where(keep, scores, np.inf)
 
 
 def search_on(model, cfg: SineConfig, p: SineProtocol, data: RunData, rngs, device) -> dict:
@@ -232,8 +238,10 @@ def search_on(model, cfg: SineConfig, p: SineProtocol, data: RunData, rngs, devi
     learned = learned_first_function(first, first_variance)
     chosen, best = choose_lr(-eligible_scores(scores, learned), LR_GRID)
     return {"lr": chosen, "grid": list(LR_GRID), "best_per_search_run": best,
+            "diverged_in_search": [lr for lr, ok in zip(LR_GRID, np.isfinite(scores).all(axis=0)) if not ok],
             "criterion": f"trajectory training MSE among the rates that learned function 1 "
-                         f"(MSE after it <= {LEARNED_FRACTION:g} x its targets' variance)",
+                         f"(MSE after it <= {LEARNED_FRACTION:g} x its targets' variance) "
+                         "and diverged in no search run",
             "scores": [[_num(v) for v in row] for row in scores],
             "mean_scores": [_num(v) for v in scores.mean(axis=0)],
             "first_function_mse": [[_num(v) for v in row] for row in first],
