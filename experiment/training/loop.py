@@ -173,10 +173,11 @@ def fit(task: TrainingTask, run, *, benchmark: str, config: dict, start_step: in
             if done % save_every == 0 or done == total_steps:
                 save_training(run, task, benchmark=benchmark, config=config, step=done, intervals=chosen)
                 saved = done
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         bar.close()
+        cause = f"{err}; " if str(err) else ""  # "SIGTERM received" (experiment.lock.Terminated); Ctrl-C says nothing
         if saved is None:
-            raise Interrupted(f"no checkpoint was written yet (the first comes at step {min(save_every, total_steps)}), "
-                              f"so '{run.dir}' cannot be resumed; start the run again") from None
-        raise Interrupted(f"the checkpoint of step {saved} is kept; continue with --resume {run.dir}") from None
+            raise Interrupted(f"{cause}no checkpoint was written yet (the first comes at step "
+                              f"{min(save_every, total_steps)}), so '{run.dir}' cannot be resumed; start the run again") from None
+        raise Interrupted(f"{cause}the checkpoint of step {saved} is kept; continue with --resume {run.dir}") from None
     bar.close()
