@@ -87,7 +87,11 @@ def headline(summary: dict, with_reading: bool = True) -> str:
                 else f"{_number(stats['mean'], summary)} (one seed)"
             cells.append(f"**{text}**" if row is best and c == primary and with_reading else text)
         lines.append(f"| {row['label']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + (["", reading(summary, primary)] if with_reading else []))
+    # Omniglot's claims can differ by class count (a tie at 10 classes, a gap at 600), so each
+    # count gets its own reading; sine has one headline metric.
+    read = [primary] if summary["benchmark"] == "sine" else columns
+    text = " ".join(dict.fromkeys(reading(summary, c) for c in read))  # "no comparison" said once
+    return "\n".join(lines + (["", text] if with_reading else []))
 
 
 def reading(summary: dict, metric: str) -> str:

@@ -109,3 +109,15 @@ def test_a_job_left_out_is_named_under_its_table():
     summary["not_counted"] = [{"job": "sweep/r3", "state": "failed", "error": "error: online learning diverged at 0.03"}]
     for kind in tables.KINDS:
         assert tables.render(summary, kind).endswith("Not counted: sweep/r3 (failed: error: online learning diverged at 0.03).")
+
+
+def test_an_omniglot_table_reads_every_class_count():
+    summary = {"benchmark": "omniglot", "rows": [
+        {"label": label, "method": label, "seeds": [1, 2, 3], "by_seed": {},
+         "metrics": {"held_out@10": {"mean": m10, "ci_low": m10 - 0.05, "ci_high": m10 + 0.05},
+                     "held_out@200": {"mean": m200, "ci_low": m200 - 0.02, "ci_high": m200 + 0.02}}}
+        for label, m10, m200 in (("A", 0.80, 0.50), ("B", 0.78, 0.20))]}
+    text = tables.headline(summary)
+    # a tie at 10 classes and a gap at 200 are both said, each at its own class count
+    assert "Reading (held-out, 10 classes, 95% t intervals across seeds): A and B overlap (no claim)." in text
+    assert "Reading (held-out, 200 classes, 95% t intervals across seeds): A higher than B (intervals apart)." in text
