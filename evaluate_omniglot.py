@@ -9,6 +9,7 @@
     python evaluate_omniglot.py --rln 6 --model ckpt.pt --name Omni_test_traj --test --runs 50   # seed README
     python evaluate_omniglot.py --model oml.pt --learner online iid er mer ewc           # Table 2, OML column
     python evaluate_omniglot.py --model pretraining.pt --whole-network --learner er      # Table 2, Standard column
+    python evaluate_omniglot.py --model oml.pt --learner ncm slda gauss     # exact streaming learners (docs/learners.md)
     python evaluate_omniglot.py --model a.pt b.pt --seed 1 2 --rank 2     # one point of a sweep (experiment/grid.py)
     python evaluate_omniglot.py --model RUN_DIR --selection-classes       # meta-validation: 10:50:97 selection classes
 
@@ -25,6 +26,10 @@ batch 1, one pass, on --classes-per-task C x --n-tasks T (default the paper's 1 
 10 runs, hyperparameters searched per cell on validation trajectories; on the checkpoint's frozen
 RLN (the OML or Pre-training column), or with --whole-network on the whole network from the
 checkpoint's weights (the Standard column: give it the pretraining checkpoint).
+`--learner ncm slda gauss` runs, instead of the SGD PLN, learners that cannot forget: nearest class
+mean, shrunk shared-covariance LDA and a Bayesian Gaussian classifier, exact closed forms on the
+same runs' streams (experiment/evaluation/streaming.py; docs/learners.md), one run folder each, in
+the SGD PLN's results layout; with --scratch, a fresh random network per run gives the features.
 The Oracle is the same representation learned i.i.d. with several passes (`--iid --epochs E`;
 E = 5 as the paper's Fig. 4c/d "IID, 5 epochs"), with its own learning-rate search under that
 regime. Two baselines need no checkpoint:
@@ -50,7 +55,7 @@ from datasets.omniglot_selection import OFFICIAL_SELECTION_CLASSES, reported_spl
 from experiment import grid, limits
 from experiment.checkpoint import load_checkpoint, load_weights
 from experiment.config import as_dict, from_dict, resolve
-from experiment.evaluation import table2
+from experiment.evaluation import streaming, table2
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import (
     DEFAULT_SCHEDULE,
@@ -128,8 +133,9 @@ def get_args_parser():
                              "autograd (per-step autograd: the reference, and the 2-layer PLN's); auto picks native "
                              "when it can (the old c = native, torch = portable); see docs/engines.md")
     group = parser.add_argument_group("Table 2 (continual-learning methods on a representation)")
-    group.add_argument("--learner", nargs="+", choices=table2.LEARNER_NAMES, default=None,
-                       help="run Table 2 with these learners: online, iid (Approx IID), er (ER-Reservoir), mer, ewc "
+    group.add_argument("--learner", nargs="+", choices=table2.LEARNER_NAMES + streaming.LEARNER_NAMES, default=None,
+                       help="ncm, slda, gauss: the exact streaming learners on the Fig. 4 runs (docs/learners.md); or "
+                            "run Table 2 with these learners: online, iid (Approx IID), er (ER-Reservoir), mer, ewc "
                             "(then --runs defaults to 10, the paper's, and --search-runs to 2 validation trajectories "
                             "per cell, 1 with --whole-network)")
     group.add_argument("--whole-network", dest="whole_network", action="store_true",
@@ -328,9 +334,46 @@ def table2_main(args, sweep):
     return run.dir
 
 
+def streaming_main(args, sweep):
+    """The exact streaming learners (--learner ncm slda gauss), one run folder per learner."""
+    streaming.check_flags(args, get_args_parser())
+    schedule = parse_schedule(args.schedule) if args.schedule else (
+        SELECTION_SCHEDULE if args.selection_classes else DEFAULT_SCHEDULE)
+    protocol = streaming.StreamingProtocol(runs=args.runs, search_runs=args.search_runs,
+                                           seed=EVAL_SEED if args.seed is None else args.seed)
+    protocol.validate()
+    device = resolve_device(args.device, tf32=args.tf32)
+    net, config, payload = _network(args)
+    _check_selection(payload, config, args, schedule)
+    progress = args.progress is not False
+    split = _split(args, config.image_size, progress)
+    streaming.check_schedule(schedule, split.n_classes, f"the {split.name} split at '{args.path}'")
+    if args.scratch:
+        source = streaming.RandomNetworks(net, EvalImages.from_split(split, device), device)
+        label, inputs = f"Random network per run ({config.preset})", {"feature_source": "a fresh network per run"}
+    else:
+        bank = feature_bank(net.rln, split, cache_dir=False if not args.feature_cache else args.cache_dir,
+                            device=device, progress=progress)
+        source = streaming.FrozenFeatures(bank)
+        label, inputs = _label(payload, config, args), {"feature_seconds": bank.seconds, "feature_source": bank.source}
+        print(f"{label}: features {tuple(bank.train.shape)} + {tuple(bank.test.shape)} ({bank.source}, "
+              f"{bank.seconds:.1f} s)")
+    config_record = {"evaluated": as_dict(config), "args": vars(args), "schedule": list(schedule),
+                     "split": reported_split(split)}
+    folders = streaming.write_evaluations(args.learner, source, schedule, protocol, config=config_record, label=label,
+                                          model=_identity(payload, config, args), split=reported_split(split),
+                                          name=args.name, results_dir=args.results_dir, device=device, sweep=sweep,
+                                          inputs=inputs)
+    if len(folders) > 1:
+        print(f"figure: python plot_results.py {' '.join(str(f) for f in folders)} --out fig4.png")
+    return folders[-1]
+
+
 def main(args):
     args, sweep = sweep_point(args)
     limits.run_folder(args)  # before the features and the runs, which would otherwise fail to be written
+    if args.learner and streaming.split_learners(args.learner):
+        return streaming_main(args, sweep)
     if args.learner:
         return table2_main(args, sweep)
     defaults = get_args_parser()

@@ -77,13 +77,16 @@ def update(stats: ClassStats, x: torch.Tensor, y: int) -> ClassStats:
     return ClassStats(classes, counts, means, scatter)
 
 
-def from_batch(x: torch.Tensor, y: torch.Tensor) -> ClassStats:
-    """The same state as `update` over every row of x [N, F] with labels y [N], in closed form."""
+def from_batch(x: torch.Tensor, y: torch.Tensor, scatter: bool = True) -> ClassStats:
+    """The same state as `update` over every row of x [N, F] with labels y [N], in closed form.
+    scatter=False leaves the scatter zero (NCM does not read it; it is the costly part)."""
     x = x.to(DTYPE)
     classes, index = torch.unique(y, sorted=True, return_inverse=True)
     counts = torch.bincount(index, minlength=len(classes)).to(x)
     sums = torch.zeros(len(classes), x.shape[1], dtype=DTYPE, device=x.device).index_add_(0, index, x)
     means = sums / counts[:, None]
+    if not scatter:
+        return ClassStats(classes.to(torch.long), counts, means, x.new_zeros(x.shape[1], x.shape[1]))
     centred = x - means[index]
     return ClassStats(classes.to(torch.long), counts, means, centred.T @ centred)
 
