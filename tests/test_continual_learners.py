@@ -224,4 +224,5 @@ def test_network_model_trains_every_parameter(learner_cls, extra):
     learner.end_task(params, x[:3], y[:3])
     for i in range(3, 6):
         learner.observe(params, x[i:i + 1], y[i:i + 1])
-    assert all(not torch.equal(p, q) for p, q in zip(params, net.parameters()))
+    # every parameter moved, to finite values (NaN parameters would also differ from the start)
+    assert all(torch.isfinite(p).all() and not torch.equal(p, q) for p, q in zip(params, net.parameters(), strict=True))
