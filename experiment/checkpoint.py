@@ -1,13 +1,20 @@
 """Checkpoints are plain dicts of tensors and JSON-able values: they load with weights_only=True.
 
     {"format": 1, "benchmark": "sine"|"omniglot", "method": ..., "config": {...},
-     "state_dict": model.state_dict(), "step": int, "training": {optimizer, scheduler, rng} | absent,
-     "evaluation_defaults": {"rln": K} | absent}
+     "state_dict": model.state_dict(), "weights_sha256": str, "step": int,
+     "training": {optimizer, scheduler, rng} | absent, "evaluation_defaults": {"rln": K} | absent}
+
+`weights_sha256` (`weights_digest`) is the SHA-256 of the state tensors, recorded when the file is
+written; `load_checkpoint` refuses weights that differ from it (flipped bytes, an edited tensor) or
+that are not finite (a diverged or damaged run), before anything is evaluated. Checkpoints written
+before the digest was recorded (the shipped trained_models/ among them) still load; only their
+finiteness can be checked (docs/reliability.md).
 
 `evaluation_defaults` holds evaluation settings chosen on the meta-validation split for this model
 (experiment/export.py --rln: a sine baseline's RLN/PLN split), so the plain evaluation command
 reproduces the documented number.
 """
+import hashlib
 import sys
 from pathlib import Path
 
@@ -19,6 +26,7 @@ from utils.files import save_torch
 FORMAT = 1
 CHECKPOINT_NAME = "checkpoint.pt"
 FIELDS = {"benchmark": str, "method": str, "config": dict, "state_dict": dict, "step": int}
+DIGEST = "weights_sha256"
 
 
 def _interned(obj):
@@ -34,13 +42,25 @@ def _interned(obj):
     return obj
 
 
+def weights_digest(state_dict: dict) -> str:
+    """SHA-256 of the state tensors: each name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: Path, *, benchmark: str, config: dict, model, step: int, training: dict | None = None) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
         "benchmark": benchmark,
         "method": config.get("method", "oml"),
         "config": config,
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
+        DIGEST: weights_digest(state),
         "step": step,
     }
     if training is not None:
@@ -79,8 +99,28 @@ def load_checkpoint(model_path, benchmark: str | None = None) -> dict:
         raise UserError(f"'{path}' is a damaged checkpoint: evaluation_defaults must map settings to positive integers")
     if benchmark is not None and payload["benchmark"] != benchmark:
         raise UserError(f"'{path}' is a {payload['benchmark']} checkpoint, but this script needs a {benchmark} one")
+    check_weights(payload["state_dict"], payload.get(DIGEST, None), path)
     payload["path"] = str(path)
     return payload
+
+
+def check_weights(state_dict: dict, recorded, path) -> None:
+    """Tensors only, every floating one finite, and equal to the digest recorded at save time
+    (None: a checkpoint from before digests were recorded, loaded as before)."""
+    bad = sorted(name for name, value in state_dict.items() if not isinstance(name, str) or not torch.is_tensor(value))
+    if bad:
+        raise UserError(f"'{path}' is a damaged checkpoint: its state_dict holds {bad[0]!r}, which is not a named tensor")
+    broken = [name for name, value in sorted(state_dict.items())
+              if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if broken:
+        raise UserError(f"'{path}' holds non-finite weights (nan or inf in {', '.join(broken[:3])}"
+                        f"{f' and {len(broken) - 3} more' if len(broken) > 3 else ''}): a diverged or damaged "
+                        "checkpoint, which would only evaluate to nonsense")
+    if recorded is None:  # written before digests were recorded: finiteness is all that can be checked
+        return
+    if not isinstance(recorded, str) or recorded != weights_digest(state_dict):
+        raise UserError(f"'{path}' is damaged: its weights differ from the SHA-256 recorded when it was written "
+                        "(flipped bytes or an edited tensor); restore it from a copy, or retrain")
 
 
 def load_weights(model, payload: dict):

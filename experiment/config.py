@@ -123,12 +123,67 @@ def resolve(config_cls, presets: dict, preset: str, overrides: dict):
 
 
 def from_dict(config_cls, data: dict):
-    """Rebuild a config stored in a checkpoint; unknown keys are an error, not silently dropped."""
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = set(data) - fields
+    """Rebuild a config stored in a checkpoint, held to the flags' checks before a network of its
+    sizes is built: unknown keys are an error (not silently dropped), every value must have its
+    field's type (an image size of 28.5 or a width of "x" is refused, not passed on to torch), and
+    the config's `validate()` bounds apply. A field it lacks takes today's default (a checkpoint
+    written before the field existed); `missing_fields` names them, for callers that must not."""
+    if not isinstance(data, dict):
+        raise UserError(f"the checkpoint's config is a {type(data).__name__}, not a mapping of settings")
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    unknown = set(data) - set(fields)
     if unknown:
-        raise UserError(f"checkpoint config has keys this code does not know: {sorted(unknown)}")
-    return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        raise UserError(f"checkpoint config has keys this code does not know: {sorted(unknown, key=str)}")
+    for name, value in data.items():
+        problem = _type_problem(fields[name], value)
+        if problem:
+            raise UserError(f"the checkpoint's config holds {name} = {value!r}, {problem}")
+    config = config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+    try:
+        config.validate()
+    except UserError as err:
+        raise UserError(f"the checkpoint's config holds a value its flag would refuse: {err}") from None
+    return config
+
+
+def _type_problem(field, value) -> str | None:
+    """Why `value` cannot be `field`'s (None: it can): bool is not an int here, an int is a float."""
+    kind, nullable = _value_type(field.type)
+    if value is None:
+        return None if nullable else "but this setting cannot be none"
+    if kind is tuple:
+        item = field.metadata["item"]
+        ok = isinstance(value, (list, tuple)) and all(_is(v, item) for v in value)
+        return None if ok else f"not a list of {item.__name__}s"
+    if not _is(value, kind):
+        return f"not {'an' if kind is int else 'a'} {kind.__name__}"
+    choices = field.metadata.get("choices")
+    if choices and value not in choices:
+        return f"not one of {', '.join(map(str, choices))}"
+    return None
+
+
+def _is(value, kind) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def missing_fields(config_cls, data: dict) -> list[str]:
+    """The fields a stored config lacks (from_dict fills them with today's defaults)."""
+    return [f.name for f in dataclasses.fields(config_cls) if f.name not in data]
+
+
+def sweep_members(args: argparse.Namespace, grid: dict):
+    """`args` (one sweep point, experiment.grid.select) with each value of each list-valued flag
+    swapped in, one at a time: a script checks every one as it checks a single value, so a bad
+    member (`--update_lr 0.1 nan`, `--steps 3 0`) is refused whichever --rank runs, before the
+    run records the whole grid."""
+    for name, values in grid.items():
+        for value in values:
+            yield argparse.Namespace(**{**vars(args), name: value})
 
 
 def as_dict(config) -> dict:

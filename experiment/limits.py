@@ -8,6 +8,7 @@ before it makes the machine swap (the single checks of one value live in utils/b
 """
 from experiment.omniglot_presets import OmniglotConfig
 from experiment.sine_presets import SineConfig
+from model.anml import anml_shapes
 from model.networks import conv_output_size, sine_layer_sizes
 from utils import bounds
 from utils.errors import UserError
@@ -30,10 +31,77 @@ def run_folder(args, need_bytes: int = bounds.MIN_FREE_BYTES) -> None:
     bounds.writable_folder("--results-dir", args.results_dir, need_bytes)
 
 
+DEFAULT_INTERVALS = {"log_every": 50, "save_every": 1000}
+
+
 def training_intervals(args) -> None:
-    for flag, value in (("--log-every", getattr(args, "log_every", None)), ("--save-every", getattr(args, "save_every", None))):
+    """--log-every and --save-every are at least 1, and a checkpoint falls on a metrics line: a
+    resumed run logs from its checkpoint's step, so the windows must end there. A --save-every the
+    log interval does not divide is refused, not rounded; the default 1000 becomes the largest
+    multiple of --log-every below it (experiment.training.loop.intervals)."""
+    log, save = getattr(args, "log_every", None), getattr(args, "save_every", None)
+    for flag, value in (("--log-every", log), ("--save-every", save)):
         if value is not None:
             bounds.at_least(flag, value)
+    if save is not None and not getattr(args, "resume", None):  # a resumed run's are checked against its own
+        log = log or DEFAULT_INTERVALS["log_every"]
+        if save % log:
+            raise UserError(f"--save-every {save} is not a multiple of --log-every {log}: a checkpoint must fall on a "
+                            f"metrics line, so that a resumed run logs what the uninterrupted one would; give "
+                            f"--save-every {max(log, save // log * log)} or a --log-every that divides {save}")
+
+
+# --- the flags of one method --------------------------------------------------------------------------
+
+# The config fields only some methods read (the others ignore them); a flag of one given with another
+# method is refused, not silently ignored. The shared ones (network, data, --steps, --seed) are absent.
+OMNIGLOT_METHOD_FIELDS = {
+    **dict.fromkeys(("tasks", "update_step", "held_out", "meta_random", "class_split", "reset", "update_lr",
+                     "meta_lr"), ("oml",)),
+    "first_order": ("oml", "maml-rep"),
+    **dict.fromkeys(("iid_batch", "iid_lr", "iid_epochs"), ("pretraining", "srnn")),
+    "srnn_beta": ("srnn",),
+    **dict.fromkeys(("ways", "shots", "query", "inner_steps", "maml_update_lr", "maml_meta_lr", "maml_clip",
+                     "maml_steps"), ("maml-rep",)),
+}
+# Sine: the evaluation after training (any method) reads tasks, capacity and the slot layout, and
+# its `trajectory` protocol the inner loop's update_step, batch_size, update_lr and inner_clip.
+SINE_METHOD_FIELDS = {
+    **dict.fromkeys(("meta_lr", "meta_batch", "first_order"), ("oml",)),
+    **dict.fromkeys(("update_step", "batch_size", "update_lr", "inner_clip"), ("oml", "trajectory evaluation")),
+    "iid_lr": ("pretraining", "srnn"),
+    "srnn_beta": ("srnn",),
+}
+
+
+def method_flags(given: dict, method: str, fields: dict, also: tuple = ()) -> None:
+    """Refuse the first flag of `given` ({dest: (flag, value[, as typed])}, experiment.config.
+    given_flags) that `method` does not read; `also`: other readers in use (the trajectory
+    evaluation) that make a flag apply."""
+    for dest, (flag, *_) in sorted(given.items()):
+        users = fields.get(dest)
+        if users and method not in users and not set(also) & set(users):
+            methods = [u for u in users if " " not in u]
+            others = "".join(f" (and the {u}, with --eval-protocol trajectory)" for u in users if " " in u)
+            raise UserError(f"{flag} is read by --method {' or '.join(methods)}{others} only; with --method {method} "
+                            "it would be silently ignored: drop it")
+
+
+# --- a checkpoint's network -------------------------------------------------------------------------
+
+def n_params(cfg) -> int:
+    return sine_params(cfg) if isinstance(cfg, SineConfig) else sum(omniglot_params(cfg))
+
+
+def checkpoint_network(cfg, payload: dict) -> None:
+    """Before the network a checkpoint's config describes is built: it has as many parameters as
+    the checkpoint's weights. A config whose sizes were changed (channels 1e6, width 1e8, image size
+    1e5) would otherwise make torch ask for gigabytes to terabytes before the shapes are compared."""
+    need = n_params(cfg)
+    held = sum(int(t.numel()) for t in payload["state_dict"].values())
+    if need != held:
+        raise UserError(f"'{payload.get('path', 'the checkpoint')}' does not fit the network its config describes: "
+                        f"the config's sizes need {need:,} parameters, its weights hold {held:,}")
 
 
 def _linear_params(sizes) -> int:
@@ -99,6 +167,8 @@ def sine_evaluation(cfg: SineConfig, protocol) -> None:
 
 def _omniglot_shapes(cfg: OmniglotConfig):
     """(units of each convolution's output per image, features, RLN params, PLN params)."""
+    if cfg.method == "anml":
+        return anml_shapes(cfg.image_size, cfg.channels, cfg.nm_channels, cfg.n_outputs)
     side, units, in_ch, conv_params = cfg.image_size, [], 1, 0
     for stride in cfg.strides:
         side = (side - 3) // stride + 1
@@ -127,7 +197,9 @@ def _image_part(cfg: OmniglotConfig, n_classes: int = OMNIGLOT_BACKGROUND_CLASSE
 def omniglot_training(cfg: OmniglotConfig) -> None:
     units, _, conv_params, pln_params = _omniglot_shapes(cfg)
     per_image = F32 * cfg.image_size ** 2 + 2 * F32 * sum(units)  # input, conv and ReLU outputs
-    if cfg.method == "oml":
+    if cfg.method in ("oml", "anml"):
+        if cfg.method == "anml":  # its fast weights are the body and the head: bounded by all parameters
+            pln_params += conv_params
         images = (cfg.tasks * (cfg.update_step * (1 + cfg.meta_repeats_trajectory) + cfg.held_out) + cfg.meta_random)
         steps = cfg.tasks * cfg.update_step
         backward = 1 if cfg.first_order else 2  # second order keeps the double-backward graph too

@@ -84,10 +84,16 @@ def _spelling(parser: argparse.ArgumentParser, dest: str, value) -> str:
     return (chosen or options)[0].option_strings[0]
 
 
+def _usage_error(message: str):
+    """argparse's refusals (a bad choice, a value that is not a number, two exclusive flags) as
+    the one `error:` line every other refusal is, instead of the usage text and a second line."""
+    raise UserError(f"{message} (see --help)")
+
+
 def run_main(main, parser: argparse.ArgumentParser, argv=None):
-    args = parser.parse_args(argv)
+    parser.error = _usage_error
     try:
-        return main(args)
+        return main(parser.parse_args(argv))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -2,8 +2,9 @@
 checkpoints with everything needed to resume exactly (weights, optimiser, scheduler, RNG).
 
 Resume refuses, before writing anything, what would damage or mislead: flags that contradict
-the run's config, a weights-only checkpoint, a folder another process is training, `--steps`
-below the run's count. Under the run's lock it then removes temp files of killed writes and
+the run's config, a config lacking a setting (it would continue with today's default), weights
+that do not fit the config's network, a weights-only checkpoint, a folder another process is
+training, `--steps` below the run's count. Under the run's lock it then removes temp files of killed writes and
 cuts metrics.jsonl back to the checkpoint's step (a half-written last line included).
 """
 import math
@@ -14,17 +15,23 @@ import numpy as np
 from torch import nn
 from tqdm import tqdm
 
+from experiment import limits
 from experiment import lock as run_lock
 from experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from experiment.config import as_dict
+from experiment.config import as_dict, missing_fields
+from experiment.omniglot_presets import build_model as build_omniglot
 from experiment.run import Run, read_metadata, repair_log
+from experiment.sine_presets import build_model as build_sine
 from utils.errors import Interrupted, UserError
 from utils.files import remove_orphans
 from utils.messages import note
 from utils.seeding import capture_rng_state, restore_rng_state
 
-DEFAULT_INTERVALS = {"log_every": 50, "save_every": 1000}
+DEFAULT_INTERVALS = limits.DEFAULT_INTERVALS
 DEFAULT_HINT = "lower --meta_lr or --update_lr"
+# A loss this many times the untrained network's (the first step's loss before any update, or its
+# meta-loss before the inner loop) has left any sane range: a finite 5.8e25 is as diverged as nan.
+DIVERGED_FACTOR = 1e6
 
 
 @runtime_checkable
@@ -100,6 +107,16 @@ def check_resume(resume: str, *, benchmark: str, config_from_checkpoint, given: 
         raise UserError(f"'{folder}' is not a run folder (no config.json next to {path.name}); resume the run "
                         "folder training wrote")
     config = config_from_checkpoint(payload)
+    lacking = missing_fields(type(config), payload["config"])
+    if lacking:
+        raise UserError(f"'{path}' cannot be resumed: its config lacks {', '.join(lacking)}, so the run would continue "
+                        "with today's defaults instead of the values it was trained with; start a new run")
+    limits.checkpoint_network(config, payload)
+    missing, unexpected = _state_keys(config, payload)
+    if missing or unexpected:
+        raise UserError(f"'{path}' does not fit the network its config describes: "
+                        + "; ".join(f"{what} {', '.join(keys[:3])}" for what, keys in
+                                    (("missing", missing), ("unexpected", unexpected)) if keys))
     saved_intervals = payload["training"].get("intervals", {})
     conflicts = conflicting_flags(given, {**as_dict(config), **saved_intervals}, allowed)
     if conflicts:
@@ -118,6 +135,16 @@ def check_resume(resume: str, *, benchmark: str, config_from_checkpoint, given: 
         config.steps = steps
     read_metadata(folder)  # a damaged metadata.json is refused here, before any write
     return payload, config
+
+
+def _state_keys(config, payload) -> tuple[list, list]:
+    """(names missing or misshapen, unexpected names) of the state_dict against the config's
+    network; after the parameter count was compared, building it costs no more than the weights."""
+    build = {"sine": build_sine, "omniglot": build_omniglot}[payload["benchmark"]]
+    expected = {k: tuple(v.shape) for k, v in build(config).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in payload["state_dict"].items()}
+    missing = sorted(k for k in expected if got.get(k) != expected[k])
+    return missing, sorted(set(got) - set(expected))
 
 
 def open_resumed(payload: dict, config, device) -> Run:
@@ -155,12 +182,18 @@ def fit(task: TrainingTask, run, *, benchmark: str, config: dict, start_step: in
     bar = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps,
                disable=None if progress is None else not progress, desc=f"{config.get('method', '')} {benchmark}")
     saved = start_step if start_step > 0 else None  # a resumed run starts from its checkpoint
+    limit = None
     try:
         for step in bar:
             metrics = task.step()
-            if not math.isfinite(metrics["loss"]):
+            if limit is None:  # the first step's loss before any update: the network as it started
+                limit = DIVERGED_FACTOR * max(1.0, metrics.get("meta_loss_before", metrics["loss"]))
+            if not math.isfinite(metrics["loss"]) or metrics["loss"] > limit:
                 kept = "no checkpoint was written yet" if saved is None else f"the checkpoint of step {saved} is kept"
-                raise UserError(f"training diverged: the loss became {metrics['loss']} at step {step + 1} "
+                loss = metrics["loss"]
+                what = (f"became {loss}" if not math.isfinite(loss) else
+                        f"reached {loss:.3g}, over {DIVERGED_FACTOR:.0e} times the starting network's,")
+                raise UserError(f"training diverged: the loss {what} at step {step + 1} "
                                 f"({kept}; {getattr(task, 'divergence_hint', DEFAULT_HINT)})")
             for key, value in metrics.items():
                 window.setdefault(key, []).append(value)
