@@ -159,3 +159,167 @@ def test_gauss_matches_scipy_multivariate_t_and_its_prior_is_order_free():
     single = streaming.from_batch(x[::5], y[::5])
     assert float(single.scatter.abs().max()) == 0.0
     assert torch.isfinite(streaming.gauss_scores(single, probe)).all()
+
+
+# --- the evaluation: evaluate_omniglot.py --learner ncm slda gauss -----------------------------------
+
+TINY = {"image_size": 12, "channels": 4, "strides": (2, 2), "n_outputs": 16, "n_classes": 10, "class_split": 5}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """8 evaluation classes of 12 px images and a tiny checkpoint."""
+    from tests.omniglot_fixtures import tiny_network_and_tree
+
+    root = tmp_path_factory.mktemp("omni_streaming")
+    data, cfg, net, ckpt = tiny_network_and_tree(root, TINY)
+    return {"data": data, "cfg": cfg, "net": net, "ckpt": ckpt, "cache": root / "cache"}
+
+
+def _cli(tiny, tmp_path, *argv):
+    import evaluate_omniglot
+    from utils.cli import run_main
+
+    base = ["--path", str(tiny["data"]), "--results-dir", str(tmp_path), "--cache-dir", str(tiny["cache"]),
+            "--no-progress", "--nonstandard-data"]
+    return run_main(evaluate_omniglot.main, evaluate_omniglot.get_args_parser(), [*argv, *base])
+
+
+def _folders(tmp_path):
+    return sorted(tmp_path.glob("*/omniglot_eval/*"), key=lambda p: p.stat().st_mtime_ns)
+
+
+def test_cli_writes_one_sgd_layout_results_file_per_learner(tiny, tmp_path):
+    import json
+
+    import plot_results
+    from datasets.omniglot import load_omniglot
+    from experiment import aggregate
+    from experiment.evaluation.features import feature_bank
+    from experiment.evaluation.omniglot import run_specs
+    from utils.cli import run_main
+    from utils.results import read_results
+
+    last = _cli(tiny, tmp_path, "--model", str(tiny["ckpt"]), "--learner", "ncm", "slda", "gauss",
+                "--schedule", "2:4", "--runs", "3", "--search-runs", "2")
+    folders = _folders(tmp_path)
+    assert len(folders) == 3 and folders[-1] == last
+    results = [read_results(f) for f in folders]  # the SGD PLN's results reader accepts them
+    assert [r["protocol"]["learner"] for r in results] == ["ncm", "slda", "gauss"]
+    split = load_omniglot(tiny["data"], "evaluation", 12, cache_dir=tiny["cache"], progress=False)
+    bank = feature_bank(tiny["net"].rln, split, cache_dir=False)
+    for result, folder in zip(results, folders):
+        assert result["benchmark"] == "omniglot" and result["schedule"] == [2, 4] and (folder / "fig4.png").is_file()
+        assert result["label"].startswith("OML (cpu), ") and result["protocol"]["lr"] is None
+        config = json.loads((folder / "config.json").read_text())
+        assert config["evaluated"]["learner"] == result["protocol"]["learner"]
+        for n in (2, 4):
+            entry = result["by_classes"][str(n)]
+            assert entry["lr"] is None and entry["lr_search"] is None and len(entry["runs"]["held_out_accuracy"]) == 3
+            # run i holds the classes of the SGD PLN's run i
+            assert entry["runs"]["classes"] == [s.classes.tolist() for s in run_specs(90, "eval", n, 3, 8, False, 1)]
+            if result["protocol"]["learner"] == "slda":
+                assert entry["shrinkage"] in streaming.SHRINKAGE_GRID
+                search = entry["shrinkage_search"]
+                assert search["classes"] == [s.classes.tolist() for s in run_specs(90, "lr_search", n, 2, 8, False, 1)]
+            else:
+                assert entry["shrinkage"] is None and entry["shrinkage_search"] is None
+            # the numbers are those of the one-image-at-a-time learner, fed the run's images shuffled
+            for i, spec in enumerate(run_specs(90, "eval", n, 3, 8, False, 1)):
+                x = bank.train[torch.as_tensor(spec.classes)].reshape(-1, bank.n_features).double()
+                y = torch.as_tensor(np.repeat(spec.classes, 15))
+                state = _streamed(x, y, np.random.default_rng(i).permutation(len(x)))
+                test_x = bank.test[torch.as_tensor(spec.classes)].reshape(-1, bank.n_features).double()
+                test_y = torch.as_tensor(np.repeat(spec.classes, 5))
+                learner = result["protocol"]["learner"]
+                got = {"ncm": streaming.ncm_scores(state, test_x), "gauss": streaming.gauss_scores(state, test_x),
+                       "slda": streaming.slda_scores(state, test_x, entry["shrinkage"] or 1.0)}[learner]
+                held_out = float((streaming.predict(state, got) == test_y).double().mean())
+                assert entry["runs"]["held_out_accuracy"][i] == pytest.approx(held_out, abs=1e-8)
+    out = tmp_path / "learners.png"
+    run_main(plot_results.main, plot_results.get_args_parser(), [*map(str, folders), "--out", str(out)])
+    assert out.is_file()
+    # experiment.aggregate groups them apart (the learner is part of what was evaluated)
+    evaluations = []
+    for rank, folder in enumerate(folders):
+        evaluated = json.loads((folder / "config.json").read_text())["evaluated"]
+        settings = {k: v for k, v in evaluated.items() if k != "seed"} | {"method": "oml"}
+        evaluations.append({"sweep": "s", "rank": rank, "run_dir": str(folder), "seed": evaluated["seed"],
+                            "settings": settings, "result": read_results(folder)})
+    groups = aggregate.groups_of(evaluations)
+    assert sorted(g["row"] for g in groups) == ["learner=gauss", "learner=ncm", "learner=slda"]
+    assert all(aggregate.aggregate_group(g)["schedule"] == [2, 4] for g in groups)
+
+
+def test_same_seed_same_bytes_and_another_seed_other_runs(tiny, tmp_path):
+    argv = ["--model", str(tiny["ckpt"]), "--learner", "slda", "gauss", "--schedule", "3", "--runs", "2",
+            "--search-runs", "2"]
+    _cli(tiny, tmp_path / "a", *argv)
+    _cli(tiny, tmp_path / "b", *argv)
+    a, b = _folders(tmp_path / "a"), _folders(tmp_path / "b")
+    assert [(f / "results.json").read_bytes() for f in a] == [(f / "results.json").read_bytes() for f in b]
+    _cli(tiny, tmp_path / "c", *argv, "--seed", "5")
+    assert (_folders(tmp_path / "c")[0] / "results.json").read_bytes() != (a[0] / "results.json").read_bytes()
+
+
+def test_scratch_gives_each_run_its_own_random_network(tiny, tmp_path):
+    import json
+
+    from experiment.evaluation.omniglot import run_specs
+    from experiment.evaluation.scratch import fresh_params
+
+    last = _cli(tiny, tmp_path, "--scratch", "--model", str(tiny["ckpt"]), "--learner", "ncm", "--schedule", "3",
+                "--runs", "2")
+    result = json.loads((last / "results.json").read_text())
+    assert result["model"]["method"] == "scratch" and "fresh random network per run" in result["protocol"]["representation"]
+    assert result["label"].startswith("Random network per run")
+    # the networks are the runs' Scratch initialisations: run 0 and run 1 differ
+    specs = run_specs(90, "eval", 3, 2, 8, False, 1)
+    first, second = (fresh_params(tiny["net"], s.init_seed)[0] for s in specs)
+    assert not torch.equal(first, second)
+    frozen = _cli(tiny, tmp_path / "frozen", "--model", str(tiny["ckpt"]), "--learner", "ncm", "--schedule", "3",
+                  "--runs", "2")
+    assert json.loads((frozen / "results.json").read_text())["by_classes"] != result["by_classes"]
+
+
+def test_selection_classes(tmp_path):
+    import json
+
+    from experiment.checkpoint import save_checkpoint
+    from experiment.config import as_dict, resolve
+    from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig, build_model
+    from tests.omniglot_fixtures import write_fake_both
+
+    data = write_fake_both(tmp_path / "data", n_alphabets=6, chars_per_alphabet=3, size=24)  # selection: Sanskrit
+    cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, "cpu", {**TINY, "n_outputs": 32, "n_classes": 18, "class_split": 14,
+                                                            "hold_out_selection": True})
+    torch.manual_seed(0)
+    ckpt = tmp_path / "held_out.pt"
+    save_checkpoint(ckpt, benchmark="omniglot", config=as_dict(cfg), model=build_model(cfg), step=0)
+    tiny = {"data": data, "cache": tmp_path / "cache"}
+    last = _cli(tiny, tmp_path / "out", "--model", str(ckpt), "--learner", "slda", "--selection-classes",
+                "--schedule", "2:3", "--runs", "2", "--search-runs", "1")
+    result = json.loads((last / "results.json").read_text())
+    assert result["split"] == "selection" and result["protocol"]["classes_from"] == 3
+    assert result["by_classes"]["3"]["shrinkage_search"]["classes"] == [[0, 1, 2]]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learner", "ncm", "online"], "separate commands"),
+    (["--learner", "ncm", "ncm"], "twice"),
+    (["--learner", "slda", "--lr", "0.01"], "--lr does not apply"),
+    (["--learner", "gauss", "--iid"], "--iid does not apply"),
+    (["--learner", "ncm", "--engine", "native", "--protocol", "2019"], "--engine, --protocol do not apply"),
+    (["--learner", "ncm", "--whole-network"], "--whole-network does not apply"),
+    (["--learner", "ncm", "--runs", "0"], "--runs must be at least 1"),
+    (["--learner", "ncm", "--schedule", "9"], "only 8"),
+    (["--learner", "lda"], "invalid choice"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        _cli(tiny, tmp_path, "--model", str(tiny["ckpt"]), *argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") or "invalid choice" in err, err
+    assert message in err, err
+    assert not _folders(tmp_path)
