@@ -80,6 +80,8 @@ def update(stats: ClassStats, x: torch.Tensor, y: int) -> ClassStats:
 def from_batch(x: torch.Tensor, y: torch.Tensor, scatter: bool = True) -> ClassStats:
     """The same state as `update` over every row of x [N, F] with labels y [N], in closed form.
     scatter=False leaves the scatter zero (NCM does not read it; it is the costly part)."""
+    if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"from_batch takes images [N, F] and labels [N], N >= 1; got {list(x.shape)} and {list(y.shape)}")
     x = x.to(DTYPE)
     classes, index = torch.unique(y, sorted=True, return_inverse=True)
     counts = torch.bincount(index, minlength=len(classes)).to(x)
@@ -91,6 +93,15 @@ def from_batch(x: torch.Tensor, y: torch.Tensor, scatter: bool = True) -> ClassS
     return ClassStats(classes.to(torch.long), counts, means, centred.T @ centred)
 
 
+def _images(stats: ClassStats, x: torch.Tensor) -> torch.Tensor:
+    """x as float64 [M, F], refused (ValueError) unless its features are the statistics' and a class was seen."""
+    if x.ndim != 2 or x.shape[1] != stats.n_features:
+        raise ValueError(f"images must be [M, {stats.n_features}], got {list(x.shape)}")
+    if len(stats.classes) == 0:
+        raise ValueError("no class has been seen: nothing to predict")
+    return x.to(DTYPE)
+
+
 def predict(stats: ClassStats, scores: torch.Tensor) -> torch.Tensor:
     return stats.classes[scores.argmax(dim=1)]
 
@@ -99,7 +110,7 @@ def predict(stats: ClassStats, scores: torch.Tensor) -> torch.Tensor:
 
 def ncm_scores(stats: ClassStats, x: torch.Tensor) -> torch.Tensor:
     """-||x - m_c||^2 for every image and class (||x||^2 dropped: the same for every class)."""
-    x = x.to(DTYPE)
+    x = _images(stats, x)
     return 2 * x @ stats.means.T - (stats.means ** 2).sum(1)
 
 
@@ -122,7 +133,7 @@ def shrunk_covariance(stats: ClassStats, shrinkage: float) -> torch.Tensor:
 def slda_scores(stats: ClassStats, x: torch.Tensor, shrinkage: float) -> torch.Tensor:
     """x^T P m_c - m_c^T P m_c / 2 with P the inverse shrunk covariance (equal class priors)."""
     weights = torch.linalg.solve(shrunk_covariance(stats, shrinkage), stats.means.T)  # [F, K]
-    return x.to(DTYPE) @ weights - 0.5 * (stats.means * weights.T).sum(1)
+    return _images(stats, x) @ weights - 0.5 * (stats.means * weights.T).sum(1)
 
 
 # --- Bayesian Gaussian -----------------------------------------------------------------------------
@@ -170,7 +181,7 @@ def gauss_log_predictive(stats: ClassStats, posterior: GaussPosterior, x: torch.
     """log p(x | class c, data) for every image and class [M, K]: the multivariate t log-density."""
     f, dof = stats.n_features, posterior.dof
     chol = torch.linalg.cholesky(posterior.psi)
-    z = torch.linalg.solve_triangular(chol, x.to(DTYPE).T, upper=False).T          # L^-1 x      [M, F]
+    z = torch.linalg.solve_triangular(chol, _images(stats, x).T, upper=False).T          # L^-1 x      [M, F]
     w = torch.linalg.solve_triangular(chol, stats.means.T, upper=False).T          # L^-1 m_c    [K, F]
     mahalanobis = ((z ** 2).sum(1, keepdim=True) - 2 * z @ w.T + (w ** 2).sum(1)).clamp_min(0.0)  # (x-m)^T psi^-1 (x-m)
     ratio = (stats.counts + 1) / stats.counts                                      # (n_c + 1) / n_c

@@ -323,3 +323,14 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny, tmp_path, capsys, argv, 
     assert err.startswith("error: ") or "invalid choice" in err, err
     assert message in err, err
     assert not _folders(tmp_path)
+
+
+def test_wrong_shapes_are_refused():
+    x, y = _stream()
+    state = streaming.from_batch(x, y)
+    for bad in (lambda: streaming.from_batch(x, y[:-1]), lambda: streaming.from_batch(x[0], y[:1]),
+                lambda: streaming.from_batch(x[:0], y[:0]), lambda: streaming.ncm_scores(state, x[:, :2]),
+                lambda: streaming.slda_scores(state, x[0], 0.1), lambda: streaming.gauss_scores(state, x[:, 1:]),
+                lambda: streaming.ncm_scores(streaming.empty(4), x)):
+        with pytest.raises(ValueError):
+            bad()
