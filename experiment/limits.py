@@ -90,16 +90,18 @@ def method_flags(given: dict, method: str, fields: dict, also: tuple = ()) -> No
 # --- a checkpoint's network -------------------------------------------------------------------------
 
 def n_params(cfg) -> int:
+    """Parameters of the network a config describes, without building it."""
     return sine_params(cfg) if isinstance(cfg, SineConfig) else sum(omniglot_params(cfg))
 
 
 def checkpoint_network(cfg, payload: dict) -> None:
-    """Before the network a checkpoint's config describes is built: it has as many parameters as
-    the checkpoint's weights. A config whose sizes were changed (channels 1e6, width 1e8, image size
-    1e5) would otherwise make torch ask for gigabytes to terabytes before the shapes are compared."""
+    """Before the network a checkpoint's config describes is built: it needs no more parameters than
+    the checkpoint's weights hold (buffers, such as a normalisation's statistics, come on top). A
+    config whose sizes were changed (channels 1e6, width 1e8, image size 1e5) would otherwise make
+    torch ask for gigabytes to terabytes before the shapes are compared (checkpoint.load_weights)."""
     need = n_params(cfg)
     held = sum(int(t.numel()) for t in payload["state_dict"].values())
-    if need != held:
+    if need > held:
         raise UserError(f"'{payload.get('path', 'the checkpoint')}' does not fit the network its config describes: "
                         f"the config's sizes need {need:,} parameters, its weights hold {held:,}")
 
