@@ -54,11 +54,13 @@ def training_intervals(args) -> None:
 # --- the flags of one method --------------------------------------------------------------------------
 
 # The config fields only some methods read (the others ignore them); a flag of one given with another
-# method is refused, not silently ignored. The shared ones (network, data, --steps, --seed) are absent.
+# method is refused, not silently ignored. The shared ones (network, data, --steps, --seed) are absent,
+# and so are --tasks, --class-split and --meta-random: validate() bounds them by --n-classes for every
+# method, so a baseline on few classes may need them set to pass.
 OMNIGLOT_METHOD_FIELDS = {
-    **dict.fromkeys(("tasks", "update_step", "held_out", "meta_random", "class_split", "reset", "update_lr",
-                     "meta_lr"), ("oml",)),
-    "first_order": ("oml", "maml-rep"),
+    **dict.fromkeys(("update_step", "held_out", "reset", "update_lr", "meta_lr"), ("oml", "anml")),
+    "first_order": ("oml", "anml", "maml-rep"),
+    "nm_channels": ("anml",),
     **dict.fromkeys(("iid_batch", "iid_lr", "iid_epochs"), ("pretraining", "srnn")),
     "srnn_beta": ("srnn",),
     **dict.fromkeys(("ways", "shots", "query", "inner_steps", "maml_update_lr", "maml_meta_lr", "maml_clip",

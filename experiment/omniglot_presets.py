@@ -25,13 +25,16 @@ steps); `cpu` sets its own rates and length, chosen by a short probe (docs/maml_
 from dataclasses import dataclass
 
 from experiment.config import check_counts, check_rates, from_dict, setting
+from model.anml import body_side, build_anml_net
 from model.networks import build_omniglot_net, conv_output_size
 from utils import bounds
 from utils.errors import UserError
 
 N_META_TRAIN_CLASSES = 963  # the background set has 964; the original uses classes 0..962
-METHODS = ("oml", "pretraining", "srnn", "maml-rep")
+METHODS = ("oml", "pretraining", "srnn", "maml-rep", "anml")
 IID_METHODS = ("pretraining", "srnn")  # their --steps default comes from --iid-epochs
+ANML_PRESETS = ("anml", "anml_cpu")  # ANML's network (model/anml.py); the others are OML's
+ANML_STRIDES = (1, 1, 1)  # its three 3x3 convolutions (the 2x2 pools are part of the architecture)
 
 
 @dataclass
@@ -39,14 +42,16 @@ class OmniglotConfig:
     """Every setting of an Omniglot run, each with its flags (experiment.config.setting); those
     with no flags are set by the presets only."""
     preset: str = setting("oml2020", "--preset",
-                          help="named configuration: mrcl2019, oml2020, oml2020paper, cpu or cpu_wide (default: oml2020; "
-                               "mrcl2019 for the seed README's command, --rln 6); flags override it")
+                          help="named configuration: mrcl2019, oml2020, oml2020paper, cpu, cpu_wide, anml or anml_cpu "
+                               "(default: oml2020; mrcl2019 for the seed README's command, --rln 6; anml for "
+                               "--method anml); flags override it")
     method: str = setting("oml", "--method", choices=list(METHODS),
                           help="OML, or a baseline: pretraining (i.i.d.), srnn (i.i.d. + sparsity) or maml-rep "
-                               "(few-shot MAML of the PLN)")
+                               "(few-shot MAML of the PLN); anml: ANML (docs/anml.md; --preset anml or anml_cpu)")
     # network
     image_size: int = setting(84, "--image-size", "--image_size", help="images are resized to this square side")
     channels: int = setting(256, "--channels", help="channels of every convolution")
+    nm_channels: int = setting(112, "--nm-channels", help="ANML: channels of the neuromodulatory network's convolutions")
     strides: tuple = setting((2, 1, 2, 1, 2, 2), "--strides", help="one per 3x3 convolution")
     pln_hidden: int = setting(0, "--pln-hidden", help="0: linear PLN (2020); 1024: the 2019 two-layer PLN")
     n_outputs: int = setting(1000, help="output units (the original's 1000)")
@@ -115,7 +120,7 @@ class OmniglotConfig:
             raise UserError(f"--update_step {self.update_step} plus {self.held_out} held-out images exceed a class's 20 images")
         if self.class_split is not None and not 0 < self.class_split < self.n_classes:
             raise UserError(f"class split {self.class_split} must lie inside 1..{self.n_classes - 1}")
-        if self.method == "oml" and not (self.held_out or self.meta_random or self.meta_repeats_trajectory):
+        if self.method in ("oml", "anml") and not (self.held_out or self.meta_random or self.meta_repeats_trajectory):
             raise UserError("the meta set is empty: give --held-out or --meta-random a positive value")
         if len(self.strides) < 1 or any(s < 1 for s in self.strides):
             raise UserError(f"--strides must be positive integers, got {list(self.strides)}")
@@ -136,6 +141,24 @@ class OmniglotConfig:
             raise UserError(f"--ways {self.ways} exceeds the {self.n_classes} meta-training classes")
         bounds.positive_finite("--srnn-beta", self.srnn_beta)
         bounds.seed(self.seed)
+        self._validate_anml()
+
+    def _validate_anml(self):
+        if (self.method == "anml") != (self.preset in ANML_PRESETS):
+            if self.method == "anml":
+                raise UserError(f"--method anml trains ANML's network: give --preset anml or anml_cpu "
+                                f"(preset {self.preset} is an OML network)")
+            raise UserError(f"preset {self.preset} is ANML's network: it trains with --method anml only, "
+                            f"not --method {self.method}")
+        if self.method != "anml":
+            return
+        if tuple(self.strides) != ANML_STRIDES or self.pln_hidden:
+            raise UserError("ANML's network has three stride-1 convolutions and a linear output layer: "
+                            "--strides and --pln-hidden do not apply")
+        check_counts(self, ("nm_channels",))
+        if body_side(self.image_size) < 1:
+            raise UserError(f"--image-size {self.image_size} is too small for ANML's conv-pool-conv-pool-conv "
+                            "(at least 18)")
 
 
 PAPER_NETWORK = dict(image_size=84, channels=256, strides=(2, 1, 2, 1, 2, 2))
@@ -165,10 +188,23 @@ OMNIGLOT_PRESETS["cpu"] = {**OMNIGLOT_PRESETS["oml2020"], "image_size": 28, "cha
 # and length chosen by the cost-accuracy study, the rates by a 3 x 3 grid, all on validation scores
 # within an hour's budget (docs/cpu_wide.md).
 OMNIGLOT_PRESETS["cpu_wide"] = {**OMNIGLOT_PRESETS["cpu"], "channels": 128, "steps": 20_000, "meta_lr": 3e-4}
+# ANML as uvm-neurobotics-lab/ANML ran it (sources: docs/anml.md): 28x28 images, NM 112 and prediction
+# 256 channels; one class per meta-step, its 20 images one SGD step each (the whole prediction network,
+# rate 0.1), the meta-loss on those 20 images plus 64 random ones; first order; Adam 1e-3, 20,000 steps.
+OMNIGLOT_PRESETS["anml"] = dict(method="anml", image_size=28, channels=256, nm_channels=112, strides=ANML_STRIDES,
+                                pln_hidden=0, tasks=1, update_step=20, held_out=0, meta_random=64,
+                                meta_repeats_trajectory=True, class_split=None, reset=True, update_lr=0.1,
+                                meta_lr=1e-3, first_order=True, steps=20_000, seed=9)
+# ANML's method and rates on a network a 2-core CPU can meta-train: NM 28 and prediction 64 channels
+# (576 gated features), 2,000 steps; chosen by a cost-accuracy probe on the meta-validation classes
+# (docs/anml.md, "The anml_cpu preset").
+OMNIGLOT_PRESETS["anml_cpu"] = {**OMNIGLOT_PRESETS["anml"], "channels": 64, "nm_channels": 28, "steps": 2_000}
 
 
 def build_model(cfg: OmniglotConfig):
     """The untrained network a config describes (the one place its sizes are spelled out)."""
+    if cfg.method == "anml":
+        return build_anml_net(cfg.nm_channels, cfg.channels, cfg.image_size, cfg.n_outputs)
     return build_omniglot_net(cfg.channels, cfg.image_size, cfg.strides, cfg.pln_hidden, cfg.n_outputs)
 
 

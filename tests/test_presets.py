@@ -7,7 +7,7 @@ import pytest
 import evaluate_regression
 import oml_omniglot
 import oml_regression
-from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
+from experiment.omniglot_presets import ANML_PRESETS, OMNIGLOT_PRESETS, OmniglotConfig
 from experiment.sine_presets import SINE_PRESETS, SineConfig
 
 
@@ -38,7 +38,7 @@ def test_oml_omniglot_resolves_each_preset_to_its_entry(preset):
     assert _fields(resolved) == _fields(_declared(OmniglotConfig, OMNIGLOT_PRESETS, preset))
 
 
-@pytest.mark.parametrize("preset", sorted(OMNIGLOT_PRESETS))
+@pytest.mark.parametrize("preset", sorted(set(OMNIGLOT_PRESETS) - set(ANML_PRESETS)))  # ANML's refuse other methods
 def test_maml_rep_resolves_each_preset_to_its_entry_with_its_own_length(preset):
     """--method maml-rep reads the preset's MAML-Rep fields; its --steps default is maml_steps (as
     the i.i.d. baselines' comes from iid_epochs), and nothing else moves."""
@@ -114,3 +114,19 @@ def test_cpu_wide_is_the_cpu_preset_with_128_channels_twice_the_steps_and_a_smal
     resolved = _fields(oml_omniglot._config(oml_omniglot.get_args_parser().parse_args(["--preset", "cpu_wide"])))
     assert resolved == wide  # no flag given: exactly the declared preset
     assert build_model(_declared(OmniglotConfig, OMNIGLOT_PRESETS, "cpu_wide")).pln[-1].in_features == 1152
+
+
+def test_anml_is_the_anml_repositorys_command_and_anml_cpu_only_its_size_and_length():
+    """docs/anml.md's table: uvm-neurobotics-lab/ANML's README command (--rln 7 --meta_lr 0.001
+    --update_lr 0.1 --steps 20000 --seed 9) with its defaults (one class, 20 inner steps) and its
+    sampler (64 random images + the class's 20 again), first order, at 28x28 with 112/256 channels."""
+    anml = _fields(_declared(OmniglotConfig, OMNIGLOT_PRESETS, "anml"))
+    expected = dict(method="anml", image_size=28, nm_channels=112, channels=256, tasks=1, update_step=20,
+                    held_out=0, meta_random=64, meta_repeats_trajectory=True, class_split=None, reset=True,
+                    update_lr=0.1, meta_lr=1e-3, first_order=True, steps=20_000, seed=9, n_classes=963)
+    assert {k: anml[k] for k in expected} == expected
+    small = _fields(_declared(OmniglotConfig, OMNIGLOT_PRESETS, "anml_cpu"))
+    assert {k for k in small if small[k] != anml[k]} == {"preset", "channels", "nm_channels", "steps"}
+    for preset in ANML_PRESETS:
+        resolved = oml_omniglot._config(oml_omniglot.get_args_parser().parse_args(["--method", "anml", "--preset", preset]))
+        assert _fields(resolved) == _fields(_declared(OmniglotConfig, OMNIGLOT_PRESETS, preset))

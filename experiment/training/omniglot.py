@@ -75,9 +75,9 @@ def sampling_layout(cfg: OmniglotConfig, classes: np.ndarray) -> tuple[int, int 
             raise UserError(f"{what} and {split} of them lie below --class-split {cfg.class_split}: "
                             "both sides of the split need classes")
         pool = n - (split or 0)
-        if cfg.method == "oml" and cfg.tasks > pool:
+        if cfg.method in ("oml", "anml") and cfg.tasks > pool:
             raise UserError(f"{what}: --tasks {cfg.tasks} exceeds the {pool} trajectory classes")
-        if cfg.method == "oml" and cfg.meta_random > (split or n) * 20:
+        if cfg.method in ("oml", "anml") and cfg.meta_random > (split or n) * 20:
             raise UserError(f"{what}: --meta-random {cfg.meta_random} exceeds their {(split or n) * 20} images")
         if cfg.method == "maml-rep" and cfg.ways > n:
             raise UserError(f"{what}: --ways {cfg.ways} exceeds them")
@@ -261,6 +261,9 @@ class MAMLRepTraining(_Training):
 
 
 def make_training(cfg: OmniglotConfig, device, images: np.ndarray, classes=None):
+    if cfg.method == "anml":  # imported here: ANML's task builds on OMLTraining, defined above
+        from experiment.training.anml import ANMLTraining
+        return ANMLTraining(cfg, device, images, classes)
     kinds = {"oml": OMLTraining, "maml-rep": MAMLRepTraining}
     return kinds.get(cfg.method, IIDTraining)(cfg, device, images, classes)
 
