@@ -24,13 +24,13 @@ import torch
 from datasets.omniglot import load_omniglot
 from datasets.omniglot_selection import reported_split, selection_split
 from experiment import grid, limits
-from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve, sweepable
+from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve, sweep_members, sweepable
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import Protocol, evaluate
 from experiment.omniglot_presets import IID_METHODS, OMNIGLOT_PRESETS, OmniglotConfig, build_model, config_from_checkpoint
 from experiment.run import Run, read_metadata
 from experiment.training.loop import RESUME_FLAGS, check_resume, fit, intervals, open_resumed, restore_training
-from experiment.training.omniglot import iid_default_steps, load_meta_training_images, make_training
+from experiment.training.omniglot import iid_default_steps, load_meta_training_images, make_training, sampling_layout
 from utils import bounds
 from utils.cli import add_common, add_nonstandard_data, refuse_flag, run_main
 from utils.device import resolve_device
@@ -131,14 +131,19 @@ def main(args):
         folder = Path(payload["path"]).parent
         path = args.path or read_metadata(folder).get("data_path") or DEFAULT_PATH
         images, load_seconds = _load_images(config, path, args)  # before any write: bad data changes nothing
+        sampling_layout(config, images[1])
         evaluation = _quick_eval_split(config, path, args)
         run = open_resumed(payload, config, device)
     else:
         config = _config(args)
+        limits.method_flags(_given(args), config.method, limits.OMNIGLOT_METHOD_FIELDS)
+        for member in sweep_members(args, sweep["grid"]):  # every value of a list, not only the one run here
+            limits.omniglot_training(_config(member))
         limits.omniglot_training(config)
         limits.run_folder(args, limits.checkpoint_bytes(sum(limits.omniglot_params(config))))
         path = args.path or DEFAULT_PATH
         images, load_seconds = _load_images(config, path, args)  # before the folder: bad data leaves none
+        sampling_layout(config, images[1])  # the classes left after a hold-out, counted exactly, before the folder
         evaluation = _quick_eval_split(config, path, args)
         name = args.name or f"{config.method}_{config.preset}"
         run = Run.create(as_dict(config), dataset="omniglot", name=name, results_dir=args.results_dir, device=device,
