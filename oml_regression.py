@@ -13,7 +13,7 @@ import torch
 
 from experiment import grid, limits
 from experiment.checkpoint import load_checkpoint
-from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve, sweepable
+from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve, sweep_members, sweepable
 from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
@@ -97,6 +97,10 @@ def main(args):
         run = open_resumed(payload, config, device)
     else:
         config = _config(args)
+        limits.method_flags(_given(args), config.method, limits.SINE_METHOD_FIELDS,
+                            also=("trajectory evaluation",) if args.eval_protocol == "trajectory" else ())
+        for member in sweep_members(args, sweep["grid"]):  # every value of a list, not only the one run here
+            limits.sine_training(_config(member))
         limits.sine_training(config)
         limits.run_folder(args, limits.checkpoint_bytes(limits.sine_params(config)))
         protocol = _eval_protocol(args, config)
