@@ -299,7 +299,7 @@ def write_evaluations(learners, source, schedule, protocol: StreamingProtocol, *
         run = Run.create(run_config, dataset="omniglot_eval", name=name or learner, results_dir=results_dir,
                          device=device)
         run.save_metadata(sweep=sweep)
-        start, seconds = time.perf_counter(), {}
+        start, cpu, seconds = time.perf_counter(), time.process_time(), {}
         result = evaluate_streaming(learner, source, schedule, protocol,
                                     report=lambda n, entry, spent, seconds=seconds: _report(n, entry, spent, seconds))
         result = {"benchmark": "omniglot", "label": f"{label}, {LEARNER_LABELS[learner]}", "split": split,
@@ -307,7 +307,8 @@ def write_evaluations(learners, source, schedule, protocol: StreamingProtocol, *
         run.write_json("results.json", result)
         plot_omniglot([result], [result["label"]], run.dir / "fig4.png")
         run.save_metadata(**inputs, learner=learner, count_seconds=seconds,
-                          evaluation_seconds=round(time.perf_counter() - start, 2))
+                          evaluation_seconds=round(time.perf_counter() - start, 2),
+                          evaluation_cpu_seconds=round(time.process_time() - cpu, 2))
         print(f"results: {run.dir / 'results.json'}")
         folders.append(run.dir)
     return folders
