@@ -53,8 +53,8 @@ import torch
 from datasets.omniglot import load_omniglot
 from datasets.omniglot_selection import OFFICIAL_SELECTION_CLASSES, reported_split, selection_split
 from experiment import grid, limits
-from experiment.checkpoint import load_checkpoint, load_weights
-from experiment.config import as_dict, from_dict, resolve
+from experiment.checkpoint import load_checkpoint, load_weights, resolve_checkpoint_path
+from experiment.config import as_dict, from_dict, resolve, sweep_members
 from experiment.evaluation import streaming, table2
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import (
@@ -74,6 +74,7 @@ from experiment.evaluation.scratch import check_protocol as check_scratch_protoc
 from experiment.identity import checkpoint_identity
 from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig, build_model
 from experiment.run import Run
+from utils import bounds
 from utils.cli import add_common, add_nonstandard_data, one_or_more, run_main
 from utils.device import resolve_device
 from utils.errors import UserError
@@ -103,7 +104,9 @@ def get_args_parser():
                         help=f"folder with the Omniglot zips or folders (default {DEFAULT_PATH})")
     add_nonstandard_data(parser)
     parser.add_argument("--cache-dir", dest="cache_dir", default=None,
-                        help="image, feature and kernel cache (default $OML_CACHE_DIR or ./.oml_cache)")
+                        help="decoded-image and RLN-feature cache (default $OML_CACHE_DIR or ./.oml_cache); the "
+                             "native engine's compiled kernel is numba's, beside its source or in $NUMBA_CACHE_DIR, "
+                             "which must be a private folder (docs/engines.md)")
     parser.add_argument("--no-feature-cache", dest="feature_cache", action="store_false",
                         help="keep the RLN features in memory only")
     parser.add_argument("--selection-classes", dest="selection_classes", action="store_true",
@@ -178,6 +181,7 @@ def _network(args):
         return net, config, None
     payload = load_checkpoint(args.model, benchmark="omniglot")
     config = from_dict(OmniglotConfig, payload["config"])
+    limits.checkpoint_network(config, payload)  # before a network of the config's sizes is built
     if args.preset is not None and args.preset != config.preset:
         print(f"note: --preset {args.preset} ignored; the checkpoint's network is preset {config.preset}")
     net = build_model(config)
@@ -261,6 +265,11 @@ def _table2_flags(args):
         flags = ", ".join("--" + name.replace("_", "-") for name in unused)
         raise UserError(f"{flags} belong to the Fig. 4 protocol; Table 2 (--learner) is SGD, batch 1, one pass, "
                         "with its own search (use --whole-network for the Standard column)")
+    readers = {"memory": ("er", "mer"), "mer_batches": ("mer",), "mer_batch_size": ("mer",), "mer_gamma": ("mer",)}
+    for name, learners in readers.items():
+        if name in given and not set(learners) & set(args.learner):
+            raise UserError(f"--{name.replace('_', '-')} is read by --learner {' or '.join(learners)} only; with "
+                            f"--learner {' '.join(args.learner)} it would be silently ignored: drop it")
     per_task = parse_schedule(args.classes_per_task) if args.classes_per_task else tuple(c for c, _ in table2.SETTINGS)
     default_tasks = dict(table2.SETTINGS)
     if args.n_tasks:
@@ -369,8 +378,20 @@ def streaming_main(args, sweep):
     return folders[-1]
 
 
+def _check_members(args, sweep) -> None:
+    """Every value of a list-valued flag (a sweep) checked as a single value is, whichever --rank runs."""
+    for member in sweep_members(args, sweep["grid"]):
+        if args.learner:
+            bounds.seed(EVAL_SEED if member.seed is None else member.seed)
+        else:
+            _protocol(member)
+        if member.model is not None:
+            resolve_checkpoint_path(member.model)
+
+
 def main(args):
     args, sweep = sweep_point(args)
+    _check_members(args, sweep)
     limits.run_folder(args)  # before the features and the runs, which would otherwise fail to be written
     if args.learner and streaming.split_learners(args.learner):
         return streaming_main(args, sweep)

@@ -20,7 +20,7 @@ import torch
 
 from experiment import grid, limits
 from experiment.checkpoint import load_checkpoint, load_weights
-from experiment.config import as_dict, resolve
+from experiment.config import as_dict, resolve, sweep_members
 from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
 from experiment.identity import checkpoint_identity
 from experiment.run import Run
@@ -87,6 +87,7 @@ def _model_and_config(args):
         return build_model(config), config, None
     payload = load_checkpoint(args.model, benchmark="sine")
     config = config_from_checkpoint(payload)
+    limits.checkpoint_network(config, payload)  # before a network of the config's sizes is built
     if args.preset is not None and args.preset != config.preset:
         raise UserError(f"--preset {args.preset} contradicts the checkpoint, which is preset {config.preset}: "
                         "drop --preset (a checkpoint carries its own config; --preset names the untrained network)")
@@ -124,6 +125,8 @@ def main(args):
     limits.run_folder(args)  # before the evaluation, which would otherwise run and then fail to write
     device = resolve_device(args.device, tf32=args.tf32)
     model, config, payload = _model_and_config(args)
+    for member in sweep_members(args, sweep["grid"]):  # every value of a list, not only the one run here
+        protocol_from_args(member, config)
     protocol = protocol_from_args(args, config)
     limits.sine_evaluation(config, protocol)
     result = evaluate(model, config, protocol, device=device)

@@ -11,6 +11,7 @@ import torch
 from analysis import representation_stats as rs
 from datasets.omniglot import N_DRAWERS, load_omniglot, to_float
 from datasets.sine import sample_trajectory
+from experiment import limits
 from experiment.checkpoint import CHECKPOINT_NAME, load_checkpoint, load_weights
 from experiment.config import from_dict
 from experiment.omniglot_presets import OmniglotConfig
@@ -44,9 +45,11 @@ def _load_subject(path) -> Subject:
     payload = load_checkpoint(path)
     if payload["benchmark"] == "sine":
         config = sine_config(payload)
+        limits.checkpoint_network(config, payload)  # before a network of the config's sizes is built
         net = build_sine_model(config)
     elif payload["benchmark"] == "omniglot":
         config = from_dict(OmniglotConfig, payload["config"])
+        limits.checkpoint_network(config, payload)
         net = _omniglot_net(config)
     else:
         raise UserError(f"'{payload['path']}' is a {payload['benchmark']!r} checkpoint; this script reads omniglot and sine ones")

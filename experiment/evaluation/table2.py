@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ GRIDS = {
                 "ewc": {"lam": (0.01, 1.0)}},
 }
 SEARCH_RUNS = {"features": 2, "network": 1}  # validation trajectories per cell (cost: docs/table2.md)
+MAX_MEMORY = 10_000   # above every trajectory's length (659 evaluation classes x 15 images)
+MAX_MER_STEPS = 100   # MER's s and k (defaults 2 and 3): every sample costs s x k SGD steps
 
 
 def setting_name(classes_per_task: int, tasks: int) -> str:
@@ -101,6 +104,12 @@ class Table2Protocol:
         for name in ("runs", "search_runs", "memory", "mer_batches", "mer_batch_size"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        bounds.at_least("--memory", self.memory, 1, MAX_MEMORY,
+                        "a larger buffer holds the whole trajectory, at most 659 classes x 15 images, all the same")
+        for flag, value in (("--mer-batches", self.mer_batches), ("--mer-batch-size", self.mer_batch_size)):
+            bounds.at_least(flag, value, 1, MAX_MER_STEPS, "a sane bound: every sample costs s x k SGD steps")
+        if not (math.isfinite(self.mer_gamma) and 0 < self.mer_gamma <= 1):
+            raise UserError(f"--mer-gamma must be in (0, 1] (a Reptile interpolation rate), got {self.mer_gamma}")
         bounds.count("--runs", self.runs, bounds.MAX_RUNS)
         if self.search_runs is not None:
             bounds.count("--search-runs", self.search_runs, bounds.MAX_SEARCH_RUNS)
