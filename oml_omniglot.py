@@ -25,6 +25,7 @@ from datasets.omniglot import load_omniglot
 from datasets.omniglot_selection import reported_split, selection_split
 from experiment import grid, limits
 from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve, sweep_members, sweepable
+from experiment.evaluation import native
 from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import Protocol, evaluate
 from experiment.omniglot_presets import IID_METHODS, OMNIGLOT_PRESETS, OmniglotConfig, build_model, config_from_checkpoint
@@ -145,6 +146,8 @@ def main(args):
         images, load_seconds = _load_images(config, path, args)  # before the folder: bad data leaves none
         sampling_layout(config, images[1])  # the classes left after a hold-out, counted exactly, before the folder
         evaluation = _quick_eval_split(config, path, args)
+        if evaluation is not None:  # the quick check's native kernel: a refused kernel cache stops before the folder
+            native.kernel()
         name = args.name or f"{config.method}_{config.preset}"
         run = Run.create(as_dict(config), dataset="omniglot", name=name, results_dir=args.results_dir, device=device,
                          lock=True)
