@@ -60,6 +60,7 @@ from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import (
     DEFAULT_SCHEDULE,
     EVAL_SEED,
+    OnlineLearner,
     Protocol,
     check_schedule,
     evaluate,
@@ -424,6 +425,8 @@ def main(args):
     split = _split(args, config.image_size, progress)
     check_schedule(schedule, split.n_classes, config.n_outputs, f"the {split.name} split at '{args.path}'")
     limits.omniglot_evaluation(config, protocol, split.n_classes, scratch=args.scratch)
+    if not args.scratch:  # the engine picked now: a refused one (or its kernel cache) stops before the run folder
+        OnlineLearner(net.pln, protocol, device)
     label = _label(payload, config, args)
     run = Run.create({"evaluated": as_dict(config), "args": vars(args), "schedule": list(schedule),
                       "split": reported_split(split)},

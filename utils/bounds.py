@@ -8,6 +8,7 @@ and refuses before it has created anything.
 import math
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -131,6 +132,28 @@ def output_file(flag: str, path, need_bytes: int = MIN_FREE_BYTES, create_folder
     if problem:
         raise UserError(f"{flag} '{path}': {problem}")
     return path
+
+
+def private_folder_problem(path) -> str | None:
+    """Why another user could have placed a file in folder `path` (None: no one could). Every
+    folder from `path` up to / must belong to this user or root; `path` must be writable by no one
+    else, and a folder above it only with the sticky bit (as /tmp), which keeps others from renaming
+    what is not theirs; `path`'s own entries must belong to this user or root. POSIX only."""
+    if not hasattr(os, "getuid"):
+        return None
+    trusted = {os.getuid(), 0}  # root can already do anything as anyone
+    path = Path(path).resolve()
+    for folder in (path, *path.parents):
+        info = os.stat(folder)
+        if info.st_uid not in trusted:
+            return f"'{folder}' belongs to another user (uid {info.st_uid})"
+        shared = info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if shared and (folder == path or not info.st_mode & stat.S_ISVTX):
+            return f"'{folder}' is writable by other users (mode {stat.filemode(info.st_mode)})"
+    for entry in sorted(path.iterdir()):
+        if entry.lstat().st_uid not in trusted:
+            return f"'{entry}' belongs to another user (uid {entry.lstat().st_uid})"
+    return None
 
 
 def available_memory() -> int | None:

@@ -21,6 +21,8 @@ from contextlib import contextmanager, nullcontext
 import numpy as np
 import torch
 
+from utils import bounds
+from utils.errors import UserError
 from utils.messages import quiet_logger, warn
 
 log = quiet_logger(__name__)
@@ -47,6 +49,7 @@ def _load():
         warn(f"numba is not installed or does not import ({err}); the online learner uses the portable "
              "engine (same numbers, slower; `pip install numba` for the fast path, docs/engines.md)", log)
         return None
+    _check_numba(oml_online)
     for attempt in ("load", "rebuild"):
         try:
             _smoke(oml_online.online_linear)  # compiles now (or loads numba's cache): fails here, not mid-run
@@ -62,6 +65,22 @@ def _load():
     warn(f"the native online learner failed to compile ({reason}); the online learner uses the portable "
          "engine (same numbers, slower; docs/engines.md)", log)
     return None
+
+
+def _check_numba(oml_online) -> None:
+    """Refuse a kernel cache another user could write (numba loads what it finds there as machine
+    code, so a planted file would run as this user), and say when numba's JIT is off."""
+    import numba
+    if numba.config.DISABLE_JIT:
+        warn("NUMBA_DISABLE_JIT is set: the native online learner runs as interpreted Python, orders of magnitude "
+             "slower; unset it, or choose --engine portable", log)
+    for fn in (oml_online.online_linear, oml_online._catch_up):
+        folder = getattr(getattr(fn, "_cache", None), "_cache_path", None)
+        problem = folder and bounds.private_folder_problem(folder)
+        if problem:
+            raise UserError(f"the native engine's kernel cache '{folder}' is not private: {problem}; a compiled file "
+                            "placed there by another user would run as you. Set NUMBA_CACHE_DIR to a folder only you "
+                            "can write (mkdir -m 700), or choose --engine portable")
 
 
 @contextmanager
