@@ -79,7 +79,7 @@ def _config(args) -> OmniglotConfig:
     overrides = given_settings(args, OmniglotConfig)
     preset = overrides.pop("preset", None)
     if preset is None:
-        preset = "mrcl2019" if args.rln == SEED_README_RLN else "oml2020"
+        preset = "mrcl2019" if args.rln == SEED_README_RLN else "anml" if overrides.get("method") == "anml" else "oml2020"
     config = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, overrides)
     if "steps" not in overrides:  # the baselines' lengths have their own settings
         if config.method in IID_METHODS:
