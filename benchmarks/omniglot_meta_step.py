@@ -14,6 +14,9 @@ step's K+M images (with the same sampling and Adam step), so ours/floor is the i
 remaining overhead. The autograd column is our step with the inner loop's gradients taken by
 autograd (`create_graph=True`) instead of the closed form a linear PLN allows
 (model/linear_inner_loop.py); for `mrcl2019` (a hidden PLN layer) both are the autograd loop.
+For ANML (`--presets anml_cpu anml`) ours is model.anml.anml_meta_loss and the floor is both
+networks' forward and backward over the step's images (the gate, the body and the head, once);
+there is no reference or autograd column (its inner loop is the autograd loop).
 Each measurement runs in a fresh subprocess, so its peak memory (max RSS on CPU, max allocated on
 CUDA) is its own; the first step of each is a warm-up with our step and is not counted.
 """
@@ -33,7 +36,8 @@ from isolated import add_flags, answer_child, apply_threads, peak_mb, run_child
 
 from experiment.config import resolve
 from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
-from experiment.training.omniglot import OMLTraining
+from experiment.training.omniglot import OMLTraining, make_training
+from model.anml import anml_meta_loss
 from model.meta_learner import meta_loss
 from model.networks import count_parameters
 from model.reference import reference_meta_loss
@@ -54,7 +58,9 @@ def measure_step(preset: str, impl: str, steps: int, device) -> dict:
     cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, {})
     # Synthetic pixels of the real shape: timing does not depend on what the strokes look like.
     images = np.random.default_rng(0).integers(0, 256, (cfg.n_classes, 20, cfg.image_size, cfg.image_size), dtype=np.uint8)
-    task = OMLTraining(cfg, device, images)  # the training step itself: its batch(), then either objective
+    anml = cfg.method == "anml"
+    # the training step itself: its batch(), then either objective
+    task = make_training(cfg, device, images) if anml else OMLTraining(cfg, device, images)
     model = task.model
 
     def one_step(which):
@@ -62,7 +68,11 @@ def measure_step(preset: str, impl: str, steps: int, device) -> dict:
         batch = task.batch()
         _sync(device)
         t1 = time.perf_counter()
-        if which == "ours":
+        if which == "ours" and anml:
+            loss = anml_meta_loss(model, *batch, task.rule).loss
+        elif which == "floor" and anml:  # the NM network, the body and the head, forward and backward, once
+            loss = model(torch.cat([batch.x_traj.flatten(0, 1), batch.x_meta])).sum()
+        elif which == "ours":
             loss = meta_loss(model, *batch, task.loss_fn, task.rule).loss
         elif which == "autograd":  # a loss that is not F.cross_entropy itself keeps inner_loop on its autograd path
             loss = meta_loss(model, *batch, lambda out, y: F.cross_entropy(out, y), task.rule).loss
@@ -124,8 +134,13 @@ def main():
     for preset in args.presets:
         scale = 10 if preset == "cpu" else 1
         ours = run_child(__file__, "step", preset, "ours", args.steps * scale)
-        ref = run_child(__file__, "step", preset, "reference", args.reference_steps * scale)
         floor = run_child(__file__, "step", preset, "floor", args.steps * scale)
+        if OMNIGLOT_PRESETS[preset].get("method") == "anml":  # no reference or autograd variant
+            print(f"{preset:<11}{ours['trajectory']:>4}+{ours['meta_set']:<4}{floor['ms_per_step']:>10.0f}"
+                  f"{ours['ms_per_step']:>10.0f}{'-':>13}{'-':>14}{'-':>10}{ours['ms_per_step'] / floor['ms_per_step']:>10.1f}x"
+                  f"{ours['peak_mb'] - ours['baseline_mb']:>10.0f}{'-':>10}{100 * ours['sampling_share']:>9.2f}%", flush=True)
+            continue
+        ref = run_child(__file__, "step", preset, "reference", args.reference_steps * scale)
         autograd = run_child(__file__, "step", preset, "autograd", args.steps * scale)
         print(f"{preset:<11}{ours['trajectory']:>4}+{ours['meta_set']:<4}{floor['ms_per_step']:>10.0f}"
               f"{ours['ms_per_step']:>10.0f}{autograd['ms_per_step']:>13.0f}{ref['ms_per_step']:>14.0f}"
