@@ -84,7 +84,7 @@ from utils.plotting import plot_omniglot
 DEFAULT_PATH = "../shared/omniglot"
 RANDOM_RLN_PRESET = "cpu"
 SELECTION_SCHEDULE = (10, 50, OFFICIAL_SELECTION_CLASSES)  # --selection-classes: up to all 97
-METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml-rep": "MAML-Rep"}
+METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml-rep": "MAML-Rep", "anml": "ANML"}
 SWEEP = grid.order("evaluate_omniglot", ("lr",))  # the flags that take several values (and --seed), as --rank's digits
 
 

@@ -1,4 +1,4 @@
-"""Learn a representation on the Omniglot background classes with OML (or a baseline one).
+"""Learn a representation on the Omniglot background classes with OML, ANML, or a baseline.
 
     python oml_omniglot.py --preset cpu                 # the 2-core CPU preset (9-21 min)
     python oml_omniglot.py                              # oml2020: the 2020 code's configuration
@@ -7,6 +7,7 @@
         --steps 15000                                   # the seed README's command (selects mrcl2019)
     python oml_omniglot.py --preset cpu --method pretraining   # i.i.d. baseline (srnn: + sparsity)
     python oml_omniglot.py --preset cpu --method maml-rep      # few-shot MAML of the PLN (docs/maml_rep.md)
+    python oml_omniglot.py --method anml --preset anml_cpu     # ANML (Beaulieu et al. 2020; docs/anml.md)
     python oml_omniglot.py --preset cpu --selection-classes   # without the meta-validation classes (docs/protocols.md)
     python oml_omniglot.py --resume RUN_DIR             # continue a killed run
     python oml_omniglot.py --update_lr 0.03 --meta_lr 1e-4 --tasks 3 --update_step 5 --steps 700000 \

@@ -200,7 +200,7 @@ def test_an_exported_checkpoint_evaluates_end_to_end(tree, whole, tmp_path):
          "--results-dir", str(tmp_path / "eval"), *common]))
     result = json.loads((run / "results.json").read_text())
     assert result["features"]["n_features"] == 16  # the gated features are the frozen representation
-    assert result["model"]["method"] == "anml" and result["label"].startswith("anml (anml_cpu)")
+    assert result["model"]["method"] == "anml" and result["label"].startswith("ANML (anml_cpu)")
     assert set(result["by_classes"]) == {"2", "4"}
     assert all(0 <= e["held_out_accuracy"]["mean"] <= 1 for e in result["by_classes"].values())
 
