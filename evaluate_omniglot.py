@@ -393,6 +393,8 @@ def _check_members(args, sweep) -> None:
 def main(args):
     args, sweep = sweep_point(args)
     _check_members(args, sweep)
+    if args.rln is not None:  # accepted for the seed README's command (and then only noted)
+        bounds.at_least("--rln", args.rln)
     limits.run_folder(args)  # before the features and the runs, which would otherwise fail to be written
     if args.learner and streaming.split_learners(args.learner):
         return streaming_main(args, sweep)

@@ -26,9 +26,13 @@ MAX_PROJECTION_CLASSES = 20
 # --- every script that writes a run folder --------------------------------------------------------
 
 def run_folder(args, need_bytes: int = bounds.MIN_FREE_BYTES) -> None:
-    """--name is one folder name and --results-dir can take a new run folder of `need_bytes`."""
+    """--name is one folder name and --results-dir can take a new run folder of `need_bytes`; a
+    --cache-dir, where a script has one, is not a file (a cache that cannot be written would only
+    be skipped with a warning, every run recomputing it)."""
     bounds.run_name(args.name)
     bounds.writable_folder("--results-dir", args.results_dir, need_bytes)
+    if getattr(args, "cache_dir", None) is not None:
+        bounds.folder_path("--cache-dir", args.cache_dir)
 
 
 DEFAULT_INTERVALS = {"log_every": 50, "save_every": 1000}

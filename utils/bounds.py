@@ -112,6 +112,14 @@ def _folder_problem(path: Path, need_bytes: int) -> str | None:
     return None
 
 
+def folder_path(flag: str, path) -> Path:
+    """A folder to use or create: neither it nor the nearest existing folder above it is a file."""
+    base = _existing_ancestor(Path(path))
+    if not base.is_dir():
+        raise UserError(f"{flag} '{path}': '{base}' is a file, not a folder")
+    return Path(path)
+
+
 def writable_folder(flag: str, path, need_bytes: int = MIN_FREE_BYTES) -> Path:
     """`path` (created later if missing) can take a new run folder of about `need_bytes`."""
     problem = _folder_problem(Path(path), need_bytes)
