@@ -23,11 +23,15 @@ with other seeds' runs would count one trained network many times.
 
 A job that failed, is still running or never started is listed with its state and error text,
 and never averaged in; so is a finished training run without results (trained with
-`--eval-runs 0`: evaluate it with `--models-from`).
+`--eval-runs 0`: evaluate it with `--models-from`), and a job whose record, config.json or
+results.json is damaged (state "damaged", the problem as its error). With no usable job at all,
+or a damaged sweep.json, the command refuses in one line and writes nothing.
 
-Writes SWEEP_DIR/aggregate/: one results file per group in the evaluation's own format (curve /
-per_function for sine, by_classes for Omniglot, their CIs across seeds, plus `by_seed`), which
-plot_results.py draws unchanged; summary.json; tables.md (the README's layout).
+Writes SWEEP_DIR/aggregate/ (or --out): one results file per group in the evaluation's own format
+(curve / per_function for sine, by_classes for Omniglot, their CIs across seeds, plus `by_seed`),
+which plot_results.py draws unchanged; summary.json; tables.md (the README's layout); and the
+marker .experiment-aggregate. An existing --out is written only if it is empty or an earlier
+aggregate's; its files are never deleted, except the group files its own summary.json lists.
 """
 import argparse
 import json
@@ -64,6 +68,60 @@ def get_args_parser():
 
 # --- reading the sweep -----------------------------------------------------------------------------
 
+class NotCounted(Exception):
+    """A finished job whose evaluation cannot be read: (state, why), listed with the jobs not counted."""
+
+
+def _check_result(result: dict) -> None:
+    """Touch every part of `result` the aggregation reads, so a damaged file is one job not counted."""
+    try:
+        if result["benchmark"] == "sine":
+            for key in ("curve", "per_function"):
+                if np.asarray(result["runs"][key], dtype=np.float64).ndim != 2:
+                    raise ValueError(f"runs.{key} is not a runs x values table")
+        else:
+            for n in result["schedule"]:
+                for key in ("trajectory_accuracy", "held_out_accuracy"):
+                    np.asarray(result["by_classes"][str(n)]["runs"][key], dtype=np.float64)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise NotCounted("damaged", f"its results.json lacks what an aggregate reads ({type(err).__name__}: "
+                                    f"{str(err)[:100]})") from None
+
+
+def _evaluation(job: dict, sweep_name: str) -> dict:
+    """The evaluation of one finished job: its seed, its settings less the seed, its result."""
+    if not isinstance(job.get("run_dir"), str):
+        raise NotCounted("damaged", "its record names no run folder")
+    run = Path(job["run_dir"])
+    if not (run / "results.json").is_file():
+        raise NotCounted("no results", f"{run} holds no results.json (trained with --eval-runs 0?); evaluate it with "
+                                       "python -m experiment.sweep evaluate_*.py --models-from <this sweep>")
+    try:
+        config = json.loads((run / "config.json").read_text())
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        raise NotCounted("damaged", f"{run / 'config.json'} is unreadable ({type(err).__name__}), so its method "
+                                    "and seed are unknown") from None
+    evaluated = config.get("evaluated", config)  # an evaluation run records the checkpoint's config
+    try:
+        result = read_results(run)
+    except UserError as err:
+        raise NotCounted("damaged", str(err)) from None
+    _check_result(result)
+    if not isinstance(evaluated, dict):
+        raise NotCounted("damaged", f"{run / 'config.json'}: 'evaluated' is not the checkpoint's config")
+    if type(evaluated.get("seed")) is not int:
+        raise NotCounted("damaged", f"{run / 'config.json'} records no integer seed")
+    method = result.get("model", {}).get("method") if isinstance(result.get("model"), dict) else None
+    settings = {k: v for k, v in evaluated.items() if k != "seed"}
+    combination = job.get("combination") if isinstance(job.get("combination"), dict) else {}
+    settings.update({k: v for k, v in combination.items() if k not in SWEEP_ONLY})
+    settings["method"] = method or evaluated.get("method")
+    return {"sweep": sweep_name, "rank": job["rank"], "run_dir": str(run), "seed": evaluated.get("seed"),
+            "settings": settings, "result": result}
+
+
 def collect(sweep_dir) -> tuple[list[dict], list[dict]]:
     """(evaluations of finished jobs, problems: every job not counted, with its state and error)."""
     evaluations, problems = [], []
@@ -73,21 +131,11 @@ def collect(sweep_dir) -> tuple[list[dict], list[dict]]:
         if job["state"] != "finished":
             problems.append(problem)
             continue
-        run = Path(job["run_dir"])
-        if not (run / "results.json").is_file():
-            problems.append({**problem, "state": "no results",
-                             "error": f"{run} holds no results.json (trained with --eval-runs 0?); evaluate it with "
-                                      "python -m experiment.sweep evaluate_*.py --models-from <this sweep>"})
-            continue
-        config = json.loads((run / "config.json").read_text())
-        evaluated = config.get("evaluated", config)  # an evaluation run records the checkpoint's config
-        result = read_results(run)
-        method = result.get("model", {}).get("method") or evaluated.get("method")
-        settings = {k: v for k, v in evaluated.items() if k != "seed"}
-        settings.update({k: v for k, v in job.get("combination", {}).items() if k not in SWEEP_ONLY})
-        settings["method"] = method
-        evaluations.append({"sweep": Path(sweep_dir).name, "rank": job["rank"], "run_dir": str(run),
-                            "seed": evaluated.get("seed"), "settings": settings, "result": result})
+        try:
+            evaluations.append(_evaluation(job, Path(sweep_dir).name))
+        except NotCounted as why:
+            state, error = why.args
+            problems.append({**problem, "state": state, "error": error})
     return evaluations, problems
 
 
@@ -273,6 +321,42 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=-]+", "_", label).strip("_")[:100]
 
 
+MARKER = ".experiment-aggregate"  # marks a folder this command wrote, whose files it may replace
+OWN_FILES = re.compile(r"(summary\.json|tables\.md|group_\d+_.*\.json|\.experiment-aggregate)")
+
+
+def output_folder(out: Path) -> Path:
+    """The folder to write: new, empty, or an earlier aggregate's (its marker, or only files of the names
+    this command writes). Any other folder holds someone's files, which are never replaced."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; give a folder (new, or one an earlier aggregate wrote)")
+    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()):
+        # an aggregate written before the marker existed: its summary.json and nothing but its own names
+        foreign = sorted(p.name for p in out.iterdir() if not OWN_FILES.fullmatch(p.name))
+        if foreign or not _is_summary(out / "summary.json"):
+            shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "") if foreign else "no summary.json of ours"
+            raise UserError(f"--out '{out}' holds files this command did not write ({shown}); give a new or empty "
+                            "folder (nothing there was changed)")
+    return bounds.writable_folder("--out", out)
+
+
+def _is_summary(path: Path) -> bool:
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and {"groups", "not_counted"} <= set(summary)
+
+
+def previous_group_files(out: Path) -> list[Path]:
+    """The group files of an earlier aggregate in `out`, by its summary.json (a file it did not list stays)."""
+    try:
+        listed = [g["file"] for g in json.loads((out / "summary.json").read_text())["groups"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [out / name for name in listed if isinstance(name, str) and OWN_FILES.fullmatch(name) and (out / name).is_file()]
+
+
 def aggregate(sweep_dirs, out=None, summary=None) -> Path:
     """Aggregate one sweep folder, or several into one table (`out` then required)."""
     sweep_dirs = [Path(d) for d in ([sweep_dirs] if isinstance(sweep_dirs, (str, Path)) else sweep_dirs)]
@@ -281,31 +365,33 @@ def aggregate(sweep_dirs, out=None, summary=None) -> Path:
     if len({d.name for d in sweep_dirs}) != len(sweep_dirs):
         raise UserError(f"two sweeps of the same name: {' '.join(map(str, sweep_dirs))}")
     sweeps = [read_sweep(d) for d in sweep_dirs]
-    out = Path(out) if out else sweep_dirs[0] / OUT_DIR
+    out = output_folder(Path(out) if out else sweep_dirs[0] / OUT_DIR)
     summary = bounds.output_file("--summary", Path(summary), create_folder=True) if summary is not None else None
     evaluations, problems = [], []
     for sweep_dir in sweep_dirs:
         found, missing = collect(sweep_dir)
         evaluations += found
         problems += missing
+    if not evaluations:
+        listed = "; ".join(f"{p['sweep']}/r{p['rank']} {p['state']}" for p in problems[:5]) or "the sweep has no jobs"
+        raise UserError(f"nothing to aggregate: no job of {' '.join(map(str, sweep_dirs))} has a usable evaluation "
+                        f"({listed}{'; ...' if len(problems) > 5 else ''})")
     groups = groups_of(evaluations)
     results = [aggregate_group(g) for g in groups]
     kinds = {r["benchmark"] for r in results}
     if len(kinds) > 1:
         raise UserError(f"the sweep mixes benchmarks {sorted(kinds)}")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("group_*.json"):
+    for stale in previous_group_files(out):
         stale.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
     files = []
     for i, result in enumerate(results):
         files.append(out / f"group_{i:02d}_{_slug(result['label'])}.json")
         write_json(files[-1], result)
-    parts = [f"# Sweep {sweep['name']}: {sweep['script']} {' '.join(sweep['argv'])}" for sweep in sweeps] + [""]
-    if results:
-        parts += [table_across(groups, results), "", table_within(groups, results), ""]
-    else:
-        parts += ["No finished evaluation to aggregate.", ""]
-    parts.append(table_problems(problems))
+    parts = [f"# Sweep {sweep['name']}: {sweep.get('script')} {' '.join(map(str, sweep.get('argv') or []))}"
+             for sweep in sweeps] + [""]
+    parts += [table_across(groups, results), "", table_within(groups, results), "", table_problems(problems)]
     text = "\n".join(parts) + "\n"
     (out / "tables.md").write_text(text)
     write_json(out / "summary.json", {
@@ -314,8 +400,6 @@ def aggregate(sweep_dirs, out=None, summary=None) -> Path:
                     "jobs": r["aggregate"]["jobs"]} for r, f in zip(results, files)],
         "not_counted": problems})
     if summary is not None:
-        if not results:
-            raise UserError("no finished evaluation to summarise")
         command = f"python -m experiment.aggregate {' '.join(d.name for d in sweep_dirs)} --summary {summary}"
         write_json(summary, summary_of(sweeps, groups, results, command, problems))
     print(text, end="")

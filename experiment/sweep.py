@@ -36,19 +36,32 @@ again (with the same --results-dir) finds the sweep and submits only the jobs no
 a failed or killed job runs again, and a training job whose run folder holds a checkpoint
 resumes from it (`--resume`). A different command under an existing --name is refused.
 
-Preemption and time-outs: a job is a submitit Checkpointable. On SLURM's warning signal its
-checkpoint() stops the script with Ctrl-C (the training loop keeps its last periodic
-checkpoint and releases run.lock), and submitit requeues the job, which resumes that run
-folder. The script runs in a child process that ignores that signal, so only the job decides.
+Preemption and time-outs: a job is a submitit Checkpointable. SLURM warns of the time limit with
+USR2 (submitit's --signal) and preempts, or reaches the limit, with SIGTERM to every process of
+the job; the job answers the first of these (later ones are noted and ignored): its checkpoint()
+stops the script with Ctrl-C (the training loop keeps its last periodic checkpoint and releases
+run.lock), and submitit requeues the job, which resumes that run folder. The script runs in a
+child process that ignores both signals, so only the job decides. `--requeue-limit` bounds the
+requeues after a time-out (submitit's max_num_timeout); preemptions are not counted.
+
+One launcher at a time per sweep folder (sweep.lock): a second launch of the same sweep refuses
+while the first submits or (local) runs. A SLURM relaunch skips the jobs still in SLURM's queue.
+docs/cluster.md says what each failure looks like and what to do.
 """
 import argparse
+import ast
+import contextlib
 import datetime as dt
+import getpass
 import hashlib
 import importlib.util
+import io
 import json
+import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,6 +72,7 @@ from pathlib import Path
 import submitit
 
 from experiment import grid
+from experiment import lock as folder_lock
 from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
@@ -72,9 +86,26 @@ SUBMITIT_DIR = "submitit"
 CHECKPOINT_NAME = "checkpoint.pt"  # experiment.checkpoint's; not imported, to keep the job process free of torch
 LOCK_NAME = "run.lock"             # experiment.lock's
 DEFAULT_TIMEOUT_MIN = {"slurm": 24 * 60, "local": 14 * 24 * 60}  # local: in effect no limit
+SWEEP_LOCK = "sweep.lock"          # one launcher at a time per sweep folder
 STOP_WAIT_S = 120  # how long checkpoint() waits for the script to stop after Ctrl-C
 # Flags the sweep sets for every job; in the script's command they would contradict it.
 RESERVED = ("--rank", "--resume", "--model")
+# submitit's default: a job that reaches its --timeout is requeued this many times (preemptions are
+# not counted). A run whose --save-every interval outlasts --timeout never progresses, and 3 bounds
+# what it wastes; long trainings cut into short slots want more (DINO and MAE use 30).
+DEFAULT_REQUEUE_LIMIT = 3
+MAX_TIMEOUT_MIN = 366 * 24 * 60    # a year: past it a number is a typo (SLURM's own limit is per partition)
+MAX_CPUS, MAX_GPUS, MAX_MEM_GB = 1024, 64, 65536  # more than one node has
+SLURM_ONLY = ("partition", "account", "qos", "constraint", "slurm_options", "gpus_per_job", "cpus_per_job", "mem")
+# sbatch options the sweep sets itself, and the flag that sets each (or why none may)
+SBATCH_SET = {"partition": "--partition", "account": "--account", "qos": "--qos", "constraint": "--constraint",
+              "time": "--timeout", "mem": "--mem", "gpus-per-node": "--gpus-per-job", "cpus-per-task": "--cpus-per-job",
+              "array": "--max-parallel (the sweep makes one array)", "job-name": "the sweep",
+              "output": "submitit (its logs)", "error": "submitit (its logs)", "open-mode": "submitit (its logs)",
+              "signal": "submitit (the time-out warning it answers)", "wrap": "the sweep (its own batch script)",
+              "nodes": "the sweep (one task per job)", "ntasks": "the sweep (one task per job)",
+              "ntasks-per-node": "the sweep (one task per job)",
+              "no-requeue": "nobody: preempted and timed-out jobs must be requeued to resume"}
 
 
 def get_args_parser():
@@ -86,11 +117,20 @@ def get_args_parser():
     parser.add_argument("--max-parallel", dest="max_parallel", type=int, default=None,
                         help="jobs running at once (local default 1; slurm: the array's %%P, default all)")
     parser.add_argument("--partition", default=None, help="SLURM partition")
+    parser.add_argument("--account", default=None, help="SLURM account to charge (sbatch --account)")
+    parser.add_argument("--qos", default=None, help="SLURM quality of service (sbatch --qos)")
+    parser.add_argument("--constraint", default=None, help="SLURM node features, e.g. 'a100|h100' (sbatch --constraint)")
+    parser.add_argument("--slurm-option", dest="slurm_options", action="append", default=[], metavar="KEY[=VALUE]",
+                        help="any other sbatch option, without its dashes (repeatable): --slurm-option "
+                             "reservation=mine --slurm-option exclusive")
     parser.add_argument("--gpus-per-job", dest="gpus_per_job", type=int, default=None, help="GPUs per job (SLURM)")
     parser.add_argument("--cpus-per-job", dest="cpus_per_job", type=int, default=None, help="CPUs per job (SLURM)")
     parser.add_argument("--mem", type=float, default=None, help="memory per job in GB (SLURM)")
     parser.add_argument("--timeout", type=int, default=None,
                         help="minutes per job before submitit checkpoints and requeues it (slurm default 1440)")
+    parser.add_argument("--requeue-limit", dest="requeue_limit", type=int, default=DEFAULT_REQUEUE_LIMIT,
+                        help="how many times a job that reaches --timeout is requeued (default "
+                             f"{DEFAULT_REQUEUE_LIMIT}, submitit's; preemptions are not counted)")
     parser.add_argument("--models-from", dest="models_from", nargs="+", default=None, metavar="SWEEP_DIR",
                         help="evaluate every finished training run of these sweeps (adds --model RUN_DIR per job)")
     parser.add_argument("--models-where", dest="models_where", nargs="+", default=[], metavar="KEY=VALUE",
@@ -106,19 +146,37 @@ def get_args_parser():
 
 # --- the plan: which jobs, with which commands -------------------------------------------------
 
+def _sweepable(path: Path) -> bool:
+    """Whether `path` defines get_args_parser() and SWEEP at its top level, read without running it."""
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    names = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    names |= {target.id for node in tree.body if isinstance(node, ast.Assign)
+              for target in node.targets if isinstance(target, ast.Name)}
+    return {"get_args_parser", "SWEEP"} <= names
+
+
+def sweepable_scripts() -> list[str]:
+    return sorted(p.name for p in REPO.glob("*.py") if _sweepable(p))
+
+
 def load_script(script) -> tuple[Path, object]:
     """The script file and its module, loaded from its path to read its flags (get_args_parser).
-    A launcher is given its script on the command line, as torchrun is: not an import of a higher layer."""
+    A launcher is given its script on the command line, as torchrun is: not an import of a higher layer.
+    Only this repository's sweepable scripts are loaded, recognised from their source before any of
+    it runs: loading executes a script's top level, which must not happen to any file named here
+    (not even with --dry-run)."""
     path = Path(script)
     if not path.is_file() and (REPO / script).is_file():
         path = REPO / script
-    if not path.is_file() or path.suffix != ".py":
-        raise UserError(f"no script '{script}' (give one of the scripts, e.g. oml_regression.py)")
+    known = sweepable_scripts()
+    if not path.is_file() or path.resolve().parent != REPO or path.name not in known:
+        raise UserError(f"the sweep runs this repository's scripts ({', '.join(known)}); '{script}' is not one of them")
     spec = importlib.util.spec_from_file_location(f"_swept_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    if not hasattr(module, "get_args_parser"):
-        raise UserError(f"'{path}' has no get_args_parser(): not one of this project's scripts")
     return path.resolve(), module
 
 
@@ -136,14 +194,23 @@ def script_grid(module, parser, argv: list, models_from: bool) -> dict:
         flag = token.split("=", 1)[0]
         if flag in reserved:
             raise UserError(f"{flag} is set by the sweep for each job; leave it out of the script's command")
+    said = io.StringIO()
     try:
-        args = parser.parse_args(argv)
+        with contextlib.redirect_stderr(said):  # argparse's usage and message: one line is kept
+            args = parser.parse_args(argv)
     except SystemExit:
-        raise UserError("the script refused its command (its message is above)") from None
+        lines = [line for line in said.getvalue().splitlines() if line.strip()]
+        message = lines[-1].split(" error: ", 1)[-1] if lines else "no message"  # less argparse's "prog: error:"
+        raise UserError(f"{Path(module.__file__).name} refused its command: {message}") from None
     names = getattr(module, "SWEEP", None)
     if names is None:  # a script without sweeps: its lists, in the namespace's order
         names = [dest for dest, value in vars(args).items() if isinstance(value, list)]
-    return grid.choices_of(args, names)
+    choices = grid.choices_of(args, names)
+    for name, values in choices.items():  # nan or inf is no setting, and sweep.json could not record it
+        bad = [v for v in (values if isinstance(values, list) else [values]) if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise UserError(f"--{name} {bad[0]}: every value of a sweep must be a finite number")
+    return choices
 
 
 def is_training(parser) -> bool:
@@ -199,7 +266,8 @@ def plan(args, script_argv: list) -> dict:
     training = is_training(parser)
     results_dir = Path(args.results_dir).resolve()
     described = json.dumps([path.name, script_argv, [str(m) for m in models]])
-    name = args.name or f"{path.stem}_{hashlib.sha256(described.encode()).hexdigest()[:8]}"
+    name = args.name if args.name is not None else f"{path.stem}_{hashlib.sha256(described.encode()).hexdigest()[:8]}"
+    bounds.run_name(name)
     bounds.run_name(f"{name}_r{len(models) * per_model - 1}_99")
     python = [sys.executable, str(path)]
     jobs = []
@@ -259,27 +327,47 @@ def finished_runs(sweep_dir: Path) -> list[Path]:
 # --- the sweep folder ------------------------------------------------------------------------------
 
 def read_sweep(sweep_dir) -> dict:
+    """sweep.json, checked to be a sweep's record (an object whose `jobs` each have a rank and a command)."""
     path = Path(sweep_dir) / SWEEP_FILE
     try:
-        return json.loads(path.read_text())
+        sweep = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise UserError(f"'{sweep_dir}' is not a readable sweep folder (no {SWEEP_FILE}: {type(err).__name__})") from None
+    jobs = sweep.get("jobs") if isinstance(sweep, dict) else None
+    if not (isinstance(jobs, list) and all(isinstance(j, dict) and type(j.get("rank")) is int
+                                           and isinstance(j.get("command"), list) and j["command"] for j in jobs)
+            and isinstance(sweep.get("name"), str)):
+        raise UserError(f"'{path}' is damaged: not a sweep's record (an object with a name and a list of jobs, each "
+                        "with its rank and command); launch the sweep's command again to rewrite it")
+    return sweep
+
+
+def _own_record(path: Path) -> dict:
+    """jobs/r<i>.json, or a 'damaged' state saying what is wrong with it."""
+    try:
+        own = json.loads(path.read_text())
+        if isinstance(own, dict) and isinstance(own.get("state"), str):
+            return own
+        problem = "not a job's record"
+    except (OSError, ValueError) as err:
+        problem = f"unreadable ({type(err).__name__})"
+    return {"state": "damaged", "error": f"{path} is {problem}; the job's run folder, if any, is not read"}
 
 
 def job_states(sweep_dir) -> list[dict]:
     """One entry per job of the sweep: sweep.json's record with the job's own (jobs/r<i>.json) on top;
-    'not started' where the job has written nothing yet."""
+    'not started' where the job has written nothing yet, 'damaged' where its record cannot be read."""
     sweep_dir = Path(sweep_dir)
     sweep = read_sweep(sweep_dir)
     states = []
     for job in sweep["jobs"]:
         path = sweep_dir / JOBS_DIR / f"r{job['rank']}.json"
         if path.is_file():
-            own = json.loads(path.read_text())
+            own = _own_record(path)
         else:  # a job that died before its first record has the launcher's note of its error, if any
             error = job.get("launch_error")
             own = {"state": "failed" if error else "not started", "error": error}
-        states.append({**job, **own})
+        states.append({**job, **own, "rank": job["rank"]})
     return states
 
 
@@ -288,18 +376,41 @@ def find_sweep(results_dir: Path, name: str) -> Path | None:
     return found[-1].parent if found else None
 
 
-def sweep_folder(sweep: dict) -> tuple[Path, set]:
-    """The sweep's folder (an existing one of that name, or a new dated one) and the ranks already finished."""
+def _same_command(command: list) -> list:
+    """A job's command with its interpreter's path resolved: /usr/bin/python3, python3 from PATH, a
+    relative or a symlinked spelling of the same interpreter launch the same sweep."""
+    python = shutil.which(command[0]) or command[0]
+    return [os.path.realpath(python), *command[1:]]
+
+
+def sweep_folder(sweep: dict) -> Path:
+    """The sweep's folder: an existing one of that name (the same command: a relaunch), or a new dated one."""
     existing = find_sweep(Path(sweep["results_dir"]), sweep["name"])
     if existing is None:
         day = dt.date.today()
-        return Path(sweep["results_dir"]) / f"{day.day:02d}{day.strftime('%B%Y')}" / "sweeps" / sweep["name"], set()
+        return Path(sweep["results_dir"]) / f"{day.day:02d}{day.strftime('%B%Y')}" / "sweeps" / sweep["name"]
     before = read_sweep(existing)
-    if [j["command"] for j in before["jobs"]] != [j["command"] for j in sweep["jobs"]]:
+    if [_same_command(j["command"]) for j in before["jobs"]] != [_same_command(j["command"]) for j in sweep["jobs"]]:
         raise UserError(f"a different sweep named {sweep['name']!r} exists at '{existing}'; choose another --name "
                         "(a relaunch must repeat the command exactly)")
-    finished = {s["rank"] for s in job_states(existing) if s["state"] == "finished"}
-    return existing, finished
+    return existing
+
+
+def queued_on_slurm(job_ids: list[str]) -> set[str]:
+    """Which of `job_ids` SLURM still holds (pending, running, requeued): a relaunch leaves them be."""
+    if not job_ids:
+        return set()
+    try:
+        out = subprocess.run(["squeue", "--noheader", "--array", "--format=%i", "--user", getpass.getuser()],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise UserError(f"cannot ask SLURM which jobs of this sweep are still queued (squeue: {err}); relaunch "
+                        "where squeue works, so running jobs are not submitted twice") from None
+    if out.returncode != 0:
+        said = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        raise UserError(f"cannot ask SLURM which jobs of this sweep are still queued (squeue: {said}); relaunch "
+                        "where squeue works, so running jobs are not submitted twice")
+    return set(job_ids) & set(out.stdout.split())
 
 
 # --- one job ---------------------------------------------------------------------------------------
@@ -323,10 +434,14 @@ def _error_text(stderr_path: Path, since: int) -> str:
     return errors[-1] if errors else "\n".join(lines[-5:]) or "no message"
 
 
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)  # SLURM's time-limit warning (submitit's), preemption and the limit
+
+
 def _child_setup():
-    # The job, not the script, answers SLURM's warning signal; Ctrl-C must work even when the
-    # job inherited it ignored (as background processes do).
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    # The job, not the script, answers SLURM's signals, which reach every process of the job;
+    # Ctrl-C must work even when the job inherited it ignored (as background processes do).
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
@@ -390,7 +505,34 @@ class SweepJob(submitit.helpers.Checkpointable):
                  f"{holder['host']}), which the requeue ended")
             lock.unlink(missing_ok=True)
 
+    def _answer_stop_signals(self) -> None:
+        """Inside a submitit job, SIGTERM (SLURM's preemption, or the time limit itself) goes where USR2
+        (the warning before it) goes: submitit's checkpoint-and-requeue. Only the first of them acts; SLURM
+        sends more (USR2 then SIGTERM; SIGTERM to every process), and a second requeue must not follow."""
+        requeue = signal.getsignal(signal.SIGUSR2)
+        if _submitit_job_id() is None or not callable(requeue):
+            return  # called directly (tests, a debugger): no submitit to requeue the job
+        first = []
+
+        def once(signum, frame):
+            name = signal.Signals(signum).name
+            if first:
+                note(f"{name} received while stopping for {first[0]}: nothing more to do")
+                return
+            first.append(name)
+            note(f"{name} received: stopping the script (it keeps its last checkpoint) and requeueing this job")
+            try:
+                requeue(signum, frame)
+            except Exception as err:  # requeue refused (a cancelled job, the requeue limit): say so, then end
+                self.write_state(self.read_state(), error=f"{name}: not requeued ({type(err).__name__}: "
+                                 f"{str(err).strip()[:300]}); relaunch the sweep to resume it")
+                raise
+
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, once)
+
     def __call__(self) -> dict:
+        self._answer_stop_signals()
         state = self.read_state()
         command, resumed = self.command_now(state)
         stderr_path = self.state_path.with_suffix(".stderr")
@@ -450,16 +592,112 @@ class SweepJob(submitit.helpers.Checkpointable):
         return super().checkpoint(*args, **kwargs)
 
 
+# --- the sweep's own flags ------------------------------------------------------------------------
+
+def sbatch_extra(options: list[str]) -> dict:
+    """--slurm-option KEY[=VALUE] ... as {key: value} (True for a bare option, e.g. exclusive), each an
+    sbatch long option the sweep does not set itself."""
+    extra = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        key = key.strip().lstrip("-")
+        if not re.fullmatch(r"[a-z][a-z0-9-]+", key):
+            raise UserError(f"--slurm-option {option!r}: give an sbatch long option without its dashes, as KEY or "
+                            "KEY=VALUE (e.g. reservation=mine, exclusive)")
+        if key in SBATCH_SET:
+            raise UserError(f"--slurm-option {key}: the sweep sets it, through {SBATCH_SET[key]}")
+        if sep and (not value or any(ord(c) < 32 for c in value)):
+            raise UserError(f"--slurm-option {option!r}: the value after '=' must be non-empty, on one line")
+        if key in extra:
+            raise UserError(f"--slurm-option {key} is given twice")
+        extra[key] = value if sep else True
+    return extra
+
+
+def check_flags(args) -> None:
+    """The sweep's own flags, before anything is planned, imported or written."""
+    if args.max_parallel is not None:
+        bounds.at_least("--max-parallel", args.max_parallel)
+    if args.timeout is not None:
+        bounds.at_least("--timeout", args.timeout, 1, MAX_TIMEOUT_MIN, "minutes: a year")
+    bounds.at_least("--requeue-limit", args.requeue_limit, 0, 1000, "requeues after a time-out")
+    if args.gpus_per_job is not None:
+        bounds.at_least("--gpus-per-job", args.gpus_per_job, 1, MAX_GPUS, "more than a node has; leave it out for none")
+    if args.cpus_per_job is not None:
+        bounds.at_least("--cpus-per-job", args.cpus_per_job, 1, MAX_CPUS, "more than a node has")
+    if args.mem is not None and not (math.isfinite(args.mem) and 1 / 1024 <= args.mem <= MAX_MEM_GB):
+        raise UserError(f"--mem must be in GB, from 0.001 (1 MB; SLURM reads 0 as all of a node's memory) to "
+                        f"{MAX_MEM_GB}, got {args.mem}")
+    for flag in ("partition", "account", "qos", "constraint"):
+        value = getattr(args, flag)
+        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
+            raise UserError(f"--{flag} {value!r} must be a non-empty name on one line")
+    sbatch_extra(args.slurm_options)
+    if args.executor == "local":
+        given = [f"--{name.replace('_', '-')}" for name in SLURM_ONLY if getattr(args, name) not in (None, [])]
+        if given:
+            raise UserError(f"{', '.join(given).replace('--slurm-options', '--slurm-option')}: SLURM settings, which "
+                            "--executor local would ignore; leave them out, or give --executor slurm")
+    bounds.writable_folder("--results-dir", args.results_dir)
+
+
+def check_slurm_here() -> None:
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+    if missing:
+        raise UserError(f"--executor slurm: no SLURM on this machine ({' and '.join(missing)} not on PATH); launch "
+                        "the sweep on the cluster's login node, or give --executor local")
+
+
 # --- submission ------------------------------------------------------------------------------------
 
 def make_executor(args, folder: Path):
-    executor = submitit.AutoExecutor(folder=folder, cluster=args.executor)
+    executor = submitit.AutoExecutor(folder=folder, cluster=args.executor, slurm_max_num_timeout=args.requeue_limit,
+                                     local_max_num_timeout=args.requeue_limit)
     setup = [f"export PYTHONPATH={shlex.quote(str(REPO))}${{PYTHONPATH:+:$PYTHONPATH}}"]  # the job unpickles experiment.sweep
     executor.update_parameters(timeout_min=args.timeout or DEFAULT_TIMEOUT_MIN[args.executor], name="sweep",
                                mem_gb=args.mem, gpus_per_node=args.gpus_per_job, cpus_per_task=args.cpus_per_job,
-                               slurm_partition=args.partition, slurm_array_parallelism=args.max_parallel,
-                               slurm_setup=setup, local_setup=setup)
+                               slurm_partition=args.partition, slurm_account=args.account, slurm_qos=args.qos,
+                               slurm_constraint=args.constraint, slurm_additional_parameters=sbatch_extra(args.slurm_options),
+                               slurm_array_parallelism=args.max_parallel, slurm_setup=setup, local_setup=setup)
     return executor
+
+
+def _files_under(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*")} if folder.is_dir() else set()
+
+
+def _remove_new_folder(folder: Path, fresh: Path) -> None:
+    """Remove `folder`, which this launcher created, and its parents up to `fresh` (the first of them
+    that did not exist before) while they are empty: another launcher may have written beside it."""
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:
+        if not parent.is_relative_to(fresh):
+            break
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+
+
+def submit_array(executor, jobs: list, folder: Path, fresh: Path | None) -> list[str]:
+    """One sbatch call for `jobs`; their SLURM job ids. Refused (a partition, account or QOS SLURM does
+    not know, a limit), it is one line with sbatch's own message, and what this attempt wrote is removed."""
+    before = _files_under(folder / SUBMITIT_DIR)
+    said = io.StringIO()
+    try:
+        # submitit echoes sbatch's message on stderr; it is quoted once, below
+        with contextlib.redirect_stderr(said), executor.batch():
+            handles = [executor.submit(job) for job in jobs]
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError, OSError) as err:
+        for path in sorted(_files_under(folder / SUBMITIT_DIR) - before, reverse=True):
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        if fresh is not None:
+            _remove_new_folder(folder, fresh)
+        lines = [line.strip() for line in f"{said.getvalue()}\n{err}".splitlines() if line.strip()]
+        message = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else str(err))
+        raise UserError(f"sbatch refused the sweep: {message} (nothing was submitted; check --partition, --account, "
+                        "--qos, --constraint and --slurm-option)") from None
+    return [handle.job_id for handle in handles]
 
 
 def _wait_local(executor, todo: list, max_parallel: int, on_submit) -> dict:
@@ -476,73 +714,116 @@ def _wait_local(executor, todo: list, max_parallel: int, on_submit) -> dict:
     return submitted
 
 
+def print_jobs(sweep: dict) -> None:
+    runs = len(sweep["jobs"]) // grid.size(sweep["grid"])
+    models = f" x {runs} runs of {', '.join(sweep['models_from'])}" if sweep["models_from"] else ""
+    print(f"sweep {sweep['name']}: {len(sweep['jobs'])} jobs, grid {json.dumps(sweep['grid'])}{models}")
+    for job in sweep["jobs"]:
+        point = " ".join(f"{k}={v}" for k, v in job["combination"].items())
+        print(f"{job['rank']}\t{point}\t{shlex.join(job['command'])}")
+
+
+def failure_line(states: list[dict], folder: Path) -> str | None:
+    """'k of n jobs failed: r1 (its error), ...' when any job did not finish, else None."""
+    failed = [s for s in states if s["state"] != "finished"]
+    if not failed:
+        return None
+    shown = "; ".join(f"r{s['rank']} {s['state']}" + (f" ({' '.join(str(s['error']).split())[:200]})" if s.get("error") else "")
+                      for s in failed[:5])
+    more = f"; and {len(failed) - 5} more" if len(failed) > 5 else ""
+    return (f"{len(failed)} of {len(states)} jobs failed: {shown}{more} (each job's messages: {folder / JOBS_DIR}/"
+            "r<i>.stderr; the same command runs them again)")
+
+
 def main(args, script_argv=None):
     script_argv = list(script_argv or [])
-    if args.max_parallel is not None:
-        bounds.at_least("--max-parallel", args.max_parallel)
+    check_flags(args)
+    if args.executor == "slurm" and not args.dry_run:
+        check_slurm_here()
     sweep = plan(args, script_argv)
     if args.dry_run:
-        runs = len(sweep["jobs"]) // grid.size(sweep["grid"])
-        models = f" x {runs} runs of {', '.join(sweep['models_from'])}" if sweep["models_from"] else ""
-        print(f"sweep {sweep['name']}: {len(sweep['jobs'])} jobs, grid {json.dumps(sweep['grid'])}{models}")
-        for job in sweep["jobs"]:
-            point = " ".join(f"{k}={v}" for k, v in job["combination"].items())
-            print(f"{job['rank']}\t{point}\t{shlex.join(job['command'])}")
+        print_jobs(sweep)
         return None
-    folder, finished = sweep_folder(sweep)
-    todo = [job for job in sweep["jobs"] if job["rank"] not in finished]
-    if finished:
-        print(f"relaunching {folder}: {len(finished)} of {len(sweep['jobs'])} jobs finished, skipped")
+    folder = sweep_folder(sweep)
+    fresh = next((p for p in [*reversed(folder.parents), folder] if not p.exists()), None)
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        fresh = None  # an existing sweep, or another launcher's just now: not ours to remove
+    lock = folder_lock.acquire(folder, SWEEP_LOCK, "sweep folder")  # a second launcher refuses here
+    try:
+        return launch(args, sweep, folder, fresh)
+    finally:
+        folder_lock.release(lock)
+
+
+def launch(args, sweep: dict, folder: Path, fresh: Path | None) -> Path:
+    """Under the sweep's lock: submit (SLURM) or run (local) the jobs neither finished nor still queued."""
+    known = folder / SWEEP_FILE
+    before = read_sweep(folder)["jobs"] if known.is_file() else []
+    finished = {s["rank"] for s in job_states(folder) if s["state"] == "finished"} if known.is_file() else set()
+    queued = set()
+    if args.executor == "slurm" and before:
+        last = {job["rank"]: job["job_ids"][-1] for job in before if job.get("job_ids") and job["rank"] not in finished}
+        still = queued_on_slurm(list(last.values()))
+        queued = {rank for rank, job_id in last.items() if job_id in still}
+    todo = [job for job in sweep["jobs"] if job["rank"] not in finished | queued]
+    if finished or queued:
+        print(f"relaunching {folder}: {len(finished)} of {len(sweep['jobs'])} jobs finished"
+              + (f", {len(queued)} still in SLURM's queue ({', '.join(f'r{r}' for r in sorted(queued))})" if queued else "")
+              + ", skipped")
     record = {**sweep, "executor": args.executor, "launched": dt.datetime.now().isoformat(timespec="seconds"),
-              "executor_options": {k: getattr(args, k) for k in ("max_parallel", "partition", "gpus_per_job",
-                                                                 "cpus_per_job", "mem", "timeout")}}
-    before = read_sweep(folder)["jobs"] if (folder / SWEEP_FILE).is_file() else []
+              "executor_options": {k: getattr(args, k) for k in ("max_parallel", "partition", "account", "qos",
+                                                                 "constraint", "slurm_options", "gpus_per_job",
+                                                                 "cpus_per_job", "mem", "timeout", "requeue_limit")}}
     for job, old in zip(record["jobs"], before):
         job["job_ids"] = old.get("job_ids", [])
-    write_json(folder / SWEEP_FILE, record)
     if not todo:
-        print(f"every job of {folder} is finished; aggregate with: python -m experiment.aggregate {folder}")
+        write_json(known, record)
+        print(f"every job of {folder} is finished or queued; aggregate with: python -m experiment.aggregate {folder}")
         return folder
     executor = make_executor(args, folder / SUBMITIT_DIR)
     jobs = [SweepJob(folder, job, sweep["results_dir"], sweep["cwd"]) for job in todo]
+    if args.executor == "slurm":
+        job_ids = submit_array(executor, jobs, folder, fresh)  # sweep.json is written once SLURM took the jobs
+        for job, job_id in zip(jobs, job_ids):
+            record["jobs"][job.rank].setdefault("job_ids", []).append(job_id)
+        write_json(known, record)
+        print(f"submitted {len(jobs)} jobs as SLURM job {job_ids[0].split('_')[0]}; sweep folder {folder}")
+        return folder
 
     def remember(rank, job_id):
         record["jobs"][rank].setdefault("job_ids", []).append(job_id)
-        write_json(folder / SWEEP_FILE, record)
+        write_json(known, record)
 
-    if args.executor == "slurm":
-        with executor.batch():
-            submitted = [executor.submit(job) for job in jobs]
-        for job, handle in zip(jobs, submitted):
-            record["jobs"][job.rank].setdefault("job_ids", []).append(handle.job_id)
-        write_json(folder / SWEEP_FILE, record)
-        print(f"submitted {len(jobs)} jobs as SLURM array {submitted[0].job_id.split('_')[0]}; sweep folder {folder}")
-        return folder
+    write_json(known, record)
     print(f"running {len(jobs)} jobs here, {args.max_parallel or 1} at a time; sweep folder {folder}")
     submitted = _wait_local(executor, jobs, args.max_parallel or 1, remember)
     for rank, handle in submitted.items():
         if not (folder / JOBS_DIR / f"r{rank}.json").is_file():  # died before its first record
             record["jobs"][rank]["launch_error"] = str(handle.exception())[-2000:]
-    write_json(folder / SWEEP_FILE, record)
+    write_json(known, record)
     states = job_states(folder)
-    failed = [s for s in states if s["state"] != "finished"]
-    for s in failed:
-        print(f"job r{s['rank']} {s['state']}: {s.get('error')}", file=sys.stderr)
-    print(f"{len(states) - len(failed)} of {len(states)} jobs finished; aggregate with: "
-          f"python -m experiment.aggregate {folder}")
+    done = sum(s["state"] == "finished" for s in states)
+    print(f"{done} of {len(states)} jobs finished; aggregate with: python -m experiment.aggregate {folder}")
+    failed = failure_line(states, folder)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr)
     return folder
 
 
 def cli(argv=None):
     """The sweep's own flags are parsed here; every other token is the script's (utils.cli.run_main's
-    handling of a UserError: one line, exit 2)."""
+    handling of a UserError: one line, exit 2). Exit 1 when a local sweep's jobs did not all finish."""
     parser = get_args_parser()
     args, script_argv = parser.parse_known_args(argv)
 
     class Parsed:
         def parse_args(self, _argv):
             return args
-    return run_main(lambda parsed: main(parsed, script_argv), Parsed())
+    folder = run_main(lambda parsed: main(parsed, script_argv), Parsed())
+    if folder is not None and args.executor == "local" and failure_line(job_states(folder), folder):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
