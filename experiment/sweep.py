@@ -812,17 +812,31 @@ def launch(args, sweep: dict, folder: Path, fresh: Path | None) -> Path:
     return folder
 
 
-def cli(argv=None):
-    """The sweep's own flags are parsed here; every other token is the script's (utils.cli.run_main's
-    handling of a UserError: one line, exit 2). Exit 1 when a local sweep's jobs did not all finish."""
-    parser = get_args_parser()
-    args, script_argv = parser.parse_known_args(argv)
+class SweepFlags:
+    """The parser run_main is given: the sweep's own flags are parsed, every other token is kept as the
+    script's (args.script_argv); run_main's one-line refusal replaces argparse's usage text."""
 
-    class Parsed:
-        def parse_args(self, _argv):
-            return args
-    folder = run_main(lambda parsed: main(parsed, script_argv), Parsed())
-    if folder is not None and args.executor == "local" and failure_line(job_states(folder), folder):
+    def __init__(self):
+        self.parser = get_args_parser()
+        self.error = self.parser.error
+
+    def parse_args(self, argv=None):
+        self.parser.error = self.error
+        args, script_argv = self.parser.parse_known_args(argv)
+        args.script_argv = script_argv
+        return args
+
+
+def cli(argv=None):
+    """utils.cli.run_main's handling of a UserError: one line, exit 2. Exit 1 when a local sweep's jobs
+    did not all finish (the line saying which is printed by launch)."""
+    given = {}
+
+    def run(args):
+        given["executor"] = args.executor
+        return main(args, args.script_argv)
+    folder = run_main(run, SweepFlags(), argv)
+    if folder is not None and given["executor"] == "local" and failure_line(job_states(folder), folder):
         sys.exit(1)
 
 
