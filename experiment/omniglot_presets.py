@@ -107,10 +107,12 @@ class OmniglotConfig:
     def validate(self):
         if self.method not in METHODS:
             raise UserError(f"unknown --method {self.method!r} (choose {', '.join(METHODS)})")
-        if self.n_outputs < self.n_classes:
-            raise UserError(f"the network has {self.n_outputs} outputs but {self.n_classes} meta-training classes")
         if not 1 <= self.n_classes <= N_META_TRAIN_CLASSES:
             raise UserError(f"--n-classes must be in 1..{N_META_TRAIN_CLASSES}, got {self.n_classes}")
+        if self.n_outputs < self.n_classes:
+            raise UserError(f"the network has {self.n_outputs} outputs but {self.n_classes} meta-training classes")
+        if self.class_split is not None and not 0 < self.class_split < self.n_classes:  # before it sizes the meta set
+            raise UserError(f"--class-split {self.class_split} must lie inside 1..{self.n_classes - 1} (or be none)")
         bounds.at_least("--held-out", self.held_out, 0)
         bounds.at_least("--pln-hidden", self.pln_hidden, 0)
         random_images = (self.class_split or self.n_classes) * 20  # drawn without replacement
@@ -118,8 +120,6 @@ class OmniglotConfig:
                         f"the random part of the meta set is drawn from {random_images} images")
         if self.update_step + self.held_out > 20:
             raise UserError(f"--update_step {self.update_step} plus {self.held_out} held-out images exceed a class's 20 images")
-        if self.class_split is not None and not 0 < self.class_split < self.n_classes:
-            raise UserError(f"class split {self.class_split} must lie inside 1..{self.n_classes - 1}")
         if self.method in ("oml", "anml") and not (self.held_out or self.meta_random or self.meta_repeats_trajectory):
             raise UserError("the meta set is empty: give --held-out or --meta-random a positive value")
         if len(self.strides) < 1 or any(s < 1 for s in self.strides):
