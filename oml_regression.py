@@ -106,7 +106,9 @@ def main(args):
         limits.method_flags(_given(args), config.method, limits.SINE_METHOD_FIELDS,
                             also=("trajectory evaluation",) if args.eval_protocol == "trajectory" else ())
         for member in sweep_members(args, sweep["grid"]):  # every value of a list, not only the one run here
-            limits.sine_training(_config(member))
+            member_config = _config(member)
+            limits.sine_training(member_config)
+            _eval_protocol(member, member_config)
         limits.sine_training(config)
         limits.run_folder(args, limits.checkpoint_bytes(limits.sine_params(config)))
         protocol = _eval_protocol(args, config)

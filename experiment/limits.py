@@ -144,13 +144,14 @@ def sine_training(cfg: SineConfig) -> None:
         copies = 2 if cfg.first_order else 3  # each step's fast weights and gradient (+ its graph)
         step = (samples * (_sine_sample_bytes(cfg) + 2 * F32 * rln_units)
                 + steps * (copies * F32 * _linear_params(sizes[cfg.rln:]) + 2 * F32 * cfg.batch_size * pln_units))
-        parts = [(f"--update_step {cfg.update_step} x --batch-size {cfg.batch_size} x --tasks {cfg.tasks}",
+        parts = [(f"--tasks {cfg.tasks} x (--update_step {cfg.update_step} x --batch-size {cfg.batch_size} + --meta-batch "
+                  f"{cfg.meta_batch}) samples of --capacity {cfg.capacity}",
                   "the trajectory of one meta-step and its inner-loop graph", step), network]
     else:
         samples = cfg.iid_functions * cfg.iid_samples
         heads = -(-cfg.n_train_functions // cfg.capacity) * (sizes[-2] + 1)
         step = samples * (_sine_sample_bytes(cfg) + 2 * F32 * (rln_units + pln_units))
-        parts = [(f"{samples} samples per update", "one i.i.d. update", step),
+        parts = [(f"{samples} samples per update (inputs of --capacity {cfg.capacity})", "one i.i.d. update", step),
                  network[:2] + (network[2] + 4 * F32 * heads,)]
     bounds.fits_in_memory(parts)
 
