@@ -6,7 +6,8 @@ S_w = sum_c sum_{i in c} (x_i - m_c)(x_i - m_c)^T. The state after a stream is a
 multiset of (image, label) pairs only, so no learner depends on the order of classes or images:
 
 * `update` adds one image (Welford's per-class update, exact: S_w += n/(n+1) (x - m_y)(x - m_y)^T
-  with n the class's count before the image); `from_batch` is the same state in closed form.
+  with n the class's count before the image); `from_batch` is the same state in closed form, and
+  `from_classes` the closed form for images grouped by class (what the evaluation uses).
   Class rows are kept sorted by class id, whatever order the classes arrived in.
 * `ncm_scores`: nearest class mean, -||x - m_c||^2 (Euclidean; no parameters).
 * `slda_scores`: linear discriminant analysis with the shared covariance S_w / N shrunk towards
@@ -77,9 +78,8 @@ def update(stats: ClassStats, x: torch.Tensor, y: int) -> ClassStats:
     return ClassStats(classes, counts, means, scatter)
 
 
-def from_batch(x: torch.Tensor, y: torch.Tensor, scatter: bool = True) -> ClassStats:
-    """The same state as `update` over every row of x [N, F] with labels y [N], in closed form.
-    scatter=False leaves the scatter zero (NCM does not read it; it is the costly part)."""
+def from_batch(x: torch.Tensor, y: torch.Tensor) -> ClassStats:
+    """The same state as `update` over every row of x [N, F] with labels y [N], in closed form."""
     if x.ndim != 2 or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
         raise ValueError(f"from_batch takes images [N, F] and labels [N], N >= 1; got {list(x.shape)} and {list(y.shape)}")
     x = x.to(DTYPE)
@@ -87,8 +87,6 @@ def from_batch(x: torch.Tensor, y: torch.Tensor, scatter: bool = True) -> ClassS
     counts = torch.bincount(index, minlength=len(classes)).to(x)
     sums = torch.zeros(len(classes), x.shape[1], dtype=DTYPE, device=x.device).index_add_(0, index, x)
     means = sums / counts[:, None]
-    if not scatter:
-        return ClassStats(classes.to(torch.long), counts, means, x.new_zeros(x.shape[1], x.shape[1]))
     centred = x - means[index]
     return ClassStats(classes.to(torch.long), counts, means, centred.T @ centred)
 
@@ -100,6 +98,27 @@ def _images(stats: ClassStats, x: torch.Tensor) -> torch.Tensor:
     if len(stats.classes) == 0:
         raise ValueError("no class has been seen: nothing to predict")
     return x.to(DTYPE)
+
+
+def from_classes(feats: torch.Tensor, classes, scatter: bool = True) -> ClassStats:
+    """`from_batch` for images already grouped by class: feats [K, k, F] holds class classes[j]'s k
+    images in row j. Only means and matrix products, so it is deterministic on CUDA too (no atomic
+    adds). scatter=False leaves the scatter zero (NCM does not read it; it is the costly part)."""
+    classes = torch.as_tensor(classes, device=feats.device)
+    if feats.ndim != 3 or classes.shape != feats.shape[:1] or feats.shape[1] == 0:
+        raise ValueError(f"from_classes takes images [K, k, F] (k >= 1) and K class ids; got {list(feats.shape)} "
+                         f"and {list(classes.shape)}")
+    if len(torch.unique(classes)) != len(classes):
+        raise ValueError("from_classes needs each class once")
+    order = torch.argsort(classes)
+    feats = feats[order].to(DTYPE)
+    means = feats.mean(1)
+    counts = torch.full((len(classes),), float(feats.shape[1]), dtype=DTYPE, device=feats.device)
+    f = feats.shape[2]
+    if not scatter:
+        return ClassStats(classes[order].to(torch.long), counts, means, feats.new_zeros(f, f))
+    centred = (feats - means[:, None]).reshape(-1, f)
+    return ClassStats(classes[order].to(torch.long), counts, means, centred.T @ centred)
 
 
 def predict(stats: ClassStats, scores: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,15 @@ def test_stream_update_equals_batch_closed_form():
     torch.testing.assert_close(state.counts, batch.counts, rtol=0, atol=0)
     torch.testing.assert_close(state.means, batch.means, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(state.scatter, batch.scatter, rtol=1e-12, atol=1e-10)
+    # the closed form for images grouped by class (class rows in any order)
+    grouped = x.reshape(len(batch.classes), -1, x.shape[1])  # _stream's images come class by class
+    ids = y.reshape(len(batch.classes), -1)[:, 0]
+    rows = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))
+    from_classes = streaming.from_classes(grouped[rows], ids[rows])
+    assert torch.equal(from_classes.classes, batch.classes) and torch.equal(from_classes.counts, batch.counts)
+    torch.testing.assert_close(from_classes.means, batch.means, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(from_classes.scatter, batch.scatter, rtol=1e-12, atol=1e-10)
+    assert float(streaming.from_classes(grouped, ids, scatter=False).scatter.abs().max()) == 0.0
     # the definition, written out: sum over classes of the centred outer products
     by_hand = sum(torch.outer(v - x[y == c].mean(0), v - x[y == c].mean(0)) for c in y.unique() for v in x[y == c])
     torch.testing.assert_close(batch.scatter, by_hand, rtol=1e-12, atol=1e-10)
@@ -331,6 +340,8 @@ def test_wrong_shapes_are_refused():
     for bad in (lambda: streaming.from_batch(x, y[:-1]), lambda: streaming.from_batch(x[0], y[:1]),
                 lambda: streaming.from_batch(x[:0], y[:0]), lambda: streaming.ncm_scores(state, x[:, :2]),
                 lambda: streaming.slda_scores(state, x[0], 0.1), lambda: streaming.gauss_scores(state, x[:, 1:]),
-                lambda: streaming.ncm_scores(streaming.empty(4), x)):
+                lambda: streaming.ncm_scores(streaming.empty(4), x),
+                lambda: streaming.from_classes(x.reshape(5, 6, 4), torch.tensor([1, 2, 3, 4])),
+                lambda: streaming.from_classes(x.reshape(5, 6, 4), torch.tensor([1, 2, 3, 4, 4]))):
         with pytest.raises(ValueError):
             bad()

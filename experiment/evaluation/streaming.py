@@ -12,7 +12,8 @@ predict among the run's n classes (the ones the stream has shown).
 A learner's state after a pass is the sufficient statistics of the images seen, whatever their
 order; model.streaming.update (one image) equals model.streaming.from_batch (closed form), which
 tests/test_streaming_learners.py checks on permuted streams in float64. So each run's final state
-is computed here in closed form, in float64, instead of 15n rank-one updates: the same numbers.
+is computed here in closed form (model.streaming.from_classes), in float64, instead of 15n
+rank-one updates: the same numbers.
 
 No learning rate, so no rate search. NCM and the Bayesian Gaussian have nothing to choose (the
 Gaussian's prior is set from the stream itself: model.streaming.gauss_prior). SLDA's shrinkage is
@@ -160,9 +161,9 @@ def _labelled(feats: torch.Tensor, classes: np.ndarray) -> tuple[torch.Tensor, t
 
 
 def fit(feats: torch.Tensor, classes: np.ndarray, learner: str = "slda") -> streaming.ClassStats:
-    """The learners' state after the run's stream of these images (any order: the same state);
-    NCM's without the scatter, which it never reads."""
-    return streaming.from_batch(*_labelled(feats, classes), scatter=learner != "ncm")
+    """The learners' state after the run's stream of these images [n, k, F] (any order: the same
+    state); NCM's without the scatter, which it never reads."""
+    return streaming.from_classes(feats, classes, scatter=learner != "ncm")
 
 
 def scores(learner: str, stats: streaming.ClassStats, x: torch.Tensor, shrinkage: float | None = None) -> torch.Tensor:
@@ -265,7 +266,7 @@ def evaluate_streaming(learner: str, source, schedule, protocol: StreamingProtoc
                          "stream": "run i = the 2020 protocol's run i ('eval' stream: its classes); the 15 training "
                                    "images per class, one pass, one image at a time; the result is the same for any "
                                    "order of classes and images",
-                         "computed": "each run's final statistics in closed form (model.streaming.from_batch), equal "
+                         "computed": "each run's final statistics in closed form (model.streaming.from_classes), equal "
                                      "to the one-image-at-a-time update (tests/test_streaming_learners.py)",
                          "classes_from": source.n_classes, "train_images_per_class": TRAIN_DRAWERS,
                          "test_images_per_class": source.test_per_class, "bootstrap_resamples": 1000}}
