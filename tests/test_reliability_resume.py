@@ -22,6 +22,7 @@ import torch
 import oml_omniglot
 import oml_regression
 from experiment import export
+from experiment.checkpoint import DIGEST, weights_digest
 from experiment.lock import LOCK_NAME
 from experiment.training import sine
 from tests.conftest import REPO, one_line_error
@@ -122,8 +123,48 @@ def _bad_middle_line(run):
     (run / "metrics.jsonl").write_text("\n".join(["{garbage", *lines[1:]]) + "\n")
 
 
+def _rewrite_checkpoint(change):
+    def damage(run):
+        payload = torch.load(run / "checkpoint.pt", weights_only=True)
+        change(payload)
+        torch.save(payload, run / "checkpoint.pt")
+    return damage
+
+
+def _drop(*keys):
+    return _rewrite_checkpoint(lambda p: [p["config"].pop(k) for k in keys])
+
+
+def _no_key(digest: bool):
+    def change(payload):
+        payload["state_dict"].pop("pln.0.bias")
+        if not digest:
+            payload.pop(DIGEST)
+    return _rewrite_checkpoint(change)
+
+
+def _renamed(payload):
+    payload["state_dict"]["pln.0.shift"] = payload["state_dict"].pop("pln.0.bias")
+    payload.pop(DIGEST)
+
+
+def _nan_weights(payload):
+    payload["state_dict"]["rln.0.weight"][0, 0] = float("nan")
+    payload[DIGEST] = weights_digest(payload["state_dict"])  # consistent: the finiteness check must catch it
+
+
 BROKEN = [
     ("weights-only checkpoint", _weights_only, "holds weights only"),
+    # it used to continue with today's defaults and rewrite config.json
+    ("config lacking the rates", _drop("update_lr", "meta_lr"), "its config lacks update_lr, meta_lr"),
+    ("config lacking one setting", _drop("inner_clip"), "its config lacks inner_clip"),
+    # it used to rewrite config.json and metadata.json before its traceback
+    ("state_dict missing a key", _no_key(digest=False), "does not fit the network its config describes"),
+    ("state_dict with a renamed key", _rewrite_checkpoint(_renamed),
+     "does not fit the network its config describes: missing pln.0.bias; unexpected pln.0.shift"),
+    ("state_dict missing a key, digest kept", _no_key(digest=True), "its weights differ from the SHA-256 recorded"),
+    ("non-finite weights", _rewrite_checkpoint(_nan_weights), "holds non-finite weights (nan or inf in rln.0.weight)"),
+    ("config out of bounds", _rewrite_checkpoint(lambda p: p["config"].update(width=-1)), "--width must be at least 1"),
     ("locked by a live process", _live_lock, f"is in use by pid {os.getpid()} on {socket.gethostname()}"),
     ("damaged metadata.json", _bad_metadata, "metadata.json' is damaged"),
     ("damaged metrics line", _bad_middle_line, "line 1 of"),
@@ -318,6 +359,55 @@ def test_export_writes_weights_only_and_may_replace_an_export(runs, tmp_path):
     full = torch.load(runs["whole"] / "checkpoint.pt", weights_only=True)
     assert "training" not in payload and payload["config"] == full["config"]
     assert all(torch.equal(payload["state_dict"][k], v) for k, v in full["state_dict"].items())
+
+
+# --- divergence: training stops with one line, the last good checkpoint kept ----------------------
+
+def test_a_huge_inner_rate_stops_at_its_first_step(tmp_path, capsys):
+    """--update_lr 1e10 gave a finite loss of 5.8e25 and a saved model with exit 0."""
+    err = _refused(capsys, oml_regression.main, oml_regression.get_args_parser(),
+                   TINY + ["--update_lr", "1e10", "--results-dir", str(tmp_path)])
+    assert "training diverged: the loss reached" in err and "at step 1 (no checkpoint was written yet" in err, err
+    assert not list(tmp_path.rglob("checkpoint.pt"))
+
+
+@pytest.mark.parametrize("loss", [float("nan"), 5.8e25])
+def test_divergence_after_a_checkpoint_keeps_it(tmp_path, capsys, monkeypatch, loss):
+    original, calls = sine.OMLTraining.step, {"n": 0}
+
+    def step(self):
+        calls["n"] += 1
+        metrics = original(self)
+        return {**metrics, "loss": loss} if calls["n"] == 6 else metrics
+    monkeypatch.setattr(sine.OMLTraining, "step", step)
+    err = _refused(capsys, oml_regression.main, oml_regression.get_args_parser(), TINY + ["--results-dir", str(tmp_path)])
+    assert "at step 6 (the checkpoint of step 4 is kept;" in err, err
+    run = next(tmp_path.glob("*/sine/*"))
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
+def test_a_sane_run_is_not_called_diverged(runs):
+    losses = [json.loads(line)["loss"] for line in (runs["whole"] / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < loss < 100 for loss in losses)  # far below 1e6 x the starting loss, and it finished
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--save-every", "5"], "--save-every 5 is not a multiple of --log-every 2"),
+    (["--save-every", "5", "--log-every", "50"], "give --save-every 50 or a --log-every that divides 5"),
+])
+def test_save_every_is_honoured_or_refused(tmp_path, capsys, flags, message):
+    """It used to be rounded down to a multiple of the log interval without a word."""
+    err = _refused(capsys, oml_regression.main, oml_regression.get_args_parser(),
+                   TINY + flags + ["--results-dir", str(tmp_path)])
+    assert message in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_save_every_a_multiple_is_kept_exactly(tmp_path):
+    run = _train(tmp_path, "--save-every", "6", "--log-every", "2", "--steps", "12")
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert payload["training"]["intervals"] == {"log_every": 2, "save_every": 6} and payload["step"] == 12
+    assert payload[DIGEST] == weights_digest(payload["state_dict"])
 
 
 # --- byte-identical runs -------------------------------------------------------------------------
