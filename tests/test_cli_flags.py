@@ -10,9 +10,11 @@ import evaluate_omniglot
 import evaluate_regression
 import oml_omniglot
 import oml_regression
+from experiment import limits
 from experiment.config import given_flags, given_settings
 from experiment.omniglot_presets import OmniglotConfig
 from experiment.sine_presets import SineConfig
+from tests.conftest import one_line_error
 
 SCRIPTS = {"oml_regression": (oml_regression, SineConfig), "oml_omniglot": (oml_omniglot, OmniglotConfig)}
 # Set by the presets only: a flag is an input to bound (validate(), experiment.limits) before it is offered.
@@ -199,3 +201,71 @@ def test_explicit_flags_for_resume_are_the_ones_given_in_the_configs_terms():
     assert given == {"class_split": ("--class-split", None, "none"), "reset": ("--no-reset-rows", False),
                      "update_lr": ("--update_lr", 0.1)}
     assert given_flags(parser.parse_args([]), parser, OmniglotConfig) == {}
+
+
+# --- a flag of one method, given with another, is refused (it used to be silently ignored) ----------------
+
+METHOD_ROWS = [
+    (oml_omniglot, ["--method", "oml", "--ways", "10"], "--ways is read by --method maml-rep only; with --method oml"),
+    (oml_omniglot, ["--method", "oml", "--maml-update-lr", "0.1"], "--maml-update-lr is read by --method maml-rep only"),
+    (oml_omniglot, ["--method", "maml-rep", "--update_lr", "0.1"], "--update_lr is read by --method oml or anml only"),
+    (oml_omniglot, ["--method", "maml-rep", "--iid-lr", "0.1"], "--iid-lr is read by --method pretraining or srnn only"),
+    (oml_omniglot, ["--method", "pretraining", "--srnn-beta", "0.2"], "--srnn-beta is read by --method srnn only"),
+    (oml_omniglot, ["--method", "srnn", "--second-order"], "--second-order is read by --method oml or anml or maml-rep"),
+    (oml_omniglot, ["--method", "pretraining", "--no-reset"], "--no-reset-rows is read by --method oml or anml only"),
+    (oml_regression, ["--method", "pretraining", "--meta_lr", "0.1"], "--meta_lr is read by --method oml only"),
+    (oml_regression, ["--method", "srnn", "--update_lr", "0.1"],
+     "--update_lr is read by --method oml (and the trajectory evaluation, with --eval-protocol trajectory) only"),
+    (oml_regression, ["--method", "oml", "--iid-lr", "0.1"], "--iid-lr is read by --method pretraining or srnn only"),
+    (oml_regression, ["--eval-runs", "0", "--eval-lr", "0.1"], "--eval-lr sets the evaluation after training, and "
+                                                               "--eval-runs 0 turns it off"),
+    (evaluate_omniglot, ["--learner", "ewc", "--memory", "100"], "--memory is read by --learner er or mer only"),
+    (evaluate_omniglot, ["--learner", "er", "--mer-gamma", "0.5"], "--mer-gamma is read by --learner mer only"),
+]
+
+
+@pytest.mark.parametrize("module, argv, message", METHOD_ROWS, ids=[" ".join(r[1]) for r in METHOD_ROWS])
+def test_a_flag_another_method_would_ignore_is_refused(tmp_path, capsys, monkeypatch, module, argv, message):
+    monkeypatch.chdir(tmp_path)  # any file written by mistake lands here, where it is seen
+    err = one_line_error(capsys, module.main, module.get_args_parser(), argv + ["--results-dir", str(tmp_path / "r")])
+    assert message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_trajectory_evaluation_reads_the_inner_loop_flags():
+    """A baseline evaluated with the trajectory protocol reads --update_lr (its online rate), so there it applies."""
+    args = oml_regression.get_args_parser().parse_args(["--method", "pretraining", "--update_lr", "0.1",
+                                                        "--eval-protocol", "trajectory"])
+    args, _ = oml_regression.sweep_point(args)
+    limits.method_flags(oml_regression._given(args), "pretraining", limits.SINE_METHOD_FIELDS,
+                        also=("trajectory evaluation",))
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_the_method_table_names_real_fields_and_methods(script):
+    """A renamed field or method would make the table silently check nothing."""
+    config_cls = SCRIPTS[script][1]
+    table = limits.OMNIGLOT_METHOD_FIELDS if config_cls is OmniglotConfig else limits.SINE_METHOD_FIELDS
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    methods = set(fields["method"].metadata["choices"])
+    for name, users in table.items():
+        if name == "nm_channels" and name not in fields:  # ANML's, where ANML has landed
+            continue
+        assert name in fields and fields[name].metadata["flags"], name
+        assert {u for u in users if " " not in u} <= methods | {"anml"}, (name, users)
+
+
+# --- argparse's own refusals are one line too (utils.cli.run_main) -----------------------------------------
+
+@pytest.mark.parametrize("module, argv, message", [
+    (oml_regression, ["--steps", "1.5"], "error: argument --steps/--epoch/--epochs_meta: invalid int value: '1.5'"),
+    (oml_regression, ["--first-order", "--second-order"], "not allowed with argument --first-order"),
+    (oml_omniglot, ["--method", "magic"], "argument --method: invalid choice: 'magic'"),
+    (oml_omniglot, ["--epoch", "3"], "--epoch is not a flag of Omniglot meta-training"),
+    (evaluate_regression, ["--runs"], "argument --runs: expected one argument"),
+    (evaluate_omniglot, ["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_argparse_refusals_are_one_line(tmp_path, capsys, module, argv, message):
+    err = one_line_error(capsys, module.main, module.get_args_parser(), argv + ["--results-dir", str(tmp_path / "r")])
+    assert message in err and err.endswith("(see --help)"), err
+    assert not (tmp_path / "r").exists()
