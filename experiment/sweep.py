@@ -464,6 +464,9 @@ class SweepJob(submitit.helpers.Checkpointable):
         self.results_dir = str(results_dir)
         self.cwd = str(cwd)
         self._child = None
+        # The job ids SLURM no longer holds, checked by the launcher (squeue) when it resubmitted this job:
+        # a process of theirs cannot still be running, so a run.lock naming one is stale.
+        self.ended_job_ids = ()
 
     def __getstate__(self):
         return {**self.__dict__, "_child": None}
@@ -491,7 +494,9 @@ class SweepJob(submitit.helpers.Checkpointable):
     def _free_lock_of_previous_attempt(self, run: Path, state: dict) -> None:
         """A requeued job may start on another host, where run.lock of its own killed attempt is not
         recognisable as stale. Requeue ends the previous attempt first, so a lock naming this job's
-        previous child, left under the same job id, is removed (any other lock is left to experiment.lock)."""
+        previous child, left under the same job id, is removed; so is one left under a job id SLURM no
+        longer holds (a node that failed, a job SLURM did not requeue, relaunched). Any other lock is
+        left to experiment.lock."""
         lock = run / LOCK_NAME
         last = state["attempts"][-1] if state.get("attempts") else {}
         try:
@@ -499,10 +504,11 @@ class SweepJob(submitit.helpers.Checkpointable):
         except (OSError, ValueError):
             return
         job_id = _submitit_job_id()
-        if (job_id is not None and last.get("job_id") == job_id
-                and {"pid": holder.get("pid"), "host": holder.get("host")} == last.get("child")):
+        ended = job_id is not None and last.get("job_id") in (job_id, *getattr(self, "ended_job_ids", ()))
+        if ended and {"pid": holder.get("pid"), "host": holder.get("host")} == last.get("child"):
+            how = "the requeue" if last.get("job_id") == job_id else f"SLURM (job {last['job_id']} is no longer queued)"
             note(f"removing {lock}: it was taken by this job's previous attempt (pid {holder['pid']} on "
-                 f"{holder['host']}), which the requeue ended")
+                 f"{holder['host']}), which {how} ended")
             lock.unlink(missing_ok=True)
 
     def _answer_stop_signals(self) -> None:
@@ -700,18 +706,41 @@ def submit_array(executor, jobs: list, folder: Path, fresh: Path | None) -> list
     return [handle.job_id for handle in handles]
 
 
-def _wait_local(executor, todo: list, max_parallel: int, on_submit) -> dict:
+def _wait_local(executor, todo: list, max_parallel: int, on_submit, folder: Path) -> dict:
     """Submit `todo` jobs keeping at most `max_parallel` running; {rank: submitit job}."""
-    pending, running, submitted = list(todo), [], {}
-    while pending or running:
-        while pending and len(running) < max_parallel:
-            job = pending.pop(0)
-            submitted[job.rank] = executor.submit(job)
-            running.append(submitted[job.rank])
-            on_submit(job.rank, submitted[job.rank].job_id)
-        running = [j for j in running if not j.done()]
-        time.sleep(0.2)
+    pending, running, submitted = list(todo), {}, {}
+    try:
+        while pending or running:
+            while pending and len(running) < max_parallel:
+                job = pending.pop(0)
+                submitted[job.rank] = running[job.rank] = executor.submit(job)
+                on_submit(job.rank, submitted[job.rank].job_id)
+            running = {rank: handle for rank, handle in running.items() if not handle.done()}
+            time.sleep(0.2)
+    except BaseException:
+        # Ctrl-C or SIGTERM (experiment.lock.Terminated) to the launcher: submitit's local jobs would
+        # outlive it, so their scripts are stopped with it (each keeps its last checkpoint; a relaunch resumes)
+        stop_scripts(folder, running)
+        raise
     return submitted
+
+
+def stop_scripts(folder: Path, running: dict) -> None:
+    """Ctrl-C to the script of each running local job ({rank: submitit job}); the job then records it
+    and ends. Waits for them up to STOP_WAIT_S. Sent to the script itself: a controller started in the
+    background ignores Ctrl-C, and SIGTERM would have it requeue the job."""
+    note(f"stopping {len(running)} running job(s); each script keeps its last checkpoint, and the same command "
+         "resumes them")
+    for rank in running:
+        try:
+            child = json.loads((folder / JOBS_DIR / f"r{rank}.json").read_text())["attempts"][-1]["child"]
+            if child["host"] == socket.gethostname():
+                os.kill(child["pid"], signal.SIGINT)
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            continue  # not started yet, or ended: nothing to stop
+    deadline = time.time() + STOP_WAIT_S
+    while any(not handle.done() for handle in running.values()) and time.time() < deadline:
+        time.sleep(0.2)
 
 
 def print_jobs(sweep: dict) -> None:
@@ -762,11 +791,12 @@ def launch(args, sweep: dict, folder: Path, fresh: Path | None) -> Path:
     known = folder / SWEEP_FILE
     before = read_sweep(folder)["jobs"] if known.is_file() else []
     finished = {s["rank"] for s in job_states(folder) if s["state"] == "finished"} if known.is_file() else set()
-    queued = set()
+    queued, ended = set(), {}
     if args.executor == "slurm" and before:
         last = {job["rank"]: job["job_ids"][-1] for job in before if job.get("job_ids") and job["rank"] not in finished}
         still = queued_on_slurm(list(last.values()))
         queued = {rank for rank, job_id in last.items() if job_id in still}
+        ended = {job["rank"]: tuple(job.get("job_ids", [])) for job in before if job["rank"] not in queued}
     todo = [job for job in sweep["jobs"] if job["rank"] not in finished | queued]
     if finished or queued:
         print(f"relaunching {folder}: {len(finished)} of {len(sweep['jobs'])} jobs finished"
@@ -784,6 +814,8 @@ def launch(args, sweep: dict, folder: Path, fresh: Path | None) -> Path:
         return folder
     executor = make_executor(args, folder / SUBMITIT_DIR)
     jobs = [SweepJob(folder, job, sweep["results_dir"], sweep["cwd"]) for job in todo]
+    for job in jobs:
+        job.ended_job_ids = ended.get(job.rank, ())
     if args.executor == "slurm":
         job_ids = submit_array(executor, jobs, folder, fresh)  # sweep.json is written once SLURM took the jobs
         for job, job_id in zip(jobs, job_ids):
@@ -798,7 +830,7 @@ def launch(args, sweep: dict, folder: Path, fresh: Path | None) -> Path:
 
     write_json(known, record)
     print(f"running {len(jobs)} jobs here, {args.max_parallel or 1} at a time; sweep folder {folder}")
-    submitted = _wait_local(executor, jobs, args.max_parallel or 1, remember)
+    submitted = _wait_local(executor, jobs, args.max_parallel or 1, remember, folder)
     for rank, handle in submitted.items():
         if not (folder / JOBS_DIR / f"r{rank}.json").is_file():  # died before its first record
             record["jobs"][rank]["launch_error"] = str(handle.exception())[-2000:]

@@ -310,3 +310,28 @@ def test_flags_the_sweep_sets_are_refused_in_slurm_option():
     with pytest.raises(UserError, match="no-requeue"):
         sweep.sbatch_extra(["--no-requeue"])
     assert sweep.sbatch_extra(["--reservation=x", "exclusive"]) == {"reservation": "x", "exclusive": True}
+
+
+def test_after_a_node_failure_a_relaunch_frees_the_dead_nodes_lock_and_resumes(tmp_path, slurm, uninterrupted, capsys):
+    """A node that dies takes the job's processes without a signal, and its run.lock names a host this
+    one cannot check. SLURM no longer holding that job id is what says the lock is stale."""
+    (slurm / "run").touch()
+    results = tmp_path / "results"
+    argv = ["oml_regression.py", *TRAIN, "--executor", "slurm", "--results-dir", str(results), "--name", "pre"]
+    folder = sweep.main(*_parsed(argv))
+    job, child, run = _running_child(folder, results)
+    os.kill(child, signal.SIGKILL)
+    os.kill(job, signal.SIGKILL)
+    _wait(lambda: (slurm / "exit_1234").is_file(), what="the job's end")
+    for path, holder in ((run / LOCK_NAME, None), (folder / "jobs" / "r0.json", "attempts")):
+        record = json.loads(path.read_text())
+        (record["attempts"][-1]["child"] if holder else record)["host"] = "node-that-died"
+        path.write_text(json.dumps(record))
+    sweep.main(*_parsed(argv))
+    _wait(lambda: (slurm / "exit_1235").is_file(), what="the relaunched job's end")
+    state = json.loads((folder / "jobs" / "r0.json").read_text())
+    assert state["state"] == "finished" and state["attempts"][-1]["resumed"] == str(run), state
+    assert "which SLURM (job 1234 is no longer queued) ended" in (folder / "jobs" / "r0.stderr").read_text() + \
+        "".join(p.read_text() for p in (folder / "submitit").glob("*.err"))
+    for name in ("checkpoint.pt", "metrics.jsonl", "results.json"):
+        assert (run / name).read_bytes() == (uninterrupted / name).read_bytes(), name
