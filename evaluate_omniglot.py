@@ -412,6 +412,8 @@ def main(args):
     device = resolve_device(args.device, tf32=args.tf32)
     net, config, payload = _network(args)
     _check_selection(payload, config, args, schedule)
+    if not args.scratch:  # the engine picked now: a refused one (or its kernel cache) stops before anything is written
+        OnlineLearner(net.pln, protocol, device)
     n_convs = len(config.strides)
     if args.rln is not None and args.rln != n_convs:
         print(f"note: --rln {args.rln} ignored; this network's RLN is its {n_convs} convolutions (from the checkpoint)")
@@ -427,8 +429,6 @@ def main(args):
     split = _split(args, config.image_size, progress)
     check_schedule(schedule, split.n_classes, config.n_outputs, f"the {split.name} split at '{args.path}'")
     limits.omniglot_evaluation(config, protocol, split.n_classes, scratch=args.scratch)
-    if not args.scratch:  # the engine picked now: a refused one (or its kernel cache) stops before the run folder
-        OnlineLearner(net.pln, protocol, device)
     label = _label(payload, config, args)
     run = Run.create({"evaluated": as_dict(config), "args": vars(args), "schedule": list(schedule),
                       "split": reported_split(split)},
