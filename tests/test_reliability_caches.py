@@ -22,9 +22,11 @@ import oml_omniglot
 import visualize_representations
 from datasets import omniglot as om
 from experiment.evaluation import features as fc
+from experiment.evaluation import native
 from experiment.evaluation import omniglot as oe
 from tests.conftest import REPO, SHARED_OMNIGLOT, one_line_error
 from tests.omniglot_fixtures import fake_png, tiny_network_and_tree, write_fake_omniglot
+from utils import bounds
 from utils.cli import run_main
 
 TINY = {"image_size": 12, "channels": 4, "strides": (2, 2), "n_outputs": 16, "n_classes": 8, "class_split": 4}
@@ -285,6 +287,72 @@ def test_damaged_numba_cache_is_rebuilt_not_a_crash(tmp_path):
     assert second.stdout.splitlines()[-1] == first.stdout.splitlines()[-1]  # the same weights
     third = _child(tmp_path)
     assert "warning" not in third.stderr and third.stdout == first.stdout
+
+
+# A kernel cache others can write would let them run code as the evaluating user: numba loads the
+# compiled file it finds there (it used to, from a shared world-writable NUMBA_CACHE_DIR).
+
+def _folder(path, mode):
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(mode)
+    return path
+
+
+def test_private_folder_rule(tmp_path):
+    private = _folder(tmp_path / "private", 0o700)
+    assert bounds.private_folder_problem(private) is None
+    assert "is writable by other users (mode drwxrwxrwx)" in bounds.private_folder_problem(_folder(tmp_path / "open", 0o777))
+    assert "(mode drwxrwx---)" in bounds.private_folder_problem(_folder(tmp_path / "group", 0o770))
+    # under a sticky shared folder (as /tmp) a folder of one's own is private; under a plain shared one it is not
+    sticky, plain = _folder(tmp_path / "sticky", 0o1777), _folder(tmp_path / "plain", 0o777)
+    assert bounds.private_folder_problem(_folder(sticky / "mine", 0o755)) is None
+    assert f"'{plain}' is writable by other users" in bounds.private_folder_problem(_folder(plain / "mine", 0o755))
+    link = tmp_path / "link"
+    link.symlink_to(plain / "mine")  # judged where it leads
+    assert f"'{plain}' is writable by other users" in bounds.private_folder_problem(link)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_private_folder_rule_owners(tmp_path):
+    sticky = _folder(tmp_path / "sticky", 0o1777)
+    planted = _folder(sticky / "numba", 0o755)  # made by another user before this one's first run
+    os.chown(planted, 54321, -1)
+    assert "belongs to another user (uid 54321)" in bounds.private_folder_problem(planted)
+    mine = _folder(tmp_path / "mine", 0o700)
+    (mine / "kernel.nbi").write_bytes(b"planted")
+    os.chown(mine / "kernel.nbi", 54321, -1)
+    assert "kernel.nbi' belongs to another user" in bounds.private_folder_problem(mine)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed: no native kernel to cache")
+def test_a_shared_kernel_cache_is_refused_before_anything_is_written(tiny, tmp_path):
+    shared = _folder(tmp_path / "shared", 0o777)
+    out = subprocess.run([sys.executable, "evaluate_omniglot.py", "--model", str(tiny["ckpt"]), "--path", str(tiny["data"]),
+                          "--schedule", "2", "--runs", "1", "--lr", "0.01", "--results-dir", str(tmp_path / "r"),
+                          "--cache-dir", str(tmp_path / "c"), "--no-progress", "--nonstandard-data"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_CACHE_DIR": str(shared)})
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: the native engine's kernel cache") and out.stderr.count("\n") == 1, out.stderr
+    assert f"'{shared}' is writable by other users" in out.stderr and "NUMBA_CACHE_DIR" in out.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "c").exists()
+    assert not list(shared.rglob("*.nbi"))  # nothing was compiled into it, nor loaded from it
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed: no native kernel to cache")
+def test_numba_without_its_jit_is_said(monkeypatch, capsys):
+    """NUMBA_DISABLE_JIT=1 made the evaluation ~1500x slower without a word."""
+    import numba
+    monkeypatch.setattr(native, "_KERNEL", None)
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    capsys.readouterr()
+    native.kernel()
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "NUMBA_DISABLE_JIT is set" in warnings[0], warnings
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", False)
+    monkeypatch.setattr(native, "_KERNEL", None)
+    native.kernel()
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_evaluation_writes_no_code_into_the_data_cache(tiny, tmp_path):
