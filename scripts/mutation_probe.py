@@ -36,6 +36,7 @@ SCRATCH = ("tests/test_protocol_facts.py", "tests/test_omniglot_scratch.py")
 DATA = ("tests/test_protocol_facts.py", "tests/test_omniglot_data.py")
 TRAINING = ("tests/test_omniglot_training.py",)
 SINE = ("tests/test_sine_eval.py",)
+FACTS = ("tests/test_protocol_facts.py",)
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,9 @@ MUTANTS = [
     m("online-sgd-sign", "model/online.py", "w.sub_(gw, alpha=lr)", "w.add_(gw, alpha=lr)", ONLINE,
       "the closed-form SGD step goes uphill"),
     m("online-runs-sgd-sign", "model/online.py", "new.append((p - lr * g).requires_grad_())",
-      "new.append((p + lr * g).requires_grad_())", SINE, "the batched-runs SGD step (sine) goes uphill"),
+      "new.append((p + lr * g).requires_grad_())", SINE + FACTS, "the batched-runs SGD step (sine) goes uphill"),
     m("online-mse-sum", "model/online.py", "return ((out - y) ** 2).flatten(1).mean(1)",
-      "return ((out - y) ** 2).flatten(1).sum(1)", SINE, "per-run MSE summed instead of averaged"),
+      "return ((out - y) ** 2).flatten(1).sum(1)", SINE + FACTS, "per-run MSE summed instead of averaged"),
     # --- continual learners: model/continual/ --------------------------------------------------------
     m("ewc-penalty-grad-sign", "model/continual/ewc.py", "return [lam * (s * p - a) for",
       "return [lam * (s * p + a) for", LEARNERS, "EWC's penalty gradient with P added"),

@@ -30,6 +30,7 @@ from experiment.evaluation.scratch import EvalImages, ScratchLearner, fresh_para
 from experiment.training import omniglot as omniglot_training
 from experiment.training import sine as sine_training
 from experiment.training.loop import TrainingTask
+from model import online
 from model.continual import LEARNERS, ContinualLearner
 from model.continual.models import LearnerModel, LinearHead, Network
 from tests.omniglot_fixtures import write_fake_both
@@ -111,6 +112,25 @@ def test_a_fresh_pln_and_a_fresh_scratch_network_are_kaiming_normal_with_zero_bi
     assert abs(float(lin_w.std()) / (2 / 1024) ** 0.5 - 1) < 0.01 and not conv_b.any() and not lin_b.any()
 
 
+def test_scratch_learns_one_image_at_a_time_in_the_runs_order():
+    """Scratch: a fresh network from the run's seed, then one SGD step per training image, batch 1,
+    in `spec.order` (here the Oracle's shuffled order), written out by hand."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 8))
+    images = torch.randint(0, 256, (8, 15, 6, 6), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    spec = draw_run(np.random.default_rng(1), 8, 2, iid=True, epochs=1)
+    (final,) = ScratchLearner(net, Protocol(optimizer="sgd")).train(images, [spec], 0.05)
+    params = [p.clone().requires_grad_() for p in fresh_params(net, spec.init_seed)]
+    names = [name for name, _ in net.named_parameters()]
+    x = to_float(images[torch.as_tensor(spec.classes)]).reshape(-1, 1, 6, 6)
+    y = torch.as_tensor(np.repeat(spec.classes, 15))
+    for t in spec.order.tolist():
+        logits = torch.func.functional_call(net, dict(zip(names, params)), (x[t:t + 1],))
+        grads = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, y[t:t + 1]), params)
+        params = [(p - 0.05 * g).detach().requires_grad_() for p, g in zip(params, grads)]
+    for got, want in zip(final, params, strict=True):
+        torch.testing.assert_close(got, want.detach())
+
+
 class SpyLearner:
     """An EvaluationLearner that records what run_protocol hands it and answers with known numbers."""
 
@@ -162,6 +182,29 @@ def test_the_protocol_hands_the_search_and_training_drawers_1_to_15_and_scores_1
     # what is reported is what the learner measured, run by run
     assert entry["runs"]["held_out_accuracy"] == [0.5, 0.51, 0.52]
     assert entry["runs"]["trajectory_accuracy"] == [0.25, 0.26, 0.27]
+
+
+# --- the sine protocol's online step ----------------------------------------------------------------------
+
+def test_the_sine_online_step_is_sgd_on_each_runs_own_mean_squared_error():
+    """experiment/evaluation/sine.py trains R runs at once with model.online.sgd_step_runs: each run's
+    update must be the plain SGD step on the mean squared error of its own batch, as one run alone gets."""
+    gen = torch.Generator().manual_seed(0)
+    runs, batch, width = 3, 4, 5
+    params = [torch.randn(runs, 6, width, generator=gen), torch.randn(runs, 6, generator=gen),
+              torch.randn(runs, 1, 6, generator=gen), torch.randn(runs, 1, generator=gen)]
+    x, y = torch.randn(runs, batch, width, generator=gen), torch.randn(runs, batch, 1, generator=gen)
+    out = online.forward(params, x)
+    assert torch.allclose(online.per_run_mse(out, y), ((out - y) ** 2).mean(dim=(1, 2)))
+    for clip in (None, 0.05):
+        stepped = online.sgd_step_runs([p.clone().requires_grad_() for p in params], x, y, online.per_run_mse, 0.1, clip)
+        for r in range(runs):
+            alone = [p[r].clone().requires_grad_() for p in params]
+            hidden = torch.relu(x[r] @ alone[0].t() + alone[1])
+            loss = ((hidden @ alone[2].t() + alone[3] - y[r]) ** 2).mean()
+            for new, old, grad in zip(stepped, params, torch.autograd.grad(loss, alone), strict=True):
+                grad = grad if clip is None else grad.clamp(-clip, clip)
+                torch.testing.assert_close(new[r].detach(), old[r] - 0.1 * grad)
 
 
 # --- Table 2: tasks and their boundaries -------------------------------------------------------------------
