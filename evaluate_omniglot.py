@@ -99,8 +99,9 @@ def get_args_parser():
                              "(RLN convolutions and PLN) trained online (slow: nothing can be cached)")
     parser.add_argument("--protocol", choices=PROTOCOL_NAMES, default=DEFAULT_PROTOCOL,
                         help="2020 (default): re-initialise the whole PLN; 2019 (the code behind the paper's "
-                             "Fig. 4): keep a 2-layer PLN's hidden layer, re-initialise the output layer. "
-                             "Both: Adam, batch 1, one class-sorted pass, rate searched on trajectory accuracy")
+                             "Fig. 4): keep a 2-layer PLN's hidden layer, re-initialise the output layer; anml: "
+                             "ANML's meta-test rates (14, 1e-3..1e-5; docs/anml.md), the output layer re-initialised. "
+                             "All: Adam, batch 1, one class-sorted pass, rate searched on trajectory accuracy")
     parser.add_argument("--path", "--data-path", dest="path", default=DEFAULT_PATH,
                         help=f"folder with the Omniglot zips or folders (default {DEFAULT_PATH})")
     add_nonstandard_data(parser)

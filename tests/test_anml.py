@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import evaluate_omniglot
 import oml_omniglot
 from experiment import export
+from experiment.evaluation.omniglot_protocols import ANML_LR_GRID
 from experiment.training import anml as anml_training
 from model.anml import PIXEL_MEAN, PIXEL_STD, adapted_params, anml_meta_loss, build_anml_net, inner_loop
 from model.meta_learner import InnerLoopRule
@@ -203,6 +204,18 @@ def test_an_exported_checkpoint_evaluates_end_to_end(tree, whole, tmp_path):
     assert result["model"]["method"] == "anml" and result["label"].startswith("ANML (anml_cpu)")
     assert set(result["by_classes"]) == {"2", "4"}
     assert all(0 <= e["held_out_accuracy"]["mean"] <= 1 for e in result["by_classes"].values())
+
+
+def test_protocol_anml_searches_anmls_rates(tree, whole, tmp_path):
+    _, common = tree
+    run = evaluate_omniglot.main(evaluate_omniglot.get_args_parser().parse_args(
+        ["--model", str(whole), "--protocol", "anml", "--schedule", "3", "--runs", "1", "--search-runs", "2",
+         "--results-dir", str(tmp_path), *common]))
+    result = json.loads((run / "results.json").read_text())
+    protocol, entry = result["protocol"], result["by_classes"]["3"]
+    assert protocol["name"] == "anml" and protocol["lr_grid"] == list(ANML_LR_GRID) and "coincides_with" not in protocol
+    assert entry["lr_search"]["grid"] == list(ANML_LR_GRID) and entry["lr"] in ANML_LR_GRID
+    assert len(entry["lr_search"]["scores"][0]) == 14
 
 
 @pytest.mark.parametrize("argv, message", [

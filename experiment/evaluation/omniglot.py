@@ -328,24 +328,30 @@ def choose_lr(scores: np.ndarray, grid=LR_GRID) -> tuple[float, list[float]]:
     return rate_search.choose_lr(scores, grid)
 
 
+def lr_grid(protocol: Protocol) -> tuple:
+    """The rates a protocol searches: its bundle's own (ANML's), else LR_GRID."""
+    return protocol_bundle(protocol.name).lr_grid or LR_GRID
+
+
 def search_lr(learner: EvaluationLearner, feats_train: torch.Tensor, n: int, progress=None) -> dict:
     """The learning-rate search for n classes. It sees only the training-drawer features."""
     p = learner.protocol
+    grid = lr_grid(p)
     specs = run_specs(p.seed, "lr_search", n, p.search_runs, feats_train.shape[0], p.iid, p.epochs)
-    scores = np.zeros((len(specs), len(LR_GRID)))
-    for j, lr in enumerate(LR_GRID):
+    scores = np.zeros((len(specs), len(grid)))
+    for j, lr in enumerate(grid):
         finals = learner.train(feats_train, specs, lr)
         scores[:, j] = learner.trajectory_accuracy(feats_train, specs, finals)
         if progress is not None:
             progress.update(len(specs) * len(specs[0].order))
-    chosen, best = choose_lr(scores)
-    return {"lr": chosen, "grid": list(LR_GRID), "best_per_search_run": best,
+    chosen, best = choose_lr(scores, grid)
+    return {"lr": chosen, "grid": list(grid), "best_per_search_run": best,
             "scores": np.round(scores, 8).tolist(), "mean_scores": np.round(scores.mean(axis=0), 8).tolist(),
             "classes": [s.classes.tolist() for s in specs]}
 
 
 def total_steps(schedule, protocol: Protocol) -> int:
-    trials = protocol.runs + (0 if protocol.lr is not None else protocol.search_runs * len(LR_GRID))
+    trials = protocol.runs + (0 if protocol.lr is not None else protocol.search_runs * len(lr_grid(protocol)))
     return sum(trials * TRAIN_DRAWERS * n * protocol.epochs for n in schedule)
 
 
@@ -425,7 +431,7 @@ def run_protocol(learner: EvaluationLearner, bank, schedule, *, progress: bool =
     return {
         "schedule": list(schedule),
         "by_classes": by_classes,
-        "protocol": {**asdict(protocol), **learner.record(), "lr_grid": list(LR_GRID),
+        "protocol": {**asdict(protocol), **learner.record(), "lr_grid": list(lr_grid(protocol)),
                      "lr_choice": "per search run the first best in grid order; then the most frequent; "
                                   "frequency ties -> higher mean search accuracy -> smaller rate",
                      "lr_judged_on": "trajectory (training-drawer) accuracy of the search runs only",
