@@ -207,7 +207,7 @@ MUTANTS = [
       "loss = ce - cfg.srnn_weight * sparsity", TRAINING, "SR-NN rewards density"),
     m("training-metric-parts-swapped", "experiment/training/omniglot.py",
       'metrics["accuracy_after_trajectory_classes"] = correct_after[n_random:].mean().item()',
-      'metrics["accuracy_after_trajectory_classes"] = correct_after[:n_random].mean().item()', TRAINING,
+      'metrics["accuracy_after_trajectory_classes"] = correct_after[:n_random].mean().item()', TRAINING + FACTS,
       "the learning-vs-remembering diagnostic reads the wrong part of the meta set"),
 ]
 

@@ -300,6 +300,31 @@ def test_table2_scores_held_out_on_drawers_16_to_20_of_each_runs_classes():
     assert 0.4 < cell["held_out_accuracy"]["mean"] < 1.0  # it learns (chance is 1/6), and the check can fail
 
 
+# --- meta-training's diagnostics --------------------------------------------------------------------------
+
+def test_the_meta_set_diagnostics_read_random_images_first_then_the_trajectory_classes(monkeypatch):
+    """The meta set is the random images (classes < class_split) first, then the trajectory classes'
+    part: a meta-loss whose outputs are right exactly on the trajectory classes must log 1 and 0."""
+    args = oml_omniglot.get_args_parser().parse_args(
+        ["--image-size", "12", "--channels", "4", "--strides", "2", "2", "--n-classes", "8", "--class-split", "4",
+         "--tasks", "2", "--update_step", "3", "--meta-random", "5"])
+    task = omniglot_training.make_training(oml_omniglot._config(args), "cpu",
+                                           np.zeros((8, N_DRAWERS, 12, 12), dtype=np.uint8))
+
+    def right_on_trajectory_classes(model, x_traj, y_traj, x_meta, y_meta, loss_fn, rule):
+        with torch.no_grad():
+            loss_fn(model(x_meta), y_meta)  # the unadapted logits, as meta_loss records them
+        on_trajectory = torch.isin(y_meta, y_traj.flatten())
+        assert on_trajectory.tolist() == [False] * 5 + [True] * (len(y_meta) - 5)
+        outputs = torch.zeros(len(y_meta), 16)
+        outputs[torch.arange(len(y_meta)), torch.where(on_trajectory, y_meta, (y_meta + 1) % 16)] = 1.0
+        loss = sum(p.sum() for p in model.parameters()) * 0.0
+        return loss, loss.detach(), outputs
+    monkeypatch.setattr(omniglot_training, "meta_loss", right_on_trajectory_classes)
+    metrics = task.step()
+    assert metrics["accuracy_after_trajectory_classes"] == 1.0 and metrics["accuracy_after_random"] == 0.0
+
+
 # --- the interfaces ----------------------------------------------------------------------------------------
 
 def test_every_learner_meets_its_interface():
