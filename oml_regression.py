@@ -72,12 +72,6 @@ def _eval_protocol(args, config):
     exists, so a bad evaluation flag is refused before the training it would follow."""
     runs = bounds.at_least("--eval-runs", getattr(args, "eval_runs", config.eval_runs), 0)  # a resumed run may change it
     if runs == 0:
-        given = [flag for flag, value in (("--eval-steps", args.eval_steps), ("--eval-batch", args.eval_batch),
-                                          ("--eval-lr", args.eval_lr)) if value is not None]
-        if args.eval_protocol != "paper":
-            given.append("--eval-protocol")
-        if given:
-            raise UserError(f"{given[0]} sets the evaluation after training, and --eval-runs 0 turns it off: drop one")
         return None
     try:
         protocol = make_protocol(args.eval_protocol, config, batches_per_function=args.eval_steps,

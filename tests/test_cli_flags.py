@@ -217,8 +217,6 @@ METHOD_ROWS = [
     (oml_regression, ["--method", "srnn", "--update_lr", "0.1"],
      "--update_lr is read by --method oml (and the trajectory evaluation, with --eval-protocol trajectory) only"),
     (oml_regression, ["--method", "oml", "--iid-lr", "0.1"], "--iid-lr is read by --method pretraining or srnn only"),
-    (oml_regression, ["--eval-runs", "0", "--eval-lr", "0.1"], "--eval-lr sets the evaluation after training, and "
-                                                               "--eval-runs 0 turns it off"),
     (evaluate_omniglot, ["--learner", "ewc", "--memory", "100"], "--memory is read by --learner er or mer only"),
     (evaluate_omniglot, ["--learner", "er", "--mer-gamma", "0.5"], "--mer-gamma is read by --learner mer only"),
 ]
