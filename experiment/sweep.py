@@ -31,10 +31,13 @@ The sweep folder `<results-dir>/<date>/sweeps/<name>/`:
                       folder, attempts, error text (written by the job only, atomically)
     jobs/r<i>.stderr  the script's standard error, every attempt
     submitit/         submitit's pickles, logs and results
+    sweep.lock        while a launcher submits or (local) runs the jobs (experiment/lock.py)
 The default name is the script's and a digest of the command, so launching the same command
 again (with the same --results-dir) finds the sweep and submits only the jobs not finished:
 a failed or killed job runs again, and a training job whose run folder holds a checkpoint
-resumes from it (`--resume`). A different command under an existing --name is refused.
+resumes from it (`--resume`). A different command under an existing --name is refused (the
+interpreter's path is compared resolved: a symlink or a relative spelling is the same command).
+A local sweep whose jobs did not all finish exits 1 with one line naming them.
 
 Preemption and time-outs: a job is a submitit Checkpointable. SLURM warns of the time limit with
 USR2 (submitit's --signal) and preempts, or reaches the limit, with SIGTERM to every process of
@@ -338,7 +341,8 @@ def read_sweep(sweep_dir) -> dict:
                                            and isinstance(j.get("command"), list) and j["command"] for j in jobs)
             and isinstance(sweep.get("name"), str)):
         raise UserError(f"'{path}' is damaged: not a sweep's record (an object with a name and a list of jobs, each "
-                        "with its rank and command); launch the sweep's command again to rewrite it")
+                        "with its rank and command); restore it from a backup, or delete that sweep folder and launch "
+                        "the sweep again (its jobs then run again)")
     return sweep
 
 

@@ -106,6 +106,16 @@ def test_failed_jobs_exit_1_with_one_line_naming_them(tmp_path, capsys):
     assert "0 of 2 jobs finished" in out
 
 
+def test_a_list_member_the_script_refuses_ends_in_one_line_and_no_run_folder(tmp_path, capsys):
+    """The script checks every member of a swept list before it writes (not only the one its rank runs),
+    so each job refuses at once with the script's own line; the sweep says so in one line, exit 1."""
+    results = tmp_path / "results"
+    code, _, err = sweep_cli(["oml_regression.py", *TINY, "--steps", "3", "0", "--results-dir", results], capsys)
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith("error: 2 of 2 jobs failed: r0 failed (error: --steps must be at least 1, got 0)")
+    assert not list(results.glob("*/sine/*"))  # no run folder: the check comes before any write
+
+
 def test_a_second_launch_of_the_same_sweep_refuses_and_no_job_runs_twice(tmp_path, capsys):
     results = tmp_path / "results"
     argv = ["oml_regression.py", *TINY, "--seed", "1", "2", "--results-dir", str(results), "--name", "twice"]
