@@ -15,7 +15,16 @@ from experiment import aggregate
 from utils.cli import run_main
 
 
-def make_sweep(root: Path) -> Path:
+def _result(benchmark: str, method: str, rank: int, seed: int) -> dict:
+    if benchmark == "sine":
+        curve = [[1.0 + rank + seed * 0.1 + step * 0.01 + r for step in range(3)] for r in range(2)]
+        return {"benchmark": "sine", "model": {"method": method}, "runs": {"curve": curve, "per_function": curve}}
+    runs = {"trajectory_accuracy": [0.9, 0.8 + 0.01 * seed], "held_out_accuracy": [0.5, 0.4 + 0.01 * rank]}
+    return {"benchmark": "omniglot", "model": {"method": method}, "schedule": [2, 4],
+            "by_classes": {"2": {"runs": runs}, "4": {"runs": runs}}}
+
+
+def make_sweep(root: Path, benchmark: str = "sine") -> Path:
     folder = root / "sweeps" / "syn"
     (folder / "jobs").mkdir(parents=True)
     jobs = []
@@ -23,9 +32,7 @@ def make_sweep(root: Path) -> Path:
         run = root / "runs" / f"syn_r{rank}_1"
         run.mkdir(parents=True)
         (run / "config.json").write_text(json.dumps({"seed": seed, "method": method, "preset": "quick"}))
-        curve = [[1.0 + rank + seed * 0.1 + step * 0.01 + r for step in range(3)] for r in range(2)]
-        (run / "results.json").write_text(json.dumps({"benchmark": "sine", "model": {"method": method},
-                                                      "runs": {"curve": curve, "per_function": curve}}))
+        (run / "results.json").write_text(json.dumps(_result(benchmark, method, rank, seed)))
         (folder / "jobs" / f"r{rank}.json").write_text(json.dumps({"state": "finished", "run_dir": str(run)}))
         jobs.append({"rank": rank, "run_name": f"syn_r{rank}", "command": ["python", "oml_regression.py"],
                      "combination": {"seed": seed, "method": method}})
@@ -73,6 +80,23 @@ def test_a_damaged_job_is_listed_by_name_and_the_rest_aggregated(tmp_path, capsy
     groups = {g["label"].split()[0]: g for g in summary["groups"]}
     assert groups["OML"]["ranks"] == [0] and groups["SR-NN"]["ranks"] == [2, 3]
     assert "| syn/r1 | damaged |" in (folder / "aggregate" / "tables.md").read_text()
+
+
+def test_an_omniglot_result_without_its_accuracies_is_listed_and_a_missing_class_count_left_out(tmp_path, capsys):
+    folder = make_sweep(tmp_path, "omniglot")
+    result = json.loads((run_dir(folder, 1) / "results.json").read_text())
+    del result["by_classes"]["2"]["runs"]["held_out_accuracy"]
+    (run_dir(folder, 1) / "results.json").write_text(json.dumps(result))
+    result = json.loads((run_dir(folder, 3) / "results.json").read_text())
+    del result["by_classes"]["4"]  # evaluated up to 2 classes only: still counted, at the counts it has
+    (run_dir(folder, 3) / "results.json").write_text(json.dumps(result))
+    code, err = run_aggregate([folder], capsys)
+    assert code == 0 and "Traceback" not in err
+    summary = json.loads((folder / "aggregate" / "summary.json").read_text())
+    assert [(p["rank"], p["state"]) for p in summary["not_counted"]] == [(1, "damaged")]
+    assert "held_out_accuracy" in summary["not_counted"][0]["error"]
+    srnn = json.loads((folder / "aggregate" / summary["groups"][1]["file"]).read_text())
+    assert summary["groups"][1]["ranks"] == [2, 3] and srnn["schedule"] == [2]
 
 
 DAMAGED_SWEEP = {
