@@ -65,9 +65,11 @@ def _columns(summary: dict) -> list[str]:
 
 
 def _rate(rates: list) -> str:
+    def text(rate):  # None: a learner with no rate (the streaming learners)
+        return "none" if rate is None else f"{rate:g}"
     shown = []
     for rate in rates:
-        shown.append(f"{rate:g}" if not isinstance(rate, dict) else "/".join(f"{v:g}" for v in rate.values()))
+        shown.append(text(rate) if not isinstance(rate, dict) else "/".join(text(v) for v in rate.values()))
     return ", ".join(dict.fromkeys(shown))
 
 

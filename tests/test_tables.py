@@ -121,3 +121,7 @@ def test_an_omniglot_table_reads_every_class_count():
     # a tie at 10 classes and a gap at 200 are both said, each at its own class count
     assert "Reading (held-out, 10 classes, 95% t intervals across seeds): A and B overlap (no claim)." in text
     assert "Reading (held-out, 200 classes, 95% t intervals across seeds): A higher than B (intervals apart)." in text
+
+
+def test_a_learner_without_a_rate_is_shown_as_none():
+    assert tables._rate([{"10": None, "50": None}]) == "none/none" and tables._rate([0.001, None]) == "0.001, none"
