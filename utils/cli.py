@@ -45,7 +45,8 @@ def add_common(parser: argparse.ArgumentParser, *, training: bool, sweep: bool =
         parser.add_argument("--resume", default=None, metavar="RUN_DIR",
                             help="continue a killed run from its folder (or its checkpoint.pt)")
         parser.add_argument("--save-every", dest="save_every", type=int, default=None,
-                            help="checkpoint interval in steps (default 1000; a resumed run keeps its own)")
+                            help="checkpoint interval in steps, a multiple of --log-every (default 1000, or the "
+                                 "largest multiple of --log-every below it; a resumed run keeps its own)")
         parser.add_argument("--log-every", dest="log_every", type=int, default=None,
                             help="metrics interval in steps (default 50; a resumed run keeps its own)")
 
