@@ -60,7 +60,6 @@ from experiment.evaluation.features import feature_bank
 from experiment.evaluation.omniglot import (
     DEFAULT_SCHEDULE,
     EVAL_SEED,
-    OnlineLearner,
     Protocol,
     check_schedule,
     evaluate,
@@ -70,6 +69,7 @@ from experiment.evaluation.omniglot import (
 )
 from experiment.evaluation.omniglot_protocols import DEFAULT_PROTOCOL, PROTOCOL_NAMES, coincidence_note
 from experiment.evaluation.omniglot_protocols import bundle as protocol_bundle
+from experiment.evaluation.online_learner import OnlineLearner
 from experiment.evaluation.scratch import EvalImages, evaluate_scratch
 from experiment.evaluation.scratch import check_protocol as check_scratch_protocol
 from experiment.identity import checkpoint_identity

@@ -33,17 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from experiment.evaluation import native
-from experiment.evaluation.omniglot import (
-    DEFAULT_SCHEDULE,
-    LR_GRID,
-    SEARCH_RUNS,
-    OnlineLearner,
-    Protocol,
-    _accuracy,
-    train_autograd,
-    train_native,
-    train_portable,
-)
+from experiment.evaluation.omniglot import DEFAULT_SCHEDULE, LR_GRID, SEARCH_RUNS, Protocol
+from experiment.evaluation.online_learner import OnlineLearner, _accuracy, train_autograd, train_native, train_portable
 from experiment.omniglot_presets import OMNIGLOT_PRESETS
 from model.networks import build_omniglot_net, features
 

@@ -24,7 +24,8 @@ from datasets.omniglot import load_omniglot
 from experiment.checkpoint import load_checkpoint, load_weights
 from experiment.evaluation import native
 from experiment.evaluation.features import feature_bank
-from experiment.evaluation.omniglot import ADAM_BETAS, ADAM_EPS, PLNInit, _run_data, run_specs
+from experiment.evaluation.omniglot import run_specs
+from experiment.evaluation.online_learner import ADAM_BETAS, ADAM_EPS, PLNInit, _run_data
 from experiment.omniglot_presets import build_model, config_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from experiment.config import resolve
 from experiment.evaluation import omniglot as oe
+from experiment.evaluation import online_learner as ol
 from experiment.evaluation.features import FeatureBank
 from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig
 from experiment.sine_presets import SINE_PRESETS, SineConfig
@@ -211,7 +212,7 @@ def _evaluation(device, engine):
         bank = _feature_bank(device)
         result = oe.evaluate(_pln(), bank, (5, 10), protocol, device=device, cache_dir=False)
         specs = oe.run_specs(7, "eval", 10, 4, bank.n_classes, False, 1)
-        learner = oe.OnlineLearner(_pln(), protocol, device=device)
+        learner = ol.OnlineLearner(_pln(), protocol, device=device)
         finals = learner.train(bank.train, specs, 1e-2)
     return result, [[p.cpu() for p in run] for run in finals]
 

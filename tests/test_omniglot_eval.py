@@ -12,7 +12,8 @@ from experiment.checkpoint import save_checkpoint
 from experiment.config import as_dict, resolve
 from experiment.evaluation import features, native
 from experiment.evaluation.features import FeatureBank, feature_bank
-from experiment.evaluation.omniglot import LR_GRID, OnlineLearner, Protocol, choose_lr, evaluate, parse_schedule, run_specs
+from experiment.evaluation.omniglot import LR_GRID, Protocol, choose_lr, evaluate, parse_schedule, run_specs
+from experiment.evaluation.online_learner import OnlineLearner
 from tests.omniglot_fixtures import tiny_network_and_tree
 from utils.cli import run_main
 from utils.errors import UserError

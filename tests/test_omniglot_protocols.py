@@ -11,8 +11,9 @@ from datasets.omniglot import load_omniglot
 from experiment.checkpoint import load_checkpoint, save_checkpoint
 from experiment.config import as_dict, resolve
 from experiment.evaluation.features import FeatureBank, feature_bank
-from experiment.evaluation.omniglot import OnlineLearner, Protocol, evaluate, run_specs
+from experiment.evaluation.omniglot import Protocol, evaluate, run_specs
 from experiment.evaluation.omniglot_protocols import BUNDLES
+from experiment.evaluation.online_learner import OnlineLearner
 from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig, build_model, config_from_checkpoint
 from tests.omniglot_fixtures import write_fake_both
 from utils.cli import run_main

@@ -15,6 +15,7 @@ import torch
 import experiment.evaluation as evaluation_package
 from experiment.evaluation import native
 from experiment.evaluation import omniglot as oe
+from experiment.evaluation import online_learner as ol
 from experiment.evaluation.features import FeatureBank
 from model import online
 from tests.conftest import REPO, SHARED_OMNIGLOT
@@ -43,12 +44,12 @@ def sparse_features():
 
 def _full_scale(bank, engine, lr=1e-3, optimizer="adam"):
     pln = torch.nn.Sequential(torch.nn.Linear(N_FEAT, N_OUT))
-    learner = oe.OnlineLearner(pln, oe.Protocol(engine=engine, optimizer=optimizer))
+    learner = ol.OnlineLearner(pln, oe.Protocol(engine=engine, optimizer=optimizer))
     assert learner.engine == engine
     specs = oe.run_specs(7, "eval", N_CLASSES, 1, N_CLASSES, False, 1)
     assert len(specs[0].order) == 1500
     finals = learner.train(bank.train, specs, lr)
-    x, _ = oe._run_data(bank.train, specs[0])
+    x, _ = ol._run_data(bank.train, specs[0])
     predicted = online.forward([p.unsqueeze(0) for p in finals[0]], x.unsqueeze(0))[0].argmax(1)
     return finals[0], predicted, learner.held_out_accuracy(bank.test, specs, finals)
 
@@ -66,12 +67,12 @@ def test_closed_form_step_is_autograd_and_torch_adam():
     assert torch.allclose(e, bg.grad, atol=1e-7) and torch.allclose(e[:, :, None] * x[:, None], wg.grad, atol=1e-7)
     p, m, v = w.clone(), torch.zeros_like(w), torch.zeros_like(w)
     ref = w.clone().requires_grad_()
-    opt = torch.optim.Adam([ref], lr=0.01, betas=oe.ADAM_BETAS, eps=oe.ADAM_EPS, foreach=False)
+    opt = torch.optim.Adam([ref], lr=0.01, betas=ol.ADAM_BETAS, eps=ol.ADAM_EPS, foreach=False)
     for step in (1, 2, 3):
         g = torch.randn(w.shape, generator=gen)
         ref.grad = g.clone()
         opt.step()
-        online.adam_update_(p, g.clone(), m, v, step, 0.01, oe.ADAM_BETAS, oe.ADAM_EPS)
+        online.adam_update_(p, g.clone(), m, v, step, 0.01, ol.ADAM_BETAS, ol.ADAM_EPS)
         assert torch.equal(p, ref.detach())
 
 
@@ -93,7 +94,7 @@ def test_native_runs_in_threads_give_the_loops_numbers(sparse_features, monkeypa
     """The native engine trains runs on torch.get_num_threads() threads: bit-identical to one."""
     _needs_native()
     pln = torch.nn.Sequential(torch.nn.Linear(N_FEAT, N_OUT))
-    learner = oe.OnlineLearner(pln, oe.Protocol(engine="native"))
+    learner = ol.OnlineLearner(pln, oe.Protocol(engine="native"))
     specs = oe.run_specs(11, "eval", 20, 5, N_CLASSES, False, 1)
     finals = {}
     for threads in (1, 3):
@@ -139,25 +140,25 @@ def without_numba(monkeypatch):
 
 def test_fallback_without_numba_warns_once_and_runs(without_numba, capsys, sparse_features):
     pln = torch.nn.Sequential(torch.nn.Linear(N_FEAT, 20))
-    learner = oe.OnlineLearner(pln, oe.Protocol())
+    learner = ol.OnlineLearner(pln, oe.Protocol())
     err = capsys.readouterr().err.splitlines()
     assert learner.engine == "portable"
     assert [line for line in err if line.startswith("warning: numba is not installed")] and len(err) == 1, err
     small = FeatureBank(sparse_features.train[:10, :, :], sparse_features.test[:10], "k")
     specs = oe.run_specs(1, "eval", 3, 2, 10, False, 1)
     finals = learner.train(small.train, specs, 1e-3)
-    reference = oe.OnlineLearner(pln, oe.Protocol(engine="autograd")).train(small.train, specs, 1e-3)
+    reference = ol.OnlineLearner(pln, oe.Protocol(engine="autograd")).train(small.train, specs, 1e-3)
     assert all(torch.allclose(a, b, atol=1e-6) for fa, fb in zip(finals, reference) for a, b in zip(fa, fb))
-    oe.OnlineLearner(pln, oe.Protocol())  # the warning is said once per process
+    ol.OnlineLearner(pln, oe.Protocol())  # the warning is said once per process
     assert capsys.readouterr().err == ""
     with pytest.raises(UserError, match="needs numba"):
-        oe.OnlineLearner(pln, oe.Protocol(engine="native"))
+        ol.OnlineLearner(pln, oe.Protocol(engine="native"))
 
 
 def test_native_can_be_turned_off(monkeypatch, capsys):
     monkeypatch.setattr(native, "_KERNEL", None)
     monkeypatch.setenv("OML_NATIVE", "0")
-    learner = oe.OnlineLearner(torch.nn.Sequential(torch.nn.Linear(4, 3)), oe.Protocol())
+    learner = ol.OnlineLearner(torch.nn.Sequential(torch.nn.Linear(4, 3)), oe.Protocol())
     assert learner.engine == "portable" and "warning: OML_NATIVE=0" in capsys.readouterr().err
 
 
@@ -165,16 +166,16 @@ def test_engine_names_and_old_spellings(monkeypatch):
     monkeypatch.setattr(native, "_KERNEL", False)  # as without numba: no warning, no compile
     linear = torch.nn.Sequential(torch.nn.Linear(4, 3))
     two_layer = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
-    assert oe.OnlineLearner(linear, oe.Protocol(engine="torch")).engine == "portable"
-    assert oe.OnlineLearner(linear, oe.Protocol(engine="auto")).engine == "portable"
-    assert oe.OnlineLearner(linear, oe.Protocol(engine="autograd")).engine == "autograd"
+    assert ol.OnlineLearner(linear, oe.Protocol(engine="torch")).engine == "portable"
+    assert ol.OnlineLearner(linear, oe.Protocol(engine="auto")).engine == "portable"
+    assert ol.OnlineLearner(linear, oe.Protocol(engine="autograd")).engine == "autograd"
     for spelling in ("auto", "torch", "portable"):  # a 2-layer PLN has no closed form here
-        assert oe.OnlineLearner(two_layer, oe.Protocol(engine=spelling)).engine == "autograd"
+        assert ol.OnlineLearner(two_layer, oe.Protocol(engine=spelling)).engine == "autograd"
     for spelling in ("c", "native"):
         with pytest.raises(UserError, match="native"):
-            oe.OnlineLearner(linear, oe.Protocol(engine=spelling))
+            ol.OnlineLearner(linear, oe.Protocol(engine=spelling))
     with pytest.raises(UserError, match="linear PLN"):
-        oe.OnlineLearner(two_layer, oe.Protocol(engine="native"))
+        ol.OnlineLearner(two_layer, oe.Protocol(engine="native"))
     with pytest.raises(UserError, match="--engine must be"):
         oe.Protocol(engine="cuda").validate()
 
@@ -184,13 +185,13 @@ def test_native_refuses_bad_indices_and_labels():
     fn = native.kernel()
     init = [torch.zeros(4, 3), torch.zeros(4)]
     x, y = torch.rand(5, 3), torch.tensor([0, 1, 2, 3, 0])
-    assert len(oe.train_native(fn, init, x, y, np.arange(5), 0.1, "adam")) == 2
+    assert len(ol.train_native(fn, init, x, y, np.arange(5), 0.1, "adam")) == 2
     with pytest.raises(ValueError, match="trajectory index"):
-        oe.train_native(fn, init, x, y, np.array([0, 5]), 0.1, "adam")
+        ol.train_native(fn, init, x, y, np.array([0, 5]), 0.1, "adam")
     with pytest.raises(ValueError, match="trajectory index"):
-        oe.train_native(fn, init, x, y, np.array([-1]), 0.1, "sgd")
+        ol.train_native(fn, init, x, y, np.array([-1]), 0.1, "sgd")
     with pytest.raises(ValueError, match="label outside the 4 outputs"):
-        oe.train_native(fn, init, x, torch.tensor([0, 1, 2, 4, 0]), np.arange(5), 0.1, "adam")
+        ol.train_native(fn, init, x, torch.tensor([0, 1, 2, 4, 0]), np.arange(5), 0.1, "adam")
 
 
 def test_adam_without_fused_cpu_kernel(monkeypatch):
@@ -207,10 +208,10 @@ def test_adam_without_fused_cpu_kernel(monkeypatch):
     xs, ys = torch.rand(2, 12, 6, generator=gen), torch.randint(0, 4, (2, 12), generator=gen)
     inits = [[torch.randn(4, 6, generator=gen), torch.zeros(4)] for _ in range(2)]
     orders = np.stack([np.arange(12)] * 2)
-    fused = oe.train_autograd(inits, xs, ys, orders, 0.01, "adam")
+    fused = ol.train_autograd(inits, xs, ys, orders, 0.01, "adam")
     monkeypatch.setattr(torch.optim, "Adam", old_torch_adam)
-    assert oe.torch_adam([torch.zeros(2, requires_grad=True)], 0.1).defaults["foreach"] is False
-    single = oe.train_autograd(inits, xs, ys, orders, 0.01, "adam")
+    assert ol.torch_adam([torch.zeros(2, requires_grad=True)], 0.1).defaults["foreach"] is False
+    single = ol.train_autograd(inits, xs, ys, orders, 0.01, "adam")
     assert all(torch.allclose(a, b, atol=1e-6) for fa, fb in zip(fused, single) for a, b in zip(fa, fb))
 
 
@@ -218,8 +219,8 @@ def test_adam_without_fused_cpu_kernel(monkeypatch):
 def test_portable_engine_on_cuda_agrees(sparse_features):
     specs = oe.run_specs(4, "eval", 10, 2, N_CLASSES, False, 1)
     pln = torch.nn.Sequential(torch.nn.Linear(N_FEAT, N_OUT))
-    cpu = oe.OnlineLearner(pln, oe.Protocol(engine="portable", run_batch=2)).train(sparse_features.train, specs, 1e-3)
-    gpu = oe.OnlineLearner(pln, oe.Protocol(engine="portable", run_batch=2), device="cuda").train(
+    cpu = ol.OnlineLearner(pln, oe.Protocol(engine="portable", run_batch=2)).train(sparse_features.train, specs, 1e-3)
+    gpu = ol.OnlineLearner(pln, oe.Protocol(engine="portable", run_batch=2), device="cuda").train(
         sparse_features.train.cuda(), specs, 1e-3)
     assert all(torch.allclose(a, b.cpu(), atol=FULL_SCALE_ATOL) for fa, fb in zip(cpu, gpu) for a, b in zip(fa, fb))
 
@@ -243,8 +244,8 @@ def test_subnormals_are_flushed_only_inside_the_native_kernel():
     init = [torch.randn(200, 40, generator=gen) * 0.5, torch.zeros(200)]
     order = np.arange(300)
     fn = native.kernel()
-    kept = native.train_native(fn, init, x, y, order, 3e-3, "adam", oe.ADAM_BETAS, oe.ADAM_EPS, flush=False)
-    flush = native.train_native(fn, init, x, y, order, 3e-3, "adam", oe.ADAM_BETAS, oe.ADAM_EPS)
+    kept = native.train_native(fn, init, x, y, order, 3e-3, "adam", ol.ADAM_BETAS, ol.ADAM_EPS, flush=False)
+    flush = native.train_native(fn, init, x, y, order, 3e-3, "adam", ol.ADAM_BETAS, ol.ADAM_EPS)
     assert (tiny * 1.0).item() != 0.0
     assert torch.equal(kept[0], flush[0]) and torch.equal(kept[1], flush[1])  # too small to move a weight
 

@@ -25,7 +25,8 @@ import oml_regression
 from datasets.omniglot import N_DRAWERS, load_omniglot, split_drawers, to_float
 from experiment.evaluation import table2
 from experiment.evaluation.features import FeatureBank, feature_bank
-from experiment.evaluation.omniglot import EvaluationLearner, OnlineLearner, PLNInit, Protocol, draw_run, run_protocol, run_specs
+from experiment.evaluation.omniglot import EvaluationLearner, Protocol, draw_run, run_protocol, run_specs
+from experiment.evaluation.online_learner import OnlineLearner, PLNInit
 from experiment.evaluation.scratch import EvalImages, ScratchLearner, fresh_params
 from experiment.training import omniglot as omniglot_training
 from experiment.training import sine as sine_training

@@ -254,10 +254,10 @@ def test_full_verification_catches_what_the_cheap_check_cannot(tmp_path, capsys,
 
 # --- the native kernel (numba) -------------------------------------------------------------------
 
-_CHILD = ("import sys; from experiment.evaluation import native, omniglot as oe; import torch, numpy as np; "
+_CHILD = ("import sys; from experiment.evaluation import native, online_learner as ol; import torch, numpy as np; "
           "fn = native.kernel(); print('engine', fn is not None); "
           "g = torch.Generator().manual_seed(0); x = torch.rand(30, 8, generator=g) * (torch.rand(30, 8, generator=g) < 0.5); "
-          "w, b = oe.train_native(fn, [torch.randn(5, 8, generator=g), torch.zeros(5)], x, torch.arange(30) % 5, "
+          "w, b = ol.train_native(fn, [torch.randn(5, 8, generator=g), torch.zeros(5)], x, torch.arange(30) % 5, "
           "np.arange(30), 0.01, 'adam'); print('sum', repr(float(w.double().sum())))")
 
 

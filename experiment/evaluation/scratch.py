@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from datasets.omniglot import OmniglotSplit, split_drawers, to_float
-from experiment.evaluation.omniglot import Protocol, RunSpec, engine_name, run_protocol, torch_adam
+from experiment.evaluation.omniglot import Protocol, RunSpec, run_protocol
 from experiment.evaluation.omniglot_protocols import protocol_record
+from experiment.evaluation.online_learner import engine_name, torch_adam
 from model.networks import kaiming_normal
 from utils.errors import UserError
 
@@ -76,7 +77,7 @@ def check_protocol(protocol: Protocol) -> None:
 
 class ScratchLearner:
     """Trains a fresh copy of `net` per run on images and scores it; an `EvaluationLearner`
-    (experiment/evaluation/omniglot.py), like the frozen-RLN OnlineLearner, so run_protocol drives both."""
+    (experiment/evaluation/omniglot.py), like the frozen-RLN OnlineLearner (online_learner.py), so run_protocol drives both."""
 
     engine = "autograd"
 

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from datasets.omniglot import TRAIN_DRAWERS, to_float
-from experiment.evaluation.omniglot import EVAL_SEED, PLNInit, draw_run
+from experiment.evaluation.omniglot import EVAL_SEED, draw_run
+from experiment.evaluation.online_learner import PLNInit
 from experiment.evaluation.rate_search import choose_lr
 from model.continual import LEARNERS, ContinualLearner
 from model.continual.models import LearnerModel, LinearHead, Network
