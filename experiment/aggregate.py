@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from experiment.summaries import summary_of
-from experiment.sweep import job_states, read_sweep
+from experiment.sweep_records import job_states, read_sweep
 from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError

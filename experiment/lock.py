@@ -10,7 +10,7 @@ SIGTERM (`kill`, a scheduler's preemption or time limit) would end a process wit
 `finally` blocks, leaving the lock behind. While a process holds a lock, SIGTERM therefore raises
 `Terminated`, a KeyboardInterrupt: it stops the work the way Ctrl-C does (the training loop keeps
 its last checkpoint and says so) and the lock is released on the way out. A process that was
-started with SIGTERM ignored (a sweep job's script, experiment/sweep.py) keeps ignoring it: the
+started with SIGTERM ignored (a sweep job's script, experiment/sweep_job.py) keeps ignoring it: the
 parent that ignored it for the child answers the signal.
 """
 import datetime as dt

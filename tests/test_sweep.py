@@ -18,7 +18,7 @@ import torch
 
 import oml_regression
 import plot_results
-from experiment import aggregate, sweep
+from experiment import aggregate, sweep, sweep_executor, sweep_job, sweep_plan, sweep_records
 from tests.conftest import REPO
 from utils.errors import UserError
 
@@ -58,7 +58,7 @@ def test_a_local_sweep_runs_every_job_and_aggregates_over_seeds(local_sweep, cap
     record = json.loads((folder / "sweep.json").read_text())
     assert record["grid"] == {"seed": [1, 2], "method": ["oml", "pretraining"]}
     assert all(job["job_ids"] for job in record["jobs"])
-    states = sweep.job_states(folder)
+    states = sweep_records.job_states(folder)
     assert [s["state"] for s in states] == ["finished"] * 4
     for s in states:
         run = Path(s["run_dir"])
@@ -104,7 +104,7 @@ def test_a_failed_job_is_reported_with_its_error_never_averaged(local_sweep, tmp
     record["jobs"][3] = bad
     (copy / "sweep.json").write_text(json.dumps(record))
     with pytest.raises(RuntimeError, match="--width"):
-        sweep.SweepJob(copy, bad, tmp_path / "results", REPO)()
+        sweep_job.SweepJob(copy, bad, tmp_path / "results", REPO)()
     state = json.loads((copy / "jobs" / "r3.json").read_text())
     assert state["state"] == "failed" and state["error"].startswith("error: --width")
     out = aggregate.aggregate(copy, tmp_path / "agg")
@@ -123,7 +123,7 @@ def test_models_where_picks_one_method_and_several_sweeps_aggregate_as_one(local
     launch(tmp_path, ["--runs", "2"], "--models-from", str(folder), "--models-where", "method=pretraining", "--dry-run",
            script="evaluate_regression.py")
     jobs = capsys.readouterr().out.splitlines()[1:]
-    trained = [Path(s["run_dir"]) for s in sweep.job_states(folder)]
+    trained = [Path(s["run_dir"]) for s in sweep_records.job_states(folder)]
     assert len(jobs) == 2 and all(f"--model {run}" in line for run, line in zip(trained[2:], jobs))
     capsys.readouterr()
     launch(tmp_path, ["--runs", "2"], "--models-from", str(folder), "--models-where", "method=oml", "seed=[2,3]",
@@ -170,10 +170,10 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_checkpoint
     results = tmp_path / "results"
     args, rest = sweep.get_args_parser().parse_known_args(["oml_regression.py", *argv, "--results-dir", str(results),
                                                           "--name", "pre"])
-    plan = sweep.plan(args, rest)
+    plan = sweep_plan.plan(args, rest)
     folder = tmp_path / "sweep"
-    executor = sweep.make_executor(args, folder / "submitit")
-    job = executor.submit(sweep.SweepJob(folder, plan["jobs"][0], plan["results_dir"], plan["cwd"]))
+    executor = sweep_executor.make_executor(args, folder / "submitit")
+    job = executor.submit(sweep_job.SweepJob(folder, plan["jobs"][0], plan["results_dir"], plan["cwd"]))
     state_path = folder / "jobs" / "r0.json"
     deadline = time.time() + 120
     while time.time() < deadline:  # the first periodic checkpoint is written: preempt the job, as SLURM would

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from experiment import sweep
+from experiment import sweep, sweep_plan, sweep_records
 from experiment.lock import LOCK_NAME
 from tests.conftest import REPO
 
@@ -94,7 +94,7 @@ def test_no_script_other_than_the_repositorys_is_run_not_even_for_dry_run(tmp_pa
         code, _, err = sweep_cli([script, "--seed", "1", "2", "--dry-run"], capsys)
         assert code == 2 and err.count("\n") == 1 and "is not one of them" in err
     assert not (tmp_path / "ran").exists()
-    assert sweep.sweepable_scripts() == ["evaluate_omniglot.py", "evaluate_regression.py", "oml_omniglot.py",
+    assert sweep_plan.sweepable_scripts() == ["evaluate_omniglot.py", "evaluate_regression.py", "oml_omniglot.py",
                                          "oml_regression.py"]
 
 
@@ -131,7 +131,7 @@ def test_a_second_launch_of_the_same_sweep_refuses_and_no_job_runs_twice(tmp_pat
     finally:
         _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
-    folder = sweep.find_sweep(results, "twice")
+    folder = sweep_records.find_sweep(results, "twice")
     assert [len(job["job_ids"]) for job in json.loads((folder / "sweep.json").read_text())["jobs"]] == [1, 1]
     assert sorted(p.name for p in results.glob("*/sine/*")) == ["twice_r0_1", "twice_r1_1"]
     assert not (folder / "sweep.lock").exists() and not list(results.rglob(LOCK_NAME))
@@ -148,5 +148,5 @@ def test_the_python_path_is_compared_resolved(tmp_path):
     link = tmp_path / "py"
     link.symlink_to(sys.executable)
     relative = os.path.relpath(sys.executable, Path.cwd())
-    spellings = {sweep._same_command([spelling, "x.py"])[0] for spelling in (sys.executable, str(link), relative)}
+    spellings = {sweep_records._same_command([spelling, "x.py"])[0] for spelling in (sys.executable, str(link), relative)}
     assert spellings == {os.path.realpath(sys.executable)}

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import oml_regression
-from experiment import sweep
+from experiment import sweep_records
 from experiment.lock import LOCK_NAME
 from tests.conftest import REPO
 
@@ -58,7 +58,7 @@ def test_a_sigtermed_local_sweep_stops_its_jobs_and_a_relaunch_resumes_them(tmp_
     launcher = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
     run = _wait(lambda: _checkpointed(results, "*/sine/s_r0_1"), what="a checkpoint")
-    folder = sweep.find_sweep(results, "s")
+    folder = sweep_records.find_sweep(results, "s")
     child = json.loads((folder / "jobs" / "r0.json").read_text())["attempts"][-1]["child"]["pid"]
     launcher.send_signal(signal.SIGTERM)
     _, err = launcher.communicate(timeout=60)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import oml_regression
-from experiment import sweep
+from experiment import sweep, sweep_executor, sweep_records
 from experiment.lock import LOCK_NAME
 from utils.errors import UserError
 
@@ -165,7 +165,7 @@ def test_an_sbatch_refusal_is_one_line_with_its_message_and_leaves_nothing(tmp_p
     # a relaunch of an existing sweep refused by sbatch leaves that sweep's folder as it was
     (slurm / "refuse").unlink()
     assert sweep_cli(argv, capsys)[0] == 0
-    folder = sweep.find_sweep(results, "refused")
+    folder = sweep_records.find_sweep(results, "refused")
     before = files_under(folder)
     (slurm / "refuse").write_text("sbatch: error: QOSMaxSubmitJobPerUserLimit")
     code, _, err = sweep_cli(argv, capsys)
@@ -306,10 +306,10 @@ def test_a_refused_requeue_is_recorded_and_a_relaunch_resumes(tmp_path, slurm, u
 
 def test_flags_the_sweep_sets_are_refused_in_slurm_option():
     with pytest.raises(UserError, match="--slurm-option time: the sweep sets it, through --timeout"):
-        sweep.sbatch_extra(["time=10"])
+        sweep_executor.sbatch_extra(["time=10"])
     with pytest.raises(UserError, match="no-requeue"):
-        sweep.sbatch_extra(["--no-requeue"])
-    assert sweep.sbatch_extra(["--reservation=x", "exclusive"]) == {"reservation": "x", "exclusive": True}
+        sweep_executor.sbatch_extra(["--no-requeue"])
+    assert sweep_executor.sbatch_extra(["--reservation=x", "exclusive"]) == {"reservation": "x", "exclusive": True}
 
 
 def test_after_a_node_failure_a_relaunch_frees_the_dead_nodes_lock_and_resumes(tmp_path, slurm, uninterrupted, capsys):

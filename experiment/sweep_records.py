@@ -1,0 +1,96 @@
+"""A sweep's folder and its records, read back: sweep.json (the launcher's) and jobs/r<i>.json (each job's).
+
+The sweep folder `<results-dir>/<date>/sweeps/<name>/`:
+    sweep.json        the command, the grid, the executor, every job's rank, command, run name and
+                      submitit job id (written by the launcher only, atomically: experiment/sweep.py)
+    jobs/r<i>.json    the job's own record: state (running, finished, failed, preempted), run
+                      folder, attempts, error text (written by the job only, atomically: experiment/sweep_job.py)
+    jobs/r<i>.stderr  the script's standard error, every attempt
+    submitit/         submitit's pickles, logs and results
+    sweep.lock        while a launcher submits or (local) runs the jobs (experiment/lock.py)
+A relaunch finds the folder by the sweep's name, and must repeat its command (sweep_folder).
+"""
+import datetime as dt
+import json
+import os
+import shutil
+from pathlib import Path
+
+from utils.errors import UserError
+
+SWEEP_FILE = "sweep.json"
+JOBS_DIR = "jobs"
+SUBMITIT_DIR = "submitit"
+SWEEP_LOCK = "sweep.lock"          # one launcher at a time per sweep folder
+
+
+def read_sweep(sweep_dir) -> dict:
+    """sweep.json, checked to be a sweep's record (an object whose `jobs` each have a rank and a command)."""
+    path = Path(sweep_dir) / SWEEP_FILE
+    try:
+        sweep = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"'{sweep_dir}' is not a readable sweep folder (no {SWEEP_FILE}: {type(err).__name__})") from None
+    jobs = sweep.get("jobs") if isinstance(sweep, dict) else None
+    if not (isinstance(jobs, list) and all(isinstance(j, dict) and type(j.get("rank")) is int
+                                           and isinstance(j.get("command"), list) and j["command"] for j in jobs)
+            and isinstance(sweep.get("name"), str)):
+        raise UserError(f"'{path}' is damaged: not a sweep's record (an object with a name and a list of jobs, each "
+                        "with its rank and command); restore it from a backup, or delete that sweep folder and launch "
+                        "the sweep again (its jobs then run again)")
+    return sweep
+
+
+def _own_record(path: Path) -> dict:
+    """jobs/r<i>.json, or a 'damaged' state saying what is wrong with it."""
+    try:
+        own = json.loads(path.read_text())
+        if isinstance(own, dict) and isinstance(own.get("state"), str):
+            return own
+        problem = "not a job's record"
+    except (OSError, ValueError) as err:
+        problem = f"unreadable ({type(err).__name__})"
+    return {"state": "damaged", "error": f"{path} is {problem}; the job's run folder, if any, is not read"}
+
+
+def job_states(sweep_dir) -> list[dict]:
+    """One entry per job of the sweep: sweep.json's record with the job's own (jobs/r<i>.json) on top;
+    'not started' where the job has written nothing yet, 'damaged' where its record cannot be read."""
+    sweep_dir = Path(sweep_dir)
+    sweep = read_sweep(sweep_dir)
+    states = []
+    for job in sweep["jobs"]:
+        path = sweep_dir / JOBS_DIR / f"r{job['rank']}.json"
+        if path.is_file():
+            own = _own_record(path)
+        else:  # a job that died before its first record has the launcher's note of its error, if any
+            error = job.get("launch_error")
+            own = {"state": "failed" if error else "not started", "error": error}
+        states.append({**job, **own, "rank": job["rank"]})
+    return states
+
+
+def find_sweep(results_dir: Path, name: str) -> Path | None:
+    found = sorted(Path(results_dir).glob(f"*/sweeps/{name}/{SWEEP_FILE}"))
+    return found[-1].parent if found else None
+
+
+def _same_command(command: list) -> list:
+    """A job's command with its interpreter's path resolved: /usr/bin/python3, python3 from PATH, a
+    relative or a symlinked spelling of the same interpreter launch the same sweep."""
+    python = shutil.which(command[0]) or command[0]
+    return [os.path.realpath(python), *command[1:]]
+
+
+def sweep_folder(sweep: dict) -> Path:
+    """The sweep's folder: an existing one of that name (the same command: a relaunch), or a new dated one."""
+    existing = find_sweep(Path(sweep["results_dir"]), sweep["name"])
+    if existing is None:
+        day = dt.date.today()
+        return Path(sweep["results_dir"]) / f"{day.day:02d}{day.strftime('%B%Y')}" / "sweeps" / sweep["name"]
+    before = read_sweep(existing)
+    if [_same_command(j["command"]) for j in before["jobs"]] != [_same_command(j["command"]) for j in sweep["jobs"]]:
+        raise UserError(f"a different sweep named {sweep['name']!r} exists at '{existing}'; choose another --name "
+                        "(a relaunch must repeat the command exactly)")
+    return existing
+
