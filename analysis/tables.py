@@ -92,12 +92,37 @@ def headline(summary: dict, with_reading: bool = True) -> str:
     # Omniglot's claims can differ by class count (a tie at 10 classes, a gap at 600), so each
     # count gets its own reading; sine has one headline metric.
     read = [primary] if summary["benchmark"] == "sine" else columns
-    text = " ".join(dict.fromkeys(reading(summary, c) for c in read))  # "no comparison" said once
-    return "\n".join(lines + (["", text] if with_reading else []))
+    return "\n".join(lines + (["", readings(summary, read)] if with_reading else []))
+
+
+def readings(summary: dict, metrics: list[str]) -> str:
+    """One reading per distinct set of claims: class counts whose claims are the same share one."""
+    by_claims: dict[str, list[str]] = {}
+    for metric in metrics:
+        by_claims.setdefault(_claims(summary, metric), []).append(metric)
+    texts = []
+    for claims, shared in by_claims.items():
+        if claims.startswith("Fewer than two"):
+            texts.append(claims)
+            continue
+        if len(shared) == 1:
+            title = _title(shared[0])
+        else:
+            counts = [m.split("@")[1] for m in shared]
+            title = f"{_title(shared[0]).split(',')[0]}, {', '.join(counts[:-1])} and {counts[-1]} classes"
+        texts.append(f"Reading ({title}, 95% t intervals across seeds): {claims}")
+    return " ".join(texts)
 
 
 def reading(summary: dict, metric: str) -> str:
-    """The comparisons the intervals across seeds support, worded from them alone."""
+    """The comparisons the intervals across seeds support at one metric, worded from them alone."""
+    claims = _claims(summary, metric)
+    if claims.startswith("Fewer than two"):
+        return claims
+    return f"Reading ({_title(metric)}, 95% t intervals across seeds): {claims}"
+
+
+def _claims(summary: dict, metric: str) -> str:
     rows = [r for r in summary["rows"] if len(r["seeds"]) > 1]
     if len(rows) < 2:
         return "Fewer than two rows with several seeds: no comparison across seeds."
@@ -110,12 +135,12 @@ def reading(summary: dict, metric: str) -> str:
             separated = sa["ci_high"] < sb["ci_low"] if lower else sa["ci_low"] > sb["ci_high"]
             (apart if separated else overlap).append((a["method"], b["method"]))
     better = "lower" if lower else "higher"
-    text = [f"Reading ({_title(metric)}, 95% t intervals across seeds):"]
+    text = []
     if apart:
         text.append("; ".join(f"{a} {better} than {b}" for a, b in apart) + " (intervals apart)")
     if overlap:
         text.append("; ".join(f"{a} and {b}" for a, b in overlap) + " overlap (no claim)")
-    return " ".join(text[:1]) + " " + "; ".join(text[1:]) + "."
+    return "; ".join(text) + "."
 
 
 def seeds(summary: dict) -> str:

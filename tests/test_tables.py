@@ -125,3 +125,13 @@ def test_an_omniglot_table_reads_every_class_count():
 
 def test_a_learner_without_a_rate_is_shown_as_none():
     assert tables._rate([{"10": None, "50": None}]) == "none/none" and tables._rate([0.001, None]) == "0.001, none"
+
+
+def test_class_counts_with_the_same_claims_share_one_reading():
+    summary = {"benchmark": "omniglot", "rows": [
+        {"label": label, "method": label, "seeds": [1, 2, 3], "by_seed": {},
+         "metrics": {f"held_out@{n}": {"mean": m, "ci_low": m - 0.01, "ci_high": m + 0.01} for n in (10, 50, 100)}}
+        for label, m in (("A", 0.8), ("B", 0.5))]}
+    text = tables.headline(summary)
+    assert "Reading (held-out, 10, 50 and 100 classes, 95% t intervals across seeds): A higher than B (intervals apart)." in text
+    assert text.count("Reading") == 1
