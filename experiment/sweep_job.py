@@ -24,12 +24,12 @@ from pathlib import Path
 
 import submitit
 
+from experiment.checkpoint import CHECKPOINT_NAME
+from experiment.lock import LOCK_NAME
 from experiment.sweep_records import JOBS_DIR
 from utils.files import write_json
 from utils.messages import note
 
-CHECKPOINT_NAME = "checkpoint.pt"  # experiment.checkpoint's; not imported, to keep the job process free of torch
-LOCK_NAME = "run.lock"             # experiment.lock's
 STOP_WAIT_S = 120  # how long checkpoint() waits for the script to stop after Ctrl-C
 
 
