@@ -130,11 +130,18 @@ def switch_states() -> list:
 @contextlib.contextmanager
 def restored_switches():
     saved = switch_states()
+    algorithms = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     try:
         yield
     finally:
         for (owner, name), value in zip(SWITCHES, saved):
             setattr(owner, name, value)
+        torch.use_deterministic_algorithms(algorithms[0], warn_only=algorithms[1])
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = workspace
 
 
 @contextlib.contextmanager
@@ -318,3 +325,17 @@ def test_omniglot_evaluation_on_cuda_matches_cpu():
     gpu = _evaluation("cuda", "auto")
     assert gpu[0]["protocol"]["engine"] == "portable"
     _assert_same_evaluation(_evaluation("cpu", "auto"), gpu)
+
+
+def test_default_cuda_arithmetic_asks_for_deterministic_algorithms_and_a_fixed_cublas_workspace(monkeypatch,
+                                                                                                 cuda_switches):
+    """Deterministic cuDNN alone leaves cuBLAS reductions and scatter kernels free to differ run to run."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    set_cuda_math(False)
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+    set_cuda_math(False)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"  # a user's own setting wins
+    set_cuda_math(True)
+    assert not torch.are_deterministic_algorithms_enabled()
