@@ -9,28 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
-
-import pytest
 
 import oml_regression
 from experiment import sweep_records
 from experiment.lock import LOCK_NAME
 from tests.conftest import REPO
+from tests.polling import wait_until
 
 TRAIN = ["--preset", "oml2020", "--width", "16", "--steps", "200", "--log-every", "10", "--save-every", "10",
          "--eval-runs", "0", "--no-progress", "--seed", "4"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-
-def _wait(condition, seconds=180, what=""):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _checkpointed(results, pattern):
@@ -43,7 +31,7 @@ def test_a_sigtermed_training_run_keeps_its_checkpoint_says_so_and_frees_its_loc
     first = subprocess.Popen([sys.executable, "oml_regression.py", *TRAIN, "--steps", "100000", "--name", "t",
                               "--results-dir", str(results)], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-    run = _wait(lambda: _checkpointed(results, "*/sine/t_1"), what="a checkpoint")
+    run = wait_until(lambda: _checkpointed(results, "*/sine/t_1"), what="a checkpoint")
     first.send_signal(signal.SIGTERM)
     _, err = first.communicate(timeout=60)
     assert first.returncode == 130, err
@@ -57,7 +45,7 @@ def test_a_sigtermed_local_sweep_stops_its_jobs_and_a_relaunch_resumes_them(tmp_
     argv = ["-m", "experiment.sweep", "oml_regression.py", *TRAIN, "--results-dir", str(results), "--name", "s"]
     launcher = subprocess.Popen([sys.executable, *argv], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-    run = _wait(lambda: _checkpointed(results, "*/sine/s_r0_1"), what="a checkpoint")
+    run = wait_until(lambda: _checkpointed(results, "*/sine/s_r0_1"), what="a checkpoint")
     folder = sweep_records.find_sweep(results, "s")
     child = json.loads((folder / "jobs" / "r0.json").read_text())["attempts"][-1]["child"]["pid"]
     launcher.send_signal(signal.SIGTERM)
@@ -71,7 +59,7 @@ def test_a_sigtermed_local_sweep_stops_its_jobs_and_a_relaunch_resumes_them(tmp_
         except ProcessLookupError:
             return True
         return False
-    _wait(script_gone, what="the job's script to stop")
+    wait_until(script_gone, what="the job's script to stop")
     assert not (run / LOCK_NAME).exists()
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] < 200  # stopped mid-run
     assert json.loads((folder / "jobs" / "r0.json").read_text())["error"].startswith("interrupted: the checkpoint")

@@ -21,6 +21,7 @@ import pytest
 import oml_regression
 from experiment import sweep, sweep_executor, sweep_records
 from experiment.lock import LOCK_NAME
+from tests.polling import wait_until
 from utils.errors import UserError
 
 SBATCH = r'''#!{python}
@@ -218,16 +219,6 @@ def uninterrupted(tmp_path_factory):
                                                                             "--results-dir", str(results)]))
 
 
-def _wait(condition, seconds=240, what=""):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def _running_child(folder: Path, results: Path) -> tuple[int, int, Path]:
     """(the job's pid, its script's pid, the run folder) once the script has written a checkpoint."""
     def ready():
@@ -239,7 +230,7 @@ def _running_child(folder: Path, results: Path) -> tuple[int, int, Path]:
         if state.get("state") == "running" and runs and (runs[0] / "checkpoint.pt").is_file():
             return state["job_pid"], state["attempts"][-1]["child"]["pid"], runs[0]
         return None
-    return _wait(ready, what="the first checkpoint")
+    return wait_until(ready, what="the first checkpoint")
 
 
 # Each order starts with the script held (SIGSTOP) after its first checkpoint, so that the run cannot
@@ -264,7 +255,7 @@ def test_a_preempted_job_is_requeued_and_ends_with_the_bytes_of_an_uninterrupted
     for target, signum in SIGNAL_ORDERS[order]:
         os.kill(job if target == "job" else child, signum)
         time.sleep(0.3)
-    assert _wait(lambda: (slurm / "exit_1234").is_file(), what="the job's end") and \
+    assert wait_until(lambda: (slurm / "exit_1234").is_file(), what="the job's end") and \
         (slurm / "exit_1234").read_text() == "0", (slurm / "slurmd_1234.log").read_text()
     state = json.loads((folder / "jobs" / "r0.json").read_text())
     assert state["state"] == "finished" and len(state["attempts"]) == 2
@@ -291,13 +282,13 @@ def test_a_refused_requeue_is_recorded_and_a_relaunch_resumes(tmp_path, slurm, u
     os.kill(child, signal.SIGSTOP)
     os.kill(job, signal.SIGTERM)
     os.kill(child, signal.SIGCONT)
-    _wait(lambda: (slurm / "exit_1234").is_file(), what="the job's end")
+    wait_until(lambda: (slurm / "exit_1234").is_file(), what="the job's end")
     state = json.loads((folder / "jobs" / "r0.json").read_text())
     assert state["state"] == "preempted" and "not requeued" in state["error"] and "relaunch the sweep" in state["error"]
     assert not (run / LOCK_NAME).exists() and (run / "checkpoint.pt").is_file()
     (slurm / "refuse_requeue").unlink()
     sweep.main(*_parsed(argv))
-    _wait(lambda: (slurm / "exit_1235").is_file(), what="the relaunched job's end")
+    wait_until(lambda: (slurm / "exit_1235").is_file(), what="the relaunched job's end")
     state = json.loads((folder / "jobs" / "r0.json").read_text())
     assert state["state"] == "finished" and state["attempts"][-1]["resumed"] == str(run)
     for name in ("checkpoint.pt", "metrics.jsonl", "results.json"):
@@ -322,13 +313,13 @@ def test_after_a_node_failure_a_relaunch_frees_the_dead_nodes_lock_and_resumes(t
     job, child, run = _running_child(folder, results)
     os.kill(child, signal.SIGKILL)
     os.kill(job, signal.SIGKILL)
-    _wait(lambda: (slurm / "exit_1234").is_file(), what="the job's end")
+    wait_until(lambda: (slurm / "exit_1234").is_file(), what="the job's end")
     for path, holder in ((run / LOCK_NAME, None), (folder / "jobs" / "r0.json", "attempts")):
         record = json.loads(path.read_text())
         (record["attempts"][-1]["child"] if holder else record)["host"] = "node-that-died"
         path.write_text(json.dumps(record))
     sweep.main(*_parsed(argv))
-    _wait(lambda: (slurm / "exit_1235").is_file(), what="the relaunched job's end")
+    wait_until(lambda: (slurm / "exit_1235").is_file(), what="the relaunched job's end")
     state = json.loads((folder / "jobs" / "r0.json").read_text())
     assert state["state"] == "finished" and state["attempts"][-1]["resumed"] == str(run), state
     assert "which SLURM (job 1234 is no longer queued) ended" in (folder / "jobs" / "r0.stderr").read_text() + \
