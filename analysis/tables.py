@@ -114,15 +114,8 @@ def readings(summary: dict, metrics: list[str]) -> str:
     return " ".join(texts)
 
 
-def reading(summary: dict, metric: str) -> str:
-    """The comparisons the intervals across seeds support at one metric, worded from them alone."""
-    claims = _claims(summary, metric)
-    if claims.startswith("Fewer than two"):
-        return claims
-    return f"Reading ({_title(metric)}, 95% t intervals across seeds): {claims}"
-
-
 def _claims(summary: dict, metric: str) -> str:
+    """The comparisons the intervals across seeds support at one metric, worded from them alone."""
     rows = [r for r in summary["rows"] if len(r["seeds"]) > 1]
     if len(rows) < 2:
         return "Fewer than two rows with several seeds: no comparison across seeds."

@@ -58,11 +58,11 @@ def _summary(*rows):
 
 def test_the_reading_claims_only_what_the_intervals_say():
     summary = _summary(("A", 0.5, 0.4, 0.6), ("B", 1.0, 0.9, 1.2), ("C", 1.1, 1.0, 1.3))
-    text = tables.reading(summary, "final_mse")
+    text = tables.readings(summary, ["final_mse"])
     assert "A lower than B; A lower than C (intervals apart)" in text and "B and C overlap (no claim)" in text
     one_seed = _summary(("A", 0.5, 0.5, 0.5))
     one_seed["rows"][0]["seeds"] = [1]
-    assert "no comparison" in tables.reading(one_seed, "final_mse")
+    assert "no comparison" in tables.readings(one_seed, ["final_mse"])
     table = tables.headline(summary)
     assert "| A | 3 | **0.500 (0.400–0.600)** |" in table
 
