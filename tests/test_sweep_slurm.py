@@ -270,6 +270,17 @@ def test_a_preempted_job_is_requeued_and_ends_with_the_bytes_of_an_uninterrupted
     assert not (run / LOCK_NAME).exists()
 
 
+def _relaunch_resumes_to_the_uninterrupted_bytes(argv, slurm, folder, run, uninterrupted):
+    """Launch the sweep again: its job (SLURM id 1235) resumes `run` and ends with the bytes of an
+    uninterrupted run."""
+    sweep.main(*_parsed(argv))
+    wait_until(lambda: (slurm / "exit_1235").is_file(), what="the relaunched job's end")
+    state = json.loads((folder / "jobs" / "r0.json").read_text())
+    assert state["state"] == "finished" and state["attempts"][-1]["resumed"] == str(run), state
+    for name in ("checkpoint.pt", "metrics.jsonl", "results.json"):
+        assert (run / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+
+
 def test_a_refused_requeue_is_recorded_and_a_relaunch_resumes(tmp_path, slurm, uninterrupted, capsys):
     """scancel (or a requeue SLURM will not take) also ends in SIGTERM: the job stops, keeps its
     checkpoint and says it was not requeued; launching the sweep again resumes it."""
@@ -287,12 +298,7 @@ def test_a_refused_requeue_is_recorded_and_a_relaunch_resumes(tmp_path, slurm, u
     assert state["state"] == "preempted" and "not requeued" in state["error"] and "relaunch the sweep" in state["error"]
     assert not (run / LOCK_NAME).exists() and (run / "checkpoint.pt").is_file()
     (slurm / "refuse_requeue").unlink()
-    sweep.main(*_parsed(argv))
-    wait_until(lambda: (slurm / "exit_1235").is_file(), what="the relaunched job's end")
-    state = json.loads((folder / "jobs" / "r0.json").read_text())
-    assert state["state"] == "finished" and state["attempts"][-1]["resumed"] == str(run)
-    for name in ("checkpoint.pt", "metrics.jsonl", "results.json"):
-        assert (run / name).read_bytes() == (uninterrupted / name).read_bytes(), name
+    _relaunch_resumes_to_the_uninterrupted_bytes(argv, slurm, folder, run, uninterrupted)
 
 
 def test_flags_the_sweep_sets_are_refused_in_slurm_option():
@@ -318,11 +324,6 @@ def test_after_a_node_failure_a_relaunch_frees_the_dead_nodes_lock_and_resumes(t
         record = json.loads(path.read_text())
         (record["attempts"][-1]["child"] if holder else record)["host"] = "node-that-died"
         path.write_text(json.dumps(record))
-    sweep.main(*_parsed(argv))
-    wait_until(lambda: (slurm / "exit_1235").is_file(), what="the relaunched job's end")
-    state = json.loads((folder / "jobs" / "r0.json").read_text())
-    assert state["state"] == "finished" and state["attempts"][-1]["resumed"] == str(run), state
+    _relaunch_resumes_to_the_uninterrupted_bytes(argv, slurm, folder, run, uninterrupted)
     assert "which SLURM (job 1234 is no longer queued) ended" in (folder / "jobs" / "r0.stderr").read_text() + \
         "".join(p.read_text() for p in (folder / "submitit").glob("*.err"))
-    for name in ("checkpoint.pt", "metrics.jsonl", "results.json"):
-        assert (run / name).read_bytes() == (uninterrupted / name).read_bytes(), name
