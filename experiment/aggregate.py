@@ -7,8 +7,9 @@
 Reads a sweep of experiment/sweep.py: a training sweep (each run's own evaluation after
 training, results.json) or an evaluation sweep (`--models-from`: evaluate_*.py runs). Each
 finished job is grouped by what was evaluated, less its seed: the evaluated checkpoint's
-config (method, preset, every setting) and the job's swept flags other than --seed and
---model. Within a group:
+config (method, preset, every setting), an evaluation run's flags that change its numbers
+(--pln-reset, --protocol, --lr, ...: NOT_EVALUATION_SETTINGS lists the others) and the job's
+swept flags other than --seed and --model. Within a group:
 
 * per meta-training seed (the evaluated checkpoint's config `seed`), the runs of every job of
   that seed are pooled (evaluations repeated with other evaluation seeds are runs of the same
@@ -53,6 +54,12 @@ OUT_DIR = "aggregate"
 METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml_rep": "MAML-Rep",
                  "random": "Random", "untrained": "Untrained"}
 SWEEP_ONLY = ("seed", "model", "rank")  # job settings that do not tell groups apart
+# An evaluation's flags that cannot change its numbers (where it ran, what it is called, how it is
+# batched) or are handled apart (--seed and --runs: repeated evaluations of one seed are pooled as
+# more runs of it). Every other flag (--pln-reset, --protocol, --lr, --rln, --learner, ...) tells
+# groups apart: evaluations of one checkpoint under two protocols are two rows, never one pool.
+NOT_EVALUATION_SETTINGS = ("model", "seed", "runs", "rank", "name", "results_dir", "progress", "device", "tf32",
+                           "cache_dir", "feature_cache", "path", "engine", "run_batch", "test")
 
 
 def get_args_parser():
@@ -118,6 +125,10 @@ def _evaluation(job: dict, sweep_name: str) -> dict:
         raise NotCounted("damaged", f"{run / 'config.json'} records no integer seed")
     method = result.get("model", {}).get("method") if isinstance(result.get("model"), dict) else None
     settings = {k: v for k, v in evaluated.items() if k != "seed"}
+    arguments = config.get("args") if "evaluated" in config else None
+    if isinstance(arguments, dict):  # a flag "evaluated" records (--rln, the learner) is counted there
+        settings.update({f"--{k.replace('_', '-')}": v for k, v in arguments.items()
+                         if v is not None and k not in evaluated and k not in NOT_EVALUATION_SETTINGS})
     combination = job.get("combination") if isinstance(job.get("combination"), dict) else {}
     settings.update({k: v for k, v in combination.items() if k not in SWEEP_ONLY})
     settings["method"] = method or evaluated.get("method")

@@ -1,0 +1,73 @@
+"""What `python -m experiment.aggregate` pools: evaluations of one checkpoint under different
+evaluation flags are different rows; the same evaluation repeated with another --seed is more runs
+of the same meta-training seed.
+
+Evaluation runs are made by hand (config.json as evaluate_omniglot.py writes it: the checkpoint's
+config under "evaluated", the flags under "args"), so no training is needed.
+"""
+import json
+from pathlib import Path
+
+from experiment import aggregate
+
+
+def _evaluation_run(root: Path, name: str, trained_seed: int, held_out: float, **flags) -> Path:
+    run = root / "runs" / name
+    run.mkdir(parents=True)
+    args = {"model": f"/ckpt/oml_seed{trained_seed}", "seed": None, "runs": 2, "name": name, "pln_reset": None,
+            "protocol": "2020", "lr": None, "learner": None, "device": "auto", **flags}
+    (run / "config.json").write_text(json.dumps({"evaluated": {"seed": trained_seed, "method": "oml", "preset": "cpu"},
+                                                 "args": args, "schedule": [10]}))
+    runs = {"trajectory_accuracy": [0.9, 0.9], "held_out_accuracy": [held_out, held_out]}
+    (run / "results.json").write_text(json.dumps({"benchmark": "omniglot", "model": {"method": "oml"},
+                                                  "schedule": [10], "by_classes": {"10": {"runs": runs}}}))
+    return run
+
+
+def _sweep(root: Path, name: str, runs: list[Path]) -> Path:
+    folder = root / "sweeps" / name
+    (folder / "jobs").mkdir(parents=True)
+    jobs = []
+    for rank, run in enumerate(runs):
+        (folder / "jobs" / f"r{rank}.json").write_text(json.dumps({"state": "finished", "run_dir": str(run)}))
+        jobs.append({"rank": rank, "run_name": run.name, "command": ["python", "evaluate_omniglot.py"],
+                     "combination": {}})
+    (folder / "sweep.json").write_text(json.dumps({"name": name, "script": "evaluate_omniglot.py", "argv": [],
+                                                   "jobs": jobs}))
+    return folder
+
+
+def _groups(*sweeps: Path) -> dict[str, dict]:
+    evaluations = [e for s in sweeps for e in aggregate.collect(s)[0]]
+    return {g["label"]: {seed: len([r for m in g["members"] if m["seed"] == seed
+                                    for r in m["result"]["by_classes"]["10"]["runs"]["held_out_accuracy"]])
+                         for seed in {m["seed"] for m in g["members"]}}
+            for g in aggregate.groups_of(evaluations)}
+
+
+def test_another_pln_reset_or_protocol_is_another_row_never_more_runs(tmp_path):
+    default = _sweep(tmp_path, "plain", [_evaluation_run(tmp_path, f"plain{s}", s, 0.3) for s in (1, 2)])
+    zero = _sweep(tmp_path, "zero", [_evaluation_run(tmp_path, f"zero{s}", s, 0.4, pln_reset="zero") for s in (1, 2)])
+    anml = _sweep(tmp_path, "anml", [_evaluation_run(tmp_path, f"anml{s}", s, 0.5, protocol="anml") for s in (1, 2)])
+    groups = _groups(default, zero, anml)
+    assert len(groups) == 3, groups
+    assert all(counts == {1: 2, 2: 2} for counts in groups.values()), groups  # 2 runs per seed: nothing pooled
+    assert any("--pln-reset=zero" in label for label in groups)
+    assert any("--protocol=anml" in label for label in groups)
+
+
+def test_a_repeat_with_another_evaluation_seed_or_device_pools_as_more_runs_of_the_seed(tmp_path):
+    first = _sweep(tmp_path, "first", [_evaluation_run(tmp_path, f"a{s}", s, 0.3) for s in (1, 2)])
+    again = _sweep(tmp_path, "again", [_evaluation_run(tmp_path, f"b{s}", s, 0.3, seed=7, device="cpu")
+                                       for s in (1, 2)])
+    assert list(_groups(first, again).values()) == [{1: 4, 2: 4}]
+
+
+def test_a_flag_the_checkpoint_config_records_is_counted_once(tmp_path):
+    # evaluate_regression.py --rln 3 writes rln 3 into "evaluated" as well: one setting, not two
+    run = _evaluation_run(tmp_path, "rln", 1, 0.3, rln=3)
+    config = json.loads((run / "config.json").read_text())
+    config["evaluated"]["rln"] = 3
+    (run / "config.json").write_text(json.dumps(config))
+    [evaluation], _ = aggregate.collect(_sweep(tmp_path, "rln", [run]))
+    assert evaluation["settings"]["rln"] == 3 and "--rln" not in evaluation["settings"]
