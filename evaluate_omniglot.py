@@ -37,8 +37,11 @@ regime. Two baselines need no checkpoint:
 * `--scratch`: the paper's Scratch (the 2019 `--scratch`): per run a fresh random network of
   --preset (default cpu), or of --model's architecture (its weights unused), ALL of it trained
   online on the images (experiment/evaluation/scratch.py). No features can be cached: it is slow.
-* no --model: a random RLN of --preset, seeded by the preset's seed, kept FROZEN; only the PLN
-  is trained (what a representation without learning gives; not the paper's Scratch).
+* no --model: a random RLN of --preset, seeded by the preset's seed or --network-seed, kept FROZEN;
+  only the PLN is trained (what a representation without learning gives; not the paper's Scratch).
+  `--network-seed 1 2 3` through the sweep launcher gives the random row several "meta-training
+  seeds" (its config records the seed, so the aggregate reads it as one); the runs' classes stay
+  those of --seed, the same as every checkpoint's.
 
 `--selection-classes` evaluates on the 97 meta-validation classes (three background alphabets,
 datasets/omniglot_selection.py) instead of the 659 evaluation classes, the same protocol and rate
@@ -85,7 +88,8 @@ DEFAULT_PATH = "../shared/omniglot"
 RANDOM_RLN_PRESET = "cpu"
 SELECTION_SCHEDULE = (10, 50, OFFICIAL_SELECTION_CLASSES)  # --selection-classes: up to all 97
 METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml-rep": "MAML-Rep", "anml": "ANML"}
-SWEEP = grid.order("evaluate_omniglot", ("lr",))  # the flags that take several values (and --seed), as --rank's digits
+# the flags that take several values (and --seed), as --rank's digits
+SWEEP = grid.order("evaluate_omniglot", ("lr", "network_seed"))
 
 
 def get_args_parser():
@@ -94,6 +98,9 @@ def get_args_parser():
     parser.add_argument("--model", "--model-path", "--model_path", dest="model", default=None,
                         **one_or_more("checkpoint .pt or run folder; absent: a frozen random RLN of --preset (default cpu); "
                                       "with --scratch only its architecture is used"))
+    parser.add_argument("--network-seed", type=int, default=None,
+                        **one_or_more("no --model: the seed of the frozen random RLN's weights (default: the "
+                                      "preset's seed); the evaluation's own draws stay those of --seed"))
     parser.add_argument("--scratch", action="store_true",
                         help="the paper's Scratch baseline: a fresh random network per run, the whole network "
                              "(RLN convolutions and PLN) trained online (slow: nothing can be cached)")
@@ -177,7 +184,8 @@ def _network(args):
     (--scratch uses only the architecture: every run initialises its own network.)"""
     if args.model is None:
         preset = args.preset or RANDOM_RLN_PRESET
-        config = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, {})
+        overrides = {} if args.network_seed is None else {"seed": args.network_seed}
+        config = resolve(OmniglotConfig, OMNIGLOT_PRESETS, preset, overrides)
         torch.manual_seed(config.seed)
         net = build_model(config)
         return net, config, None
@@ -382,6 +390,12 @@ def streaming_main(args, sweep):
 
 def _check_members(args, sweep) -> None:
     """Every value of a list-valued flag (a sweep) checked as a single value is, whichever --rank runs."""
+    for member in [args, *sweep_members(args, sweep["grid"])]:
+        if member.network_seed is not None:
+            if member.model is not None or args.scratch:
+                raise UserError("--network-seed seeds the frozen random RLN (no --model, no --scratch); "
+                                "a checkpoint has its own weights and --scratch draws a network per run")
+            bounds.seed(member.network_seed, "--network-seed")
     for member in sweep_members(args, sweep["grid"]):
         if args.learner:
             bounds.seed(EVAL_SEED if member.seed is None else member.seed)

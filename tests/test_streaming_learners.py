@@ -345,3 +345,31 @@ def test_wrong_shapes_are_refused():
                 lambda: streaming.from_classes(x.reshape(5, 6, 4), torch.tensor([1, 2, 3, 4, 4]))):
         with pytest.raises(ValueError):
             bad()
+
+
+def test_network_seed_draws_another_frozen_random_rln_on_the_same_runs(tiny, tmp_path, capsys):
+    import json
+
+    import evaluate_omniglot
+    from tests.conftest import one_line_error
+
+    common = ("--preset", "cpu", "--learner", "ncm", "--schedule", "3", "--runs", "2")
+    results = {}
+    for name, extra in (("default", ()), ("preset_seed", ("--network-seed", "90")),
+                        ("seed3", ("--network-seed", "1", "3", "--rank", "1"))):
+        folder = _cli(tiny, tmp_path, *common, *extra, "--name", name)
+        results[name] = (folder / "results.json").read_bytes()
+        assert json.loads((folder / "config.json").read_text())["evaluated"]["seed"] == (3 if name == "seed3" else 90)
+    assert results["preset_seed"] == results["default"]  # the preset's seed is the default network
+    other, default = (json.loads(results[n])["by_classes"]["3"]["runs"] for n in ("seed3", "default"))
+    assert other["classes"] == default["classes"]  # the runs stay those of --seed
+    assert other["held_out_accuracy"] != default["held_out_accuracy"] or \
+        other["trajectory_accuracy"] != default["trajectory_accuracy"]
+    before = _folders(tmp_path)
+    base = ["--path", str(tiny["data"]), "--results-dir", str(tmp_path), "--no-progress", "--nonstandard-data"]
+    for argv, says in ((["--model", str(tiny["ckpt"]), "--network-seed", "2"], "frozen random RLN"),
+                       (["--scratch", "--network-seed", "2"], "frozen random RLN"),
+                       (["--network-seed", "-1"], "--network-seed")):
+        err = one_line_error(capsys, evaluate_omniglot.main, evaluate_omniglot.get_args_parser(), [*argv, *base])
+        assert says in err
+    assert _folders(tmp_path) == before
