@@ -53,12 +53,13 @@ from utils.stats import bootstrap_ci, t_interval
 OUT_DIR = "aggregate"
 METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml_rep": "MAML-Rep",
                  "random": "Random", "untrained": "Untrained"}
-SWEEP_ONLY = ("seed", "model", "rank")  # job settings that do not tell groups apart
+# job settings that do not tell groups apart (--network-seed: a random RLN's, recorded as its config's seed)
+SWEEP_ONLY = ("seed", "model", "rank", "network_seed")
 # An evaluation's flags that cannot change its numbers (where it ran, what it is called, how it is
 # batched) or are handled apart (--seed and --runs: repeated evaluations of one seed are pooled as
 # more runs of it). Every other flag (--pln-reset, --protocol, --lr, --rln, --learner, ...) tells
 # groups apart: evaluations of one checkpoint under two protocols are two rows, never one pool.
-NOT_EVALUATION_SETTINGS = ("model", "seed", "runs", "rank", "name", "results_dir", "progress", "device", "tf32",
+NOT_EVALUATION_SETTINGS = ("model", "seed", "network_seed", "runs", "rank", "name", "results_dir", "progress", "device", "tf32",
                            "cache_dir", "feature_cache", "path", "engine", "run_batch", "test")
 
 

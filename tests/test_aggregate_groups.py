@@ -71,3 +71,16 @@ def test_a_flag_the_checkpoint_config_records_is_counted_once(tmp_path):
     (run / "config.json").write_text(json.dumps(config))
     [evaluation], _ = aggregate.collect(_sweep(tmp_path, "rln", [run]))
     assert evaluation["settings"]["rln"] == 3 and "--rln" not in evaluation["settings"]
+
+
+def test_random_rlns_of_several_network_seeds_are_one_row_over_those_seeds(tmp_path):
+    runs = []
+    for seed in (1, 2, 3):  # evaluate_omniglot.py --preset cpu --network-seed 1 2 3 through the sweep
+        run = _evaluation_run(tmp_path, f"random{seed}", seed, 0.1 * seed, network_seed=seed)
+        runs.append(run)
+    folder = _sweep(tmp_path, "random", runs)
+    record = json.loads((folder / "sweep.json").read_text())
+    for job, seed in zip(record["jobs"], (1, 2, 3)):
+        job["combination"] = {"network_seed": seed}
+    (folder / "sweep.json").write_text(json.dumps(record))
+    assert list(_groups(folder).values()) == [{1: 2, 2: 2, 3: 2}]
