@@ -51,7 +51,7 @@ from utils.results import read_results
 from utils.stats import bootstrap_ci, t_interval
 
 OUT_DIR = "aggregate"
-METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml_rep": "MAML-Rep",
+METHOD_LABELS = {"oml": "OML", "pretraining": "Pretraining", "srnn": "SR-NN", "maml-rep": "MAML-Rep", "anml": "ANML",
                  "random": "Random", "untrained": "Untrained"}
 # job settings that do not tell groups apart (--network-seed: a random RLN's, recorded as its config's seed)
 SWEEP_ONLY = ("seed", "model", "rank", "network_seed")
