@@ -182,6 +182,7 @@ def groups_of(evaluations: list[dict]) -> list[dict]:
         row = ", ".join(f"{n}={first.get(n)}" for n in differing) or str(first.get("preset"))
         method = METHOD_LABELS.get(first["method"], str(first["method"]))
         groups.append({"method": method, "row": row, "label": f"{method} ({row})", "settings": first,
+                       "differing": {n: first.get(n) for n in differing},
                        "members": sorted(members, key=lambda e: (e["seed"], e["rank"]))})
     return groups
 

@@ -72,6 +72,8 @@ def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], comm
         seeds = result["aggregate"]["seeds"]
         rows.append({
             "label": result["label"], "method": group["method"], "row": group["row"], "seeds": seeds,
+            # the settings that tell this row from the others (its label's), e.g. {"learner": "slda"}
+            "settings": group.get("differing", {}),
             "metrics": {name: _rounded(_across(result, name)) for name in names},
             "by_seed": {str(seed): {"runs": _runs(result, str(seed)), "lr": _rates(group["members"], seed),
                                     "metrics": {name: _rounded(_within(result, name, str(seed))) for name in names}}

@@ -84,3 +84,17 @@ def test_random_rlns_of_several_network_seeds_are_one_row_over_those_seeds(tmp_p
         job["combination"] = {"network_seed": seed}
     (folder / "sweep.json").write_text(json.dumps(record))
     assert list(_groups(folder).values()) == [{1: 2, 2: 2, 3: 2}]
+
+
+def test_each_summary_row_records_the_settings_that_tell_it_apart(tmp_path, capsys):
+    plain = _sweep(tmp_path, "plain", [_evaluation_run(tmp_path, f"p{s}", s, 0.3) for s in (1, 2)])
+    slda = _sweep(tmp_path, "slda", [_evaluation_run(tmp_path, f"s{s}", s, 0.6, learner=["slda"]) for s in (1, 2)])
+    for run in (tmp_path / "runs").glob("s*"):  # evaluate_omniglot.py --learner slda records it in "evaluated"
+        config = json.loads((run / "config.json").read_text())
+        config["evaluated"]["learner"] = "slda"
+        (run / "config.json").write_text(json.dumps(config))
+    summary = tmp_path / "summary.json"
+    aggregate.aggregate([plain, slda], out=tmp_path / "agg", summary=summary)
+    rows = json.loads(summary.read_text())["rows"]
+    assert sorted((r["label"], r["settings"]["learner"] or "") for r in rows) == \
+        [("OML (learner=None)", ""), ("OML (learner=slda)", "slda")]
