@@ -20,7 +20,7 @@ def _evaluation_run(root: Path, name: str, trained_seed: int, held_out: float, *
                                                  "args": args, "schedule": [10]}))
     runs = {"trajectory_accuracy": [0.9, 0.9], "held_out_accuracy": [held_out, held_out]}
     (run / "results.json").write_text(json.dumps({"benchmark": "omniglot", "model": {"method": "oml"},
-                                                  "schedule": [10], "by_classes": {"10": {"runs": runs}}}))
+                                                  "schedule": [10], "by_classes": {"10": {"runs": runs, "lr": None}}}))
     return run
 
 
