@@ -63,6 +63,22 @@ def _child_setup():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def attempt_ended(attempt: dict, returncode: int, usage) -> dict:
+    """The attempt's record completed when its script has ended: when, its exit status, and the CPU
+    seconds (user + system) of that child as the kernel counted them on its exit (os.wait4's resource
+    usage: the script and any process of its own it waited for); None where the usage is unknown,
+    never a zero that would read as measured."""
+    attempt.update(ended=dt.datetime.now().isoformat(timespec="seconds"), returncode=returncode,
+                   cpu_s=None if usage is None else round(usage.ru_utime + usage.ru_stime, 3))
+    return attempt
+
+
+def _reap(pid: int, options: int = 0):
+    """os.wait4 on the child: (its exit code, its resource usage), or None while it still runs (WNOHANG)."""
+    ended, status, usage = os.wait4(pid, options)
+    return None if ended == 0 else (os.waitstatus_to_exitcode(status), usage)
+
+
 def _submitit_job_id() -> str | None:
     try:
         return submitit.JobEnvironment().job_id
@@ -162,7 +178,9 @@ class SweepJob(submitit.helpers.Checkpointable):
         stderr_path = self.state_path.with_suffix(".stderr")
         stderr_path.parent.mkdir(parents=True, exist_ok=True)
         attempt = {"job_id": _submitit_job_id(), "host": socket.gethostname(), "resumed": resumed,
-                   "started": dt.datetime.now().isoformat(timespec="seconds"), "command": command}
+                   "started": dt.datetime.now().isoformat(timespec="seconds"), "command": command,
+                   # the script's thread count, which its CPU time (cpu_s) is to be read against
+                   "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
         state["attempts"] = [*state.get("attempts", []), attempt]
         with open(stderr_path, "ab") as err:
             since = err.tell()
@@ -174,12 +192,13 @@ class SweepJob(submitit.helpers.Checkpointable):
             try:
                 attempt["child"] = {"pid": self._child.pid, "host": socket.gethostname()}
                 self.write_state(state, state="running", run_dir=resumed, error=None, job_pid=os.getpid())
-                code = self._child.wait()
+                code, usage = _reap(self._child.pid)
+                self._child.returncode = code  # reaped here, not by Popen: it must not wait again
             finally:  # this job ending for any reason (an exception, requeue's exit) ends the script too
                 self._stop_child()
         runs = _run_folders(Path(self.results_dir), self.run_name)
         run_dir = str(runs[-1]) if runs else None
-        attempt.update(ended=dt.datetime.now().isoformat(timespec="seconds"), returncode=code)
+        attempt_ended(attempt, code, usage)
         if code != 0:
             error = _error_text(stderr_path, since)
             self.write_state(state, state="failed", run_dir=run_dir, error=error)
@@ -187,30 +206,33 @@ class SweepJob(submitit.helpers.Checkpointable):
         self.write_state(state, state="finished", run_dir=run_dir, error=None)
         return {"rank": self.rank, "state": "finished", "run_dir": run_dir}
 
-    def _stop_child(self) -> None:
+    def _stop_child(self):
         """Ctrl-C to a running script (the training loop then keeps its checkpoint and releases
-        run.lock); a kill if it has not stopped after STOP_WAIT_S. Waited for with os.waitpid, not
-        Popen.wait: in the signal handler, __call__'s Popen.wait holds the Popen's wait lock."""
+        run.lock); a kill if it has not stopped after STOP_WAIT_S. Returns (exit code, resource usage)
+        of the child it reaped, else None. Waited for with os.wait4, never Popen.wait, which would
+        not give the child's CPU time."""
         child, self._child = self._child, None
         if child is None or child.returncode is not None:
-            return
+            return None
         try:
             os.kill(child.pid, signal.SIGINT)
             deadline = time.time() + STOP_WAIT_S
-            while os.waitpid(child.pid, os.WNOHANG) == (0, 0):
+            while (reaped := _reap(child.pid, os.WNOHANG)) is None:
                 if time.time() > deadline:
                     os.kill(child.pid, signal.SIGKILL)
-                    os.waitpid(child.pid, 0)
-                    break
+                    return _reap(child.pid)
                 time.sleep(0.05)
+            return reaped
         except (ProcessLookupError, ChildProcessError):
-            pass  # already ended and reaped
+            return None  # already ended and reaped
 
     def checkpoint(self, *args, **kwargs):
         """Preempted or timed out: stop the script with Ctrl-C (it keeps its last checkpoint and
         releases run.lock), record it, and let submitit requeue this job, which then resumes."""
-        self._stop_child()
+        reaped = self._stop_child()
         state = self.read_state()
+        if reaped is not None and state.get("attempts") and "ended" not in state["attempts"][-1]:
+            attempt_ended(state["attempts"][-1], *reaped)  # the stopped attempt's end and CPU time
         runs = _run_folders(Path(self.results_dir), self.run_name)
         self.write_state(state, state="preempted", run_dir=str(runs[-1]) if runs else None)
         return super().checkpoint(*args, **kwargs)
