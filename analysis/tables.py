@@ -5,6 +5,8 @@ A table lives in a markdown file between two markers; everything between them is
     <!-- table: sine_quick -->          the headline rows of summaries/sine_quick.json
     <!-- table: sine_quick seeds -->    one row per meta-training seed
     <!-- table: sine_quick candidates -->   the rows without a reading: candidates of a choice
+    <!-- table: omniglot_cpu_learners learners -->   representation x learner, held-out accuracy
+    <!-- table: omniglot_cpu_learners learners_trajectory -->   the same, trajectory accuracy
     ...generated...
     <!-- /table -->
 
@@ -18,7 +20,7 @@ from pathlib import Path
 from utils.errors import UserError
 
 BLOCK = re.compile(r"(<!-- table: *([\w.-]+)(?: +(\w+))? *-->\n)(.*?)(<!-- /table -->)", re.S)
-KINDS = ("headline", "seeds", "candidates")
+KINDS = ("headline", "seeds", "candidates", "learners", "learners_trajectory")
 METRIC_TITLES = {"final_mse": "MSE after all functions", "first_mse": "MSE after function 1"}
 
 
@@ -46,6 +48,13 @@ def _number(value: float, summary: dict) -> str:
 
 def _interval(stats: dict, summary: dict) -> str:
     return f"{_number(stats['ci_low'], summary)}–{_number(stats['ci_high'], summary)}"
+
+
+def _cell(stats: dict, row: dict, summary: dict) -> str:
+    """A mean with its interval across seeds (one seed has none)."""
+    if len(row["seeds"]) > 1:
+        return f"{_number(stats['mean'], summary)} ({_interval(stats, summary)})"
+    return f"{_number(stats['mean'], summary)} (one seed)"
 
 
 def _title(name: str) -> str:
@@ -84,9 +93,7 @@ def headline(summary: dict, with_reading: bool = True) -> str:
     for row in summary["rows"]:
         cells = []
         for c in columns:
-            stats = row["metrics"][c]
-            text = f"{_number(stats['mean'], summary)} ({_interval(stats, summary)})" if len(row["seeds"]) > 1 \
-                else f"{_number(stats['mean'], summary)} (one seed)"
+            text = _cell(row["metrics"][c], row, summary)
             cells.append(f"**{text}**" if row is best and c == primary and with_reading else text)
         lines.append(f"| {row['label']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
     # Omniglot's claims can differ by class count (a tie at 10 classes, a gap at 600), so each
@@ -95,28 +102,35 @@ def headline(summary: dict, with_reading: bool = True) -> str:
     return "\n".join(lines + (["", readings(summary, read)] if with_reading else []))
 
 
-def readings(summary: dict, metrics: list[str]) -> str:
-    """One reading per distinct set of claims: class counts whose claims are the same share one."""
+def readings(summary: dict, metrics: list[str], claims=None, about: str = "") -> str:
+    """One reading per distinct set of claims: class counts whose claims are the same share one.
+    `claims(summary, metric)` words them (default: every pair); `about` names what the rows share."""
+    claims = claims or _claims
     by_claims: dict[str, list[str]] = {}
     for metric in metrics:
-        by_claims.setdefault(_claims(summary, metric), []).append(metric)
+        by_claims.setdefault(claims(summary, metric), []).append(metric)
     texts = []
-    for claims, shared in by_claims.items():
-        if claims.startswith("Fewer than two"):
-            texts.append(claims)
+    for said, shared in by_claims.items():
+        if said.startswith("Fewer than two"):
+            texts.append(f"Reading ({about}): {said}" if about else said)
             continue
         if len(shared) == 1:
             title = _title(shared[0])
         else:
             counts = [m.split("@")[1] for m in shared]
             title = f"{_title(shared[0]).split(',')[0]}, {', '.join(counts[:-1])} and {counts[-1]} classes"
-        texts.append(f"Reading ({title}, 95% t intervals across seeds): {claims}")
+        texts.append(f"Reading ({about + '; ' if about else ''}{title}, 95% t intervals across seeds): {said}")
     return " ".join(texts)
+
+
+def _apart(a: dict, b: dict, lower: bool) -> bool:
+    """Whether a's interval across seeds lies on the better side of b's, not touching it."""
+    return a["ci_high"] < b["ci_low"] if lower else a["ci_low"] > b["ci_high"]
 
 
 def _claims(summary: dict, metric: str) -> str:
     """The comparisons the intervals across seeds support at one metric, worded from them alone."""
-    rows = [r for r in summary["rows"] if len(r["seeds"]) > 1]
+    rows = [r for r in summary["rows"] if len(r["seeds"]) > 1 and metric in r["metrics"]]
     if len(rows) < 2:
         return "Fewer than two rows with several seeds: no comparison across seeds."
     lower = _lower_is_better(summary)
@@ -124,8 +138,7 @@ def _claims(summary: dict, metric: str) -> str:
     apart, overlap = [], []
     for i, a in enumerate(rows):
         for b in rows[i + 1:]:
-            sa, sb = a["metrics"][metric], b["metrics"][metric]
-            separated = sa["ci_high"] < sb["ci_low"] if lower else sa["ci_low"] > sb["ci_high"]
+            separated = _apart(a["metrics"][metric], b["metrics"][metric], lower)
             (apart if separated else overlap).append((a["method"], b["method"]))
     better = "lower" if lower else "higher"
     text = []
@@ -156,10 +169,170 @@ def not_counted(summary: dict) -> str:
     return "Not counted: " + "; ".join(f"{j['job']} ({j['state']}: {j['error'] or 'no error text'})" for j in jobs) + "."
 
 
-def render(summary: dict, kind: str) -> str:
+# --- representation x learner --------------------------------------------------------------------
+
+LEARNERS = {None: "SGD PLN", "ncm": "NCM", "slda": "SLDA", "gauss": "Gaussian"}  # None: the SGD PLN's rows
+REPRESENTATIONS = ("OML", "ANML", "MAML-Rep", "SR-NN", "Pretraining", "Random")
+
+
+def _learner_name(learner) -> str:
+    return LEARNERS.get(learner, str(learner))
+
+
+def _cells_by_learner(summary: dict, name: str, kind: str) -> dict:
+    """{(representation, learner): row}: the representation is the row's method, qualified by its
+    other settings only where one method has two rows of the same learner (two presets, say)."""
+    source = f"summaries/{name}.json"
+    if not summary["rows"]:
+        raise UserError(f"table '{name}' ({kind}): {source} has no rows")
+    if any("settings" not in row for row in summary["rows"]):
+        raise UserError(f"table '{name}' ({kind}): {source} was made before summaries recorded each row's settings, "
+                        f"so its rows' learners are unknown; make it again ({summary.get('made_by', 'experiment.aggregate')})")
+    if not any("learner" in row["settings"] for row in summary["rows"]):
+        raise UserError(f"table '{name}' ({kind}): the rows of {source} do not differ by learner (no 'learner' in their "
+                        "settings), so which learner each row is cannot be read")
+    keys = [(row["method"], row["settings"].get("learner")) for row in summary["rows"]]
+    shared = {method for method, learner in keys if keys.count((method, learner)) > 1}
+    cells = {}
+    for (method, learner), row in zip(keys, summary["rows"]):
+        others = ", ".join(f"{k}={v}" for k, v in row["settings"].items() if k != "learner")
+        cells[method if method not in shared else f"{method} ({others})", learner] = row
+    return cells
+
+
+def _ordered(values, first) -> list:
+    """`values` once each: those in `first` in its order, then the others in the order they came."""
+    values = list(dict.fromkeys(values))
+    rank = lambda v: next((i for i, f in enumerate(first) if v == f or str(v).startswith(f"{f} (")), len(first))
+    return sorted(values, key=rank)
+
+
+def _class_columns(summary: dict, kind: str) -> list[str]:
+    """Every class count any row has, ascending (a row that lacks one shows a dash)."""
+    names = {n for row in summary["rows"] for n in row["metrics"] if n.startswith(f"{kind}@")}
+    return sorted(names, key=lambda n: int(n.split("@")[1]))
+
+
+def _apart_best(rows: list[dict], metric: str, summary: dict):
+    """The row whose interval across seeds is apart from every other row's, on the better side; None
+    when there is no other row, or a row has one seed (no interval), or the best one overlaps another."""
+    shown = [row for row in rows if metric in row["metrics"]]
+    if len(shown) < 2 or any(len(row["seeds"]) < 2 for row in shown):
+        return None
+    lower = _lower_is_better(summary)
+    best = (min if lower else max)(shown, key=lambda row: row["metrics"][metric]["mean"])
+    others = [row for row in shown if row is not best]
+    return best if all(_apart(best["metrics"][metric], o["metrics"][metric], lower) for o in others) else None
+
+
+def _compact_claims(summary: dict, metric: str) -> str:
+    """The pairs whose intervals across seeds are apart, grouped by the better one; the rest said to overlap."""
+    rows = [row for row in summary["rows"] if metric in row["metrics"]]
+    single = [row["method"] for row in rows if len(row["seeds"]) < 2]
+    note = f" One seed, not compared: {', '.join(single)}." if single else ""
+    rows = [row for row in rows if len(row["seeds"]) > 1]
+    if len(rows) < 2:
+        return "Fewer than two rows with several seeds: no comparison across seeds." + note
+    lower = _lower_is_better(summary)
+    rows = sorted(rows, key=lambda r: r["metrics"][metric]["mean"], reverse=not lower)
+    apart, pairs = [], len(rows) * (len(rows) - 1) // 2
+    for i, a in enumerate(rows):
+        below = [b["method"] for b in rows[i + 1:] if _apart(a["metrics"][metric], b["metrics"][metric], lower)]
+        if below:
+            apart.append((a["method"], below))
+    claimed = sum(len(below) for _, below in apart)
+    better = "lower" if lower else "higher"
+    text = "; ".join(f"{a} {better} than {_listed(below)}" for a, below in apart)
+    text += " (intervals apart)" if apart else ""
+    if claimed == 0 and pairs == 1:
+        text = f"{rows[0]['method']} and {rows[1]['method']} overlap (no claim)"
+    elif claimed == 0:
+        text = "every pair overlaps (no claim)"
+    elif claimed < pairs:
+        text += "; every other pair overlaps (no claim)"
+    return text + "." + note
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _sgd_against_exact(cells: dict, representations: list, metrics: list[str], summary: dict) -> str:
+    """Per representation, the SGD PLN against the exact learner with the highest mean, at the given counts."""
+    lower = _lower_is_better(summary)
+    parts = []
+    for rep in representations:
+        sgd = cells.get((rep, None))
+        said: dict[tuple[str, str], list[str]] = {}
+        for metric in metrics:
+            exact = [(learner, row) for (r, learner), row in cells.items()
+                     if r == rep and learner is not None and metric in row["metrics"]]
+            if sgd is None or metric not in sgd["metrics"] or not exact:
+                continue
+            learner, best = (min if lower else max)(exact, key=lambda e: e[1]["metrics"][metric]["mean"])
+            name, a, b = _learner_name(learner), best["metrics"][metric], sgd["metrics"][metric]
+            if len(best["seeds"]) < 2 or len(sgd["seeds"]) < 2:
+                claim = (f"{name} and SGD PLN", "not compared (one seed)")
+            elif _apart(a, b, lower) or _apart(b, a, lower):
+                first, second = (name, "SGD PLN") if _apart(a, b, lower) else ("SGD PLN", name)
+                claim = (f"{first} {'lower' if lower else 'higher'} than {second}", "intervals apart")
+            else:
+                claim = (f"{name} and SGD PLN overlap", "no claim")
+            said.setdefault(claim, []).append(metric.split("@")[1])
+        if said:
+            parts.append(f"{rep}: " + "; ".join(f"{claim} at {_listed(counts)} classes ({why})"
+                                                for (claim, why), counts in said.items()) + ".")
+    if not parts:
+        return ""
+    kind = _title(metrics[0]).split(",")[0]
+    return (f"Reading (SGD PLN against the exact learner with the highest mean; {kind}, 95% t intervals across seeds): "
+            + " ".join(parts))
+
+
+def learners(summary: dict, name: str, kind: str = "held_out") -> str:
+    """One row per representation x learner, grouped by representation; a combination not in the
+    summary (a run not finished) shows dashes. Bold: the representation apart from every other
+    under the same learner at that class count; readings per learner, then SGD PLN against exact."""
+    cells = _cells_by_learner(summary, name, "learners" if kind == "held_out" else "learners_trajectory")
+    representations = _ordered((rep for rep, _ in cells), REPRESENTATIONS)
+    present = _ordered((learner for _, learner in cells), list(LEARNERS))
+    columns = _class_columns(summary, kind)
+    best = {(learner, c): _apart_best([row for (_, ln), row in cells.items() if ln == learner], c, summary)
+            for learner in present for c in columns}
+    lines = ["| representation | learner | seeds | " + " | ".join(f"{_title(c)}: mean (95% CI across seeds)" for c in columns)
+             + " |", "|---|---|---|" + "---|" * len(columns)]
+    for rep in representations:
+        for i, learner in enumerate(present):
+            row = cells.get((rep, learner))
+            shown = f"| {rep} |" if i == 0 else "| |"
+            if row is None:
+                lines.append(f"{shown} {_learner_name(learner)} | — | " + " | ".join("—" for _ in columns) + " |")
+                continue
+            texts = []
+            for c in columns:
+                text = _cell(row["metrics"][c], row, summary) if c in row["metrics"] else "—"
+                texts.append(f"**{text}**" if best[learner, c] is row else text)
+            lines.append(f"{shown} {_learner_name(learner)} | {len(row['seeds'])} | " + " | ".join(texts) + " |")
+    texts = []
+    for learner in present:
+        rows = [{**row, "method": rep} for (rep, ln), row in cells.items() if ln == learner]
+        rows.sort(key=lambda row: representations.index(row["method"]))
+        texts.append(readings({**summary, "rows": rows}, columns, claims=_compact_claims, about=_learner_name(learner)))
+    ends = list(dict.fromkeys([columns[0], columns[-1]]))
+    gaps = _sgd_against_exact(cells, representations, ends, summary)
+    return "\n".join(lines) + "\n\n" + "\n\n".join(texts + ([gaps] if gaps else []))
+
+
+def render(summary: dict, kind: str, name: str = "summary") -> str:
+    """The markdown of one table block; `name` (the summary's) is for error messages."""
     if kind not in KINDS:
         raise UserError(f"unknown table kind {kind!r} (choose {', '.join(KINDS)})")
-    table = seeds(summary) if kind == "seeds" else headline(summary, with_reading=kind == "headline")
+    if kind.startswith("learners"):
+        table = learners(summary, name, "trajectory" if kind == "learners_trajectory" else "held_out")
+    elif kind == "seeds":
+        table = seeds(summary)
+    else:
+        table = headline(summary, with_reading=kind == "headline")
     missing = not_counted(summary)
     return table + ("\n\n" + missing if missing else "")
 
@@ -168,7 +341,7 @@ def regenerate(text: str, repo: Path) -> str:
     """`text` with every table block replaced by what its summary gives."""
     def replace(match):
         name, kind = match.group(2), match.group(3) or "headline"
-        return match.group(1) + render(read_summary(repo, name), kind) + "\n" + match.group(5)
+        return match.group(1) + render(read_summary(repo, name), kind, name) + "\n" + match.group(5)
     return BLOCK.sub(replace, text)
 
 

@@ -107,7 +107,7 @@ def test_a_job_left_out_is_named_under_its_table():
     summary = _summary(("A", 0.5, 0.4, 0.6), ("B", 1.0, 0.9, 1.2))
     assert "Not counted" not in tables.render(summary, "headline")
     summary["not_counted"] = [{"job": "sweep/r3", "state": "failed", "error": "error: online learning diverged at 0.03"}]
-    for kind in tables.KINDS:
+    for kind in ("headline", "seeds", "candidates"):
         assert tables.render(summary, kind).endswith("Not counted: sweep/r3 (failed: error: online learning diverged at 0.03).")
 
 
@@ -135,3 +135,119 @@ def test_class_counts_with_the_same_claims_share_one_reading():
     text = tables.headline(summary)
     assert "Reading (held-out, 10, 50 and 100 classes, 95% t intervals across seeds): A higher than B (intervals apart)." in text
     assert text.count("Reading") == 1
+
+
+# --- representation x learner ----------------------------------------------------------------------
+
+def _learners_summary():
+    """A hand-made summary of representation x learner rows, in the aggregate's (not the table's) order:
+    at 10 classes OML's SLDA interval is apart from every other SLDA row, at 600 classes it overlaps
+    Pretraining's; Random has one seed; SR-NN has no SLDA row and no NCM row."""
+    def row(method, learner, seeds, at10, at600):
+        metrics = {}
+        for kind, shift in (("held_out", 0.0), ("trajectory", 0.1)):
+            for n, (m, half) in (("10", at10), ("600", at600)):
+                metrics[f"{kind}@{n}"] = {"mean": m + shift, "ci_low": m + shift - half, "ci_high": m + shift + half}
+        return {"label": f"{method} (learner={learner})", "method": method, "row": f"learner={learner}",
+                "seeds": list(range(1, seeds + 1)), "settings": {"learner": learner}, "metrics": metrics, "by_seed": {}}
+    return {"benchmark": "omniglot", "made_by": "python -m experiment.aggregate A B --summary summaries/t.json", "rows": [
+        row("Pretraining", "slda", 3, (0.80, 0.02), (0.55, 0.02)),
+        row("OML", None, 3, (0.70, 0.02), (0.30, 0.02)),
+        row("Random", "slda", 1, (0.60, 0.0), (0.25, 0.0)),
+        row("OML", "slda", 3, (0.90, 0.02), (0.56, 0.02)),
+        row("SR-NN", None, 3, (0.50, 0.02), (0.20, 0.02)),
+        row("Pretraining", None, 3, (0.30, 0.02), (0.02, 0.01)),
+        row("OML", "ncm", 3, (0.88, 0.02), (0.50, 0.02)),
+    ]}
+
+
+def test_the_learners_table_has_one_row_per_representation_and_learner_in_a_fixed_order():
+    table = tables.render(_learners_summary(), "learners", "t")
+    lines = table.splitlines()
+    assert lines[0] == ("| representation | learner | seeds | held-out, 10 classes: mean (95% CI across seeds) | "
+                        "held-out, 600 classes: mean (95% CI across seeds) |")
+    # OML, SR-NN, Pretraining, Random; under each SGD PLN, NCM, SLDA; the name on a group's first row only
+    assert [tuple(cell.strip() for cell in line.split("|")[1:3]) for line in lines[2:14]] == [
+        ("OML", "SGD PLN"), ("", "NCM"), ("", "SLDA"), ("SR-NN", "SGD PLN"), ("", "NCM"), ("", "SLDA"),
+        ("Pretraining", "SGD PLN"), ("", "NCM"), ("", "SLDA"), ("Random", "SGD PLN"), ("", "NCM"), ("", "SLDA")]
+    assert lines[14] == ""
+    # a combination not in the summary (its runs not finished) is a row of dashes; one seed says so
+    assert lines[6] == "| | NCM | — | — | — |" and lines[7] == "| | SLDA | — | — | — |"
+    assert "| | SLDA | 1 | .600 (one seed) | .250 (one seed) |" in table
+    # the trajectory kind: the same rows, trajectory accuracy
+    trajectory = tables.render(_learners_summary(), "learners_trajectory", "t")
+    assert "trajectory, 600 classes" in trajectory.splitlines()[0] and "| OML | SGD PLN | 3 | **.800 (.780–.820)** |" in trajectory
+
+
+def test_the_learners_table_bolds_a_representation_only_when_apart_from_every_other_under_its_learner():
+    table = tables.render(_learners_summary(), "learners", "t")
+    # SGD PLN: OML is apart from SR-NN and Pretraining at both counts
+    assert "| OML | SGD PLN | 3 | **.700 (.680–.720)** | **.300 (.280–.320)** |" in table
+    # SLDA: a one-seed row (Random) has no interval to be apart from, so nothing is bold
+    assert "| | SLDA | 3 | .900 (.880–.920) | .560 (.540–.580) |" in table
+    summary = _learners_summary()
+    del summary["rows"][2]  # without Random: OML is apart from Pretraining at 10 classes, overlaps at 600
+    table = tables.render(summary, "learners", "t")
+    assert "| | SLDA | 3 | **.900 (.880–.920)** | .560 (.540–.580) |" in table
+    # NCM: a learner with one representation has nothing to be apart from
+    assert "| | NCM | 3 | .880 (.860–.900) | .500 (.480–.520) |" in table
+
+
+def test_the_learners_readings_claim_only_what_the_intervals_say():
+    summary = _learners_summary()
+    text = tables.render(summary, "learners", "t")
+    assert ("Reading (SGD PLN; held-out, 10 and 600 classes, 95% t intervals across seeds): "
+            "OML higher than SR-NN and Pretraining; SR-NN higher than Pretraining (intervals apart).") in text
+    assert "Reading (NCM): Fewer than two rows with several seeds: no comparison across seeds." in text
+    assert ("Reading (SLDA; held-out, 10 classes, 95% t intervals across seeds): OML higher than Pretraining "
+            "(intervals apart). One seed, not compared: Random.") in text
+    assert ("Reading (SLDA; held-out, 600 classes, 95% t intervals across seeds): OML and Pretraining overlap "
+            "(no claim). One seed, not compared: Random.") in text
+    # the SGD PLN against the best exact learner (by mean) at the smallest and largest class count
+    assert ("Reading (SGD PLN against the exact learner with the highest mean; held-out, 95% t intervals across seeds): "
+            "OML: SLDA higher than SGD PLN at 10 and 600 classes (intervals apart). "
+            "Pretraining: SLDA higher than SGD PLN at 10 and 600 classes (intervals apart).") in text
+    # an overlap, and three representations where only some pairs are apart
+    summary["rows"][1]["metrics"]["held_out@600"] = {"mean": 0.50, "ci_low": 0.40, "ci_high": 0.545}
+    summary["rows"][4]["metrics"]["held_out@600"] = {"mean": 0.45, "ci_low": 0.30, "ci_high": 0.60}
+    text = tables.render(summary, "learners", "t")
+    assert "OML: SLDA higher than SGD PLN at 10 classes (intervals apart); SLDA and SGD PLN overlap at 600 classes (no claim)." in text
+    assert ("Reading (SGD PLN; held-out, 600 classes, 95% t intervals across seeds): OML higher than Pretraining; "
+            "SR-NN higher than Pretraining (intervals apart); every other pair overlaps (no claim).") in text
+
+
+def test_a_learners_table_shows_the_jobs_left_out():
+    summary = _learners_summary()
+    summary["not_counted"] = [{"job": "oc_anml_slda/r2", "state": "failed", "error": ""}]
+    assert tables.render(summary, "learners", "t").endswith("Not counted: oc_anml_slda/r2 (failed: no error text).")
+
+
+def test_a_summary_without_settings_is_refused_for_a_learners_table(tmp_path):
+    summary = _learners_summary()
+    for row in summary["rows"]:
+        del row["settings"]
+    (tmp_path / "summaries").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "summaries" / "old.json").write_text(json.dumps(summary))
+    (tmp_path / "README.md").write_text("<!-- table: old learners_trajectory -->\nold\n<!-- /table -->\n")
+    with pytest.raises(UserError) as info:
+        tables.stale_files(tmp_path)
+    message = str(info.value)
+    assert "summaries/old.json" in message and "learners_trajectory" in message and "\n" not in message
+    # rows that do not differ by learner cannot say which learner each is
+    summary = _learners_summary()
+    for row in summary["rows"]:
+        row["settings"] = {"preset": "cpu"}
+    with pytest.raises(UserError, match=r"summaries/t\.json"):
+        tables.render(summary, "learners", "t")
+
+
+def test_two_rows_of_one_method_and_learner_are_two_representations():
+    summary = _learners_summary()
+    wide = json.loads(json.dumps(summary["rows"][3]))
+    for row, preset in ((summary["rows"][3], "cpu"), (wide, "cpu_wide")):
+        row["settings"] = {"learner": "slda", "preset": preset}
+    summary["rows"].append(wide)
+    table = tables.render(summary, "learners", "t")
+    assert "| OML (preset=cpu) | SGD PLN |" in table and "| OML (preset=cpu_wide) | SGD PLN | — |" in table
+    assert table.index("OML (preset=cpu_wide)") < table.index("| SR-NN |")
