@@ -341,6 +341,9 @@ def regenerate(text: str, repo: Path) -> str:
     """`text` with every table block replaced by what its summary gives."""
     def replace(match):
         name, kind = match.group(2), match.group(3) or "headline"
+        if name == "compute":  # not one summary's: every summary's sweeps, hours and commands
+            from analysis import compute_table
+            return match.group(1) + compute_table.render(repo) + "\n" + match.group(5)
         return match.group(1) + render(read_summary(repo, name), kind, name) + "\n" + match.group(5)
     return BLOCK.sub(replace, text)
 

@@ -1,0 +1,93 @@
+"""docs/compute.md's table: what each committed summary's sweeps cost, and the commands that rerun them.
+
+Reads every summaries/*.json (its `compute` entry, experiment/summaries.py): per summary, the
+sweeps it aggregates and the training sweeps they evaluate, with their jobs, wall hours and CPU
+hours, the summary's total, and one total over all summaries that counts a sweep shared by
+several summaries once. Then, per summary, its commands in the order they must run: each
+training sweep, each evaluation sweep, the aggregate. analysis/tables.py puts it between the
+markers `<!-- table: compute -->` and `<!-- /table -->`.
+"""
+import json
+from pathlib import Path
+
+from utils.errors import UserError
+
+ROLES = ("training", "evaluation")  # the order the sweeps run in: a training sweep before its evaluations
+
+
+def read_summaries(repo: Path) -> dict[str, dict]:
+    summaries = {}
+    for path in sorted((Path(repo) / "summaries").glob("*.json")):
+        try:
+            summaries[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise UserError(f"table 'compute': cannot read {path} ({type(err).__name__})") from None
+    return summaries
+
+
+def _hours(value) -> str:
+    return "not recorded" if value is None else f"{value:.2f}"
+
+
+def in_order(compute: dict) -> list[dict]:
+    """The summary's sweeps, training sweeps first (they run first), each role in its recorded order."""
+    return sorted(compute["sweeps"], key=lambda s: ROLES.index(s["role"]) if s["role"] in ROLES else len(ROLES))
+
+
+def _row(table: str, sweep: dict) -> str:
+    if "missing" in sweep:
+        return f"| {table} | {sweep['name']} | {sweep['role']} | folder not found | | |"
+    return (f"| {table} | {sweep['name']} | {sweep['role']} | {sweep['jobs']} | {_hours(sweep['wall_hours'])} | "
+            f"{_hours(sweep['cpu_hours'])} |")
+
+
+def overall(summaries: dict[str, dict]) -> dict:
+    """Jobs and hours over every summary's sweeps, a sweep shared by several summaries counted once."""
+    unique = {}
+    for summary in summaries.values():
+        for sweep in (summary.get("compute") or {}).get("sweeps", []):
+            if "missing" not in sweep:
+                unique.setdefault(sweep["name"], sweep)
+    cpu = [s["cpu_hours"] for s in unique.values()]
+    return {"sweeps": len(unique), "jobs": sum(s["jobs"] for s in unique.values()),
+            "wall_hours": sum(s["wall_hours"] for s in unique.values()),
+            "cpu_hours": sum(cpu) if cpu and None not in cpu else None}
+
+
+def table(summaries: dict[str, dict]) -> str:
+    lines = ["| table (summary) | sweep | role | jobs | wall hours | CPU hours |", "|---|---|---|---|---|---|"]
+    unrecorded = []
+    for name, summary in summaries.items():
+        compute = summary.get("compute")
+        if not compute:
+            unrecorded.append(name)
+            continue
+        for i, sweep in enumerate(in_order(compute)):
+            lines.append(_row(name if i == 0 else "", sweep))
+        total = compute["total"]
+        lines.append(f"| | **total** ({total['sweeps']} sweeps) | | **{total['jobs']}** | "
+                     f"**{_hours(total['wall_hours'])}** | **{_hours(total['cpu_hours'])}** |")
+    every = overall(summaries)
+    lines.append(f"| **all tables** | {every['sweeps']} sweeps, each once | | **{every['jobs']}** | "
+                 f"**{_hours(every['wall_hours'])}** | **{_hours(every['cpu_hours'])}** |")
+    if unrecorded:
+        lines += ["", "No compute recorded (summaries written before it was; regenerate them with their aggregate): "
+                  + ", ".join(unrecorded) + "."]
+    return "\n".join(lines)
+
+
+def commands(summaries: dict[str, dict]) -> str:
+    lines = ["```bash", "export OMP_NUM_THREADS=1"]
+    for name, summary in summaries.items():
+        compute = summary.get("compute")
+        if not compute:
+            continue
+        lines += ["", f"# {name}"]
+        lines += [sweep["rerun"] for sweep in in_order(compute) if "rerun" in sweep]
+        lines.append(compute["aggregate"])
+    return "\n".join(lines + ["```"])
+
+
+def render(repo: Path) -> str:
+    summaries = read_summaries(repo)
+    return table(summaries) + "\n\nThe commands, per table, in the order they run:\n\n" + commands(summaries)
