@@ -417,7 +417,7 @@ def aggregate(sweep_dirs, out=None, summary=None) -> Path:
         "not_counted": problems})
     if summary is not None:
         command = f"python -m experiment.aggregate {' '.join(d.name for d in sweep_dirs)} --summary {summary}"
-        write_json(summary, summary_of(sweeps, groups, results, command, problems))
+        write_json(summary, summary_of(sweeps, groups, results, command, problems, sweep_dirs))
     print(text, end="")
     print(f"aggregate: {out} (plot it: python plot_results.py {' '.join(map(str, sweep_dirs))} --out figure.png)")
     return out

@@ -7,10 +7,13 @@ Per row (a method on a network): the mean over meta-training seeds with its 95% 
 seeds, and per seed its mean with the bootstrap interval across that seed's evaluation runs and the
 online rate its search chose. analysis/tables.py turns these files into the tables
 (`python plot_results.py --tables`), and tests/test_tables.py checks that the committed tables are
-what the files give.
+what the files give. `compute`: what the summary's sweeps and the training sweeps they evaluate
+cost (jobs, wall and CPU hours) and the command that reruns each (experiment/sweep_compute.py);
+`made_by` reruns the aggregate.
 """
 from pathlib import Path
 
+from experiment.sweep_compute import as_list, rerun_aggregate, sweeps_cost, total
 from utils.errors import UserError
 
 FORMAT = 1
@@ -60,9 +63,28 @@ def _rounded(stats: dict) -> dict:
     return {k: round(v, 6) for k, v in stats.items()}
 
 
+def compute_of(sweep_dirs, command: str) -> dict:
+    """The compute entry: per sweep (these and the training sweeps they name) its jobs, hours and rerun
+    command; the aggregate's command (`command`) with the sweeps' folders."""
+    costs = sweeps_cost(sweep_dirs)
+    local = all(c.get("executor") == "local" for c in costs)
+    machine = ("Local sweeps ran one thread per job (OMP_NUM_THREADS=1; recorded per attempt as omp_num_threads "
+               "since the evening of 3 December 2026), at most max_parallel of a sweep's jobs at once, on a machine "
+               "shared with other sweeps and work (this project's: 2 cores). A one-thread job uses at most one core, "
+               "so its wall hours are its core-hours and an upper bound of its CPU hours (equal only when it had a "
+               "core to itself)." if local else
+               "Some sweeps ran under SLURM: a job's wall hours times the cores it held are its core-hours.")
+    return {"counts": "jobs: the sweep's jobs; wall_hours: the sum over their attempts of ended - started "
+                      "(attempts_without_end: attempts still running or killed with their job, not counted); "
+                      "cpu_hours: the sum of the user + system CPU time of each attempt's script as its job recorded "
+                      "it (cpu_s, experiment/sweep_job.py), null where any attempt records none. " + machine,
+            "sweeps": costs, "total": total(costs), "aggregate": rerun_aggregate(command, costs)}
+
+
 def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], command: str,
-               problems: list[dict] = ()) -> dict:
-    """The summary of aggregated groups (experiment/aggregate.py) of one benchmark and one split."""
+               problems: list[dict] = (), sweep_dirs=None) -> dict:
+    """The summary of aggregated groups (experiment/aggregate.py) of one benchmark and one split;
+    with the sweeps' folders, what they cost (compute_of)."""
     splits = {e["result"].get("split", "test") for g in groups for e in g["members"]}
     if len(splits) > 1:
         raise UserError(f"a summary holds one split; these evaluations mix {sorted(splits)}")
@@ -86,15 +108,11 @@ def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], comm
         "interval_within_seed": "95% percentile bootstrap over that seed's evaluation runs",
         "made_by": command,
         "sweeps": [{"name": s["name"], "script": s["script"], "argv": s["argv"],
-                    "models_from": [Path(d).name for d in _as_list(s.get("models_from"))],
+                    "models_from": [Path(d).name for d in as_list(s.get("models_from"))],
                     "models_where": s.get("models_where") or {}} for s in sweeps],
         "rows": rows,
         # jobs never averaged in (a diverged evaluation, say), named so that a table can say so
         "not_counted": [{"job": f"{p['sweep']}/r{p['rank']}", "state": p["state"],
                          "error": " ".join(str(p.get("error") or "").split())[:200]} for p in problems],
+        "compute": compute_of(sweep_dirs, command) if sweep_dirs is not None else None,
     }
-
-
-def _as_list(value) -> list:
-    """sweep.json's models_from: a list, one path (sweeps written before several were allowed), or None."""
-    return [] if value is None else [value] if isinstance(value, str) else list(value)

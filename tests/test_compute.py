@@ -5,12 +5,17 @@ the summaries count every sweep's jobs and hours with the command that reruns it
 Sweep folders are made by hand (sweep.json and jobs/r<i>.json as the launcher and the jobs write
 them), so no sweep runs here; the one child process is a short busy loop.
 """
+import datetime as dt
 import json
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from experiment import sweep_job
+from analysis import compute_table, tables
+from experiment import aggregate, summaries, sweep_compute, sweep_job
+from tests.test_aggregate_damaged import make_sweep
 
 
 def _busy_child(seconds: float) -> subprocess.Popen:
@@ -41,3 +46,115 @@ def test_a_stopped_childs_cpu_time_is_returned_by_stop_child():
     code, usage = job._stop_child()  # Ctrl-C: the busy loop ends with KeyboardInterrupt
     assert code != 0 and usage.ru_utime + usage.ru_stime > 0.05 and job._child is None
     assert job._stop_child() is None  # nothing left to stop
+
+
+def test_a_job_records_cpu_seconds_next_to_each_attempts_times(tmp_path):
+    code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.2: pass"
+    job = {"rank": 0, "run_name": "busy_r0", "command": [sys.executable, "-c", code], "resume_command": None}
+    result = sweep_job.SweepJob(tmp_path / "sweep", job, tmp_path / "results", tmp_path)()
+    assert result["state"] == "finished"
+    [attempt] = json.loads((tmp_path / "sweep" / "jobs" / "r0.json").read_text())["attempts"]
+    assert {"started", "ended", "returncode", "cpu_s"} <= set(attempt) and attempt["cpu_s"] >= 0.2
+
+
+# --- the summaries' compute entry and docs/compute.md's table ---------------------------------------
+
+def _attempt(start: str, hours: float, cpu_s=None) -> dict:
+    began = dt.datetime.fromisoformat(f"2026-12-03T{start}")
+    attempt = {"started": began.isoformat(), "ended": (began + dt.timedelta(hours=hours)).isoformat()}
+    return attempt if cpu_s is None else {**attempt, "cpu_s": cpu_s}
+
+
+def _record(folder: Path, rank: int, *attempts: dict) -> None:
+    path = folder / "jobs" / f"r{rank}.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"state": "finished", "rank": rank}
+    path.write_text(json.dumps({**record, "attempts": list(attempts)}))
+
+
+def _sweeps(tmp_path: Path) -> Path:
+    """An evaluation sweep `syn` (4 finished sine jobs, CPU time recorded) of a training sweep `tr`
+    (2 jobs, records from before CPU time was: none), both in tmp_path/sweeps."""
+    evaluation = make_sweep(tmp_path)
+    for results in (tmp_path / "runs").glob("*/results.json"):  # the online rate, as evaluate_regression.py writes it
+        results.write_text(json.dumps({**json.loads(results.read_text()), "protocol": {"lr": 0.003}}))
+    sweep = json.loads((evaluation / "sweep.json").read_text())
+    sweep.update(script="evaluate_regression.py", argv=["--runs", "2"], models_from=[str(tmp_path / "sweeps" / "tr")],
+                 models_where={"method": "oml", "seed": [1, 2]}, cwd=str(tmp_path), executor="local",
+                 executor_options={"max_parallel": 2}, results_dir=str(tmp_path.parent / "results"))
+    (evaluation / "sweep.json").write_text(json.dumps(sweep))
+    _record(evaluation, 0, _attempt("10:00:00", 0.5, 1700))
+    _record(evaluation, 1, _attempt("10:00:00", 0.5, 1000), _attempt("11:00:00", 0.25, 800))  # requeued once
+    _record(evaluation, 2, _attempt("10:30:00", 1.0, 3600))
+    _record(evaluation, 3, _attempt("10:30:00", 0.75, 2000))
+    training = tmp_path / "sweeps" / "tr"
+    (training / "jobs").mkdir(parents=True)
+    (training / "sweep.json").write_text(json.dumps({
+        "name": "tr", "script": "oml_regression.py", "argv": ["--seed", "1", "2", "--eval-runs", "0"], "cwd": str(tmp_path),
+        "results_dir": str(tmp_path / "elsewhere"), "executor": "local", "executor_options": {"max_parallel": None},
+        "jobs": [{"rank": r, "command": ["python", "oml_regression.py"], "run_name": f"tr_r{r}"} for r in (0, 1)]}))
+    _record(training, 0, _attempt("08:00:00", 2.0))
+    _record(training, 1, {"started": "2026-12-03T08:00:00"})  # still running, or killed with its job
+    return evaluation
+
+
+def _summary(tmp_path: Path, capsys) -> dict:
+    summary = tmp_path / "repo" / "summaries" / "syn_table.json"
+    aggregate.aggregate([_sweeps(tmp_path)], out=tmp_path / "agg", summary=summary)
+    capsys.readouterr()
+    return json.loads(summary.read_text())
+
+
+def test_a_summary_counts_its_sweeps_and_their_training_sweeps_exactly(tmp_path, capsys):
+    compute = _summary(tmp_path, capsys)["compute"]
+    syn, tr = compute["sweeps"]
+    assert (syn["name"], syn["role"], syn["jobs"], syn["attempts"], syn["attempts_without_end"]) == ("syn", "evaluation", 4, 5, 0)
+    assert syn["wall_hours"] == 3.0 and syn["cpu_hours"] == round(9100 / 3600, 4)
+    assert syn["models_from"] == ["tr"] and syn["max_parallel"] == 2 and syn["folder"] == "sweeps/syn"
+    assert syn["rerun"] == ("python -m experiment.sweep evaluate_regression.py --runs 2 --models-from sweeps/tr "
+                            "--models-where method=oml 'seed=[1,2]' --name syn")
+    # the training sweep's records predate CPU time: null, never 0; the unended attempt is not counted
+    assert (tr["name"], tr["role"], tr["jobs"], tr["attempts"], tr["attempts_without_end"]) == ("tr", "training", 2, 1, 1)
+    assert tr["wall_hours"] == 2.0 and tr["cpu_hours"] is None and tr["max_parallel"] == 1
+    assert tr["rerun"] == ("python -m experiment.sweep oml_regression.py --seed 1 2 --eval-runs 0 --name tr "
+                           "--results-dir elsewhere")
+    assert compute["total"] == {"sweeps": 2, "jobs": 6, "wall_hours": 5.0, "cpu_hours": None}
+    assert compute["aggregate"].startswith("python -m experiment.aggregate sweeps/syn --summary ")
+    assert "upper bound of its CPU hours" in compute["counts"]
+
+
+def test_a_training_sweep_not_found_is_named_and_left_out_of_the_totals(tmp_path, capsys):
+    evaluation = _sweeps(tmp_path)
+    shutil.rmtree(tmp_path / "sweeps" / "tr")
+    compute = summaries.compute_of([evaluation], "python -m experiment.aggregate syn --summary s.json")
+    assert compute["sweeps"][1]["name"] == "tr" and "missing" in compute["sweeps"][1]
+    assert compute["total"] == {"sweeps": 2, "jobs": 4, "wall_hours": 3.0, "cpu_hours": None}
+
+
+def test_an_aggregate_of_several_sweeps_reruns_with_their_folders_and_an_out(tmp_path):
+    costs = [{"name": "a", "folder": "../results/d/sweeps/a"}, {"name": "b", "folder": "../results/d/sweeps/b"}]
+    assert sweep_compute.rerun_aggregate("python -m experiment.aggregate a b --summary summaries/t.json", costs) == \
+        "python -m experiment.aggregate ../results/d/sweeps/a ../results/d/sweeps/b --out /tmp/agg_t --summary summaries/t.json"
+
+
+def test_the_compute_table_shows_each_summary_and_counts_a_shared_sweep_once(tmp_path, capsys):
+    first = _summary(tmp_path, capsys)
+    repo = tmp_path / "repo"
+    second = json.loads(json.dumps(first))  # another table from the same training sweep
+    second["compute"]["sweeps"] = [{**second["compute"]["sweeps"][0], "name": "syn2", "rerun": "python -m experiment.sweep x --name syn2"},
+                                   {**second["compute"]["sweeps"][1]}]
+    second["compute"]["total"] = {"sweeps": 2, "jobs": 6, "wall_hours": 5.0, "cpu_hours": None}
+    (repo / "summaries" / "syn_other.json").write_text(json.dumps(second))
+    (repo / "summaries" / "older.json").write_text(json.dumps({k: v for k, v in first.items() if k != "compute"}))
+    text = compute_table.render(repo)
+    assert "| syn_table | tr | training | 2 | 2.00 | not recorded |\n|  | syn | evaluation | 4 | 3.00 | 2.53 |\n" in text
+    assert "|  | **total** (2 sweeps) |  | **6** | **5.00** | **not recorded** |" in text
+    assert "| **all tables** | 3 sweeps, each once |  | **10** | **8.00** | **not recorded** |" in text
+    assert "No compute recorded (summaries written before it was; regenerate them with their aggregate): older." in text
+    block = text[text.index("# syn_table"):]
+    tr, syn, agg = block.splitlines()[1:4]
+    assert tr.endswith("--name tr --results-dir elsewhere") and syn.endswith("--name syn")
+    assert agg.startswith("python -m experiment.aggregate sweeps/syn --summary")
+    (repo / "docs").mkdir()
+    (repo / "README.md").write_text("# r\n")
+    (repo / "docs" / "compute.md").write_text("intro\n<!-- table: compute -->\nold\n<!-- /table -->\n")
+    assert tables.stale_files(repo) == {repo / "docs" / "compute.md": f"intro\n<!-- table: compute -->\n{text}\n<!-- /table -->\n"}
