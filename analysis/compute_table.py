@@ -34,11 +34,14 @@ def in_order(compute: dict) -> list[dict]:
     return sorted(compute["sweeps"], key=lambda s: ROLES.index(s["role"]) if s["role"] in ROLES else len(ROLES))
 
 
+def _line(*cells) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
 def _row(table: str, sweep: dict) -> str:
     if "missing" in sweep:
-        return f"| {table} | {sweep['name']} | {sweep['role']} | folder not found | | |"
-    return (f"| {table} | {sweep['name']} | {sweep['role']} | {sweep['jobs']} | {_hours(sweep['wall_hours'])} | "
-            f"{_hours(sweep['cpu_hours'])} |")
+        return _line(table, sweep["name"], sweep["role"], "folder not found", "", "")
+    return _line(table, sweep["name"], sweep["role"], sweep["jobs"], _hours(sweep["wall_hours"]), _hours(sweep["cpu_hours"]))
 
 
 def overall(summaries: dict[str, dict]) -> dict:
@@ -65,11 +68,11 @@ def table(summaries: dict[str, dict]) -> str:
         for i, sweep in enumerate(in_order(compute)):
             lines.append(_row(name if i == 0 else "", sweep))
         total = compute["total"]
-        lines.append(f"| | **total** ({total['sweeps']} sweeps) | | **{total['jobs']}** | "
-                     f"**{_hours(total['wall_hours'])}** | **{_hours(total['cpu_hours'])}** |")
+        lines.append(_line("", f"**total** ({total['sweeps']} sweeps)", "", f"**{total['jobs']}**",
+                           f"**{_hours(total['wall_hours'])}**", f"**{_hours(total['cpu_hours'])}**"))
     every = overall(summaries)
-    lines.append(f"| **all tables** | {every['sweeps']} sweeps, each once | | **{every['jobs']}** | "
-                 f"**{_hours(every['wall_hours'])}** | **{_hours(every['cpu_hours'])}** |")
+    lines.append(_line("**all tables**", f"{every['sweeps']} sweeps, each once", "", f"**{every['jobs']}**",
+                       f"**{_hours(every['wall_hours'])}**", f"**{_hours(every['cpu_hours'])}**"))
     if unrecorded:
         lines += ["", "No compute recorded (summaries written before it was; regenerate them with their aggregate): "
                   + ", ".join(unrecorded) + "."]
