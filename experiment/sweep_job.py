@@ -24,12 +24,14 @@ from pathlib import Path
 
 import submitit
 
-from experiment.checkpoint import CHECKPOINT_NAME
 from experiment.lock import LOCK_NAME
 from experiment.sweep_records import JOBS_DIR
 from utils.files import write_json
 from utils.messages import note
 
+# experiment.checkpoint's; not imported, so that the job process (which imports this module) stays free of
+# torch, whose import costs each job seconds (tests/test_sweep.py checks both)
+CHECKPOINT_NAME = "checkpoint.pt"
 STOP_WAIT_S = 120  # how long checkpoint() waits for the script to stop after Ctrl-C
 
 

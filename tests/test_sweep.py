@@ -8,6 +8,7 @@ an uninterrupted run. The SLURM path runs against a fake `sbatch` on PATH. No cl
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -162,6 +163,17 @@ def test_models_where_picks_one_method_and_several_sweeps_aggregate_as_one(local
         result = json.loads((tmp_path / "split" / group["file"]).read_text())
         assert row["metrics"]["final_mse"]["mean"] == pytest.approx(result["final_mse"]["mean"], abs=1e-6)
         assert row["seeds"] == [1, 2] and all(entry["lr"] == [0.01] and entry["runs"] == 2 for entry in row["by_seed"].values())
+
+
+def test_the_job_process_imports_no_torch():
+    """Each job process (and each requeued attempt) imports experiment.sweep_job to unpickle its
+    job; torch's import would cost it seconds, so the checkpoint's file name is copied, not imported."""
+    from experiment import checkpoint
+
+    assert sweep_job.CHECKPOINT_NAME == checkpoint.CHECKPOINT_NAME
+    probe = subprocess.run([sys.executable, "-c", "import sys, experiment.sweep_job; print(sorted({'torch', 'numpy'} & set(sys.modules)))"],
+                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0 and probe.stdout == "[]\n", probe.stdout + probe.stderr
 
 
 def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_checkpoint(tmp_path):

@@ -6,8 +6,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import torch
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -39,6 +37,8 @@ def write_json(path: Path, obj) -> None:
 
 
 def save_torch(path: Path, obj) -> None:
+    import torch  # here, not above: a sweep's job process writes JSON only, and torch's import costs it seconds
+
     atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
