@@ -81,6 +81,18 @@ def _reap(pid: int, options: int = 0):
     return None if ended == 0 else (os.waitstatus_to_exitcode(status), usage)
 
 
+def _wait_for(child: subprocess.Popen):
+    """(exit code, resource usage) of the ended child, which is then marked reaped so Popen never waits
+    for it again. Where SIGCHLD was inherited ignored, the kernel reaps the child itself and leaves no
+    status: exit code 0 and no usage then, as Popen.wait would say."""
+    try:
+        code, usage = _reap(child.pid)
+    except ChildProcessError:
+        code, usage = 0, None
+    child.returncode = code
+    return code, usage
+
+
 def _submitit_job_id() -> str | None:
     try:
         return submitit.JobEnvironment().job_id
@@ -194,8 +206,7 @@ class SweepJob(submitit.helpers.Checkpointable):
             try:
                 attempt["child"] = {"pid": self._child.pid, "host": socket.gethostname()}
                 self.write_state(state, state="running", run_dir=resumed, error=None, job_pid=os.getpid())
-                code, usage = _reap(self._child.pid)
-                self._child.returncode = code  # reaped here, not by Popen: it must not wait again
+                code, usage = _wait_for(self._child)
             finally:  # this job ending for any reason (an exception, requeue's exit) ends the script too
                 self._stop_child()
         runs = _run_folders(Path(self.results_dir), self.run_name)

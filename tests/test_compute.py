@@ -7,6 +7,7 @@ them), so no sweep runs here; the one child process is a short busy loop.
 """
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,12 @@ def test_an_ended_attempt_records_its_childs_cpu_seconds():
 
 def test_unknown_usage_is_recorded_as_none_never_zero():
     assert sweep_job.attempt_ended({}, 1, None)["cpu_s"] is None
+
+
+def test_a_child_the_kernel_reaped_itself_has_no_cpu_time_rather_than_a_made_up_one():
+    child = _busy_child(0)
+    os.waitpid(child.pid, 0)  # as where SIGCHLD is inherited ignored: no status is left for the job
+    assert sweep_job._wait_for(child) == (0, None) and child.returncode == 0
 
 
 def test_a_stopped_childs_cpu_time_is_returned_by_stop_child():
