@@ -165,3 +165,16 @@ def test_the_compute_table_shows_each_summary_and_counts_a_shared_sweep_once(tmp
     (repo / "README.md").write_text("# r\n")
     (repo / "docs" / "compute.md").write_text("intro\n<!-- table: compute -->\nold\n<!-- /table -->\n")
     assert tables.stale_files(repo) == {repo / "docs" / "compute.md": f"intro\n<!-- table: compute -->\n{text}\n<!-- /table -->\n"}
+
+
+def test_an_attempt_stopped_for_a_requeue_records_its_end_and_cpu_time(tmp_path):
+    job = sweep_job.SweepJob(tmp_path / "sweep", {"rank": 0, "run_name": "busy_r0", "command": ["python"],
+                                                  "resume_command": None}, tmp_path / "results", tmp_path)
+    job.write_state({"rank": 0, "attempts": [{"started": "2026-12-03T10:00:00"}]}, state="running")
+    job._child = _busy_child(60)
+    time.sleep(0.5)
+    job.checkpoint()  # what SLURM's USR2 or SIGTERM leads to: Ctrl-C to the script, then a requeue
+    state = job.read_state()
+    assert state["state"] == "preempted"
+    [attempt] = state["attempts"]
+    assert attempt["returncode"] != 0 and attempt["cpu_s"] > 0.05 and "ended" in attempt
