@@ -8,6 +8,7 @@ them), so no sweep runs here; the one child process is a short busy loop.
 import datetime as dt
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from analysis import compute_table, tables
-from experiment import aggregate, summaries, sweep_compute, sweep_job
+from experiment import aggregate, summaries, sweep, sweep_compute, sweep_job, sweep_plan
 from tests.test_aggregate_damaged import make_sweep
 
 
@@ -178,3 +179,22 @@ def test_an_attempt_stopped_for_a_requeue_records_its_end_and_cpu_time(tmp_path)
     assert state["state"] == "preempted"
     [attempt] = state["attempts"]
     assert attempt["returncode"] != 0 and attempt["cpu_s"] > 0.05 and "ended" in attempt
+
+
+def _planned(words: list[str]) -> dict:
+    args = sweep.SweepFlags().parse_args(words)
+    return sweep_plan.plan(args, args.script_argv)
+
+
+def test_a_sweeps_rerun_command_plans_the_same_jobs(tmp_path):
+    results = str(tmp_path / "results")
+    training = _planned(["oml_regression.py", "--preset", "quick", "--seed", "1", "2", "--method", "oml", "srnn",
+                         "--eval-runs", "0", "--name", "tr", "--results-dir", results])
+    models = make_sweep(tmp_path)  # finished runs, their configs' method and seed (oml and srnn, seeds 1 and 2)
+    evaluation = _planned(["evaluate_regression.py", "--rln", "3", "--models-from", str(models),
+                           "--models-where", "method=oml", "seed=[1,2]", "--name", "ev", "--results-dir", results])
+    assert len(evaluation["jobs"]) == 2
+    for first in (training, evaluation):
+        rerun = shlex.split(sweep_compute.rerun_command(first))
+        assert rerun[:3] == ["python", "-m", "experiment.sweep"]
+        assert [j["command"] for j in _planned(rerun[3:])["jobs"]] == [j["command"] for j in first["jobs"]]
