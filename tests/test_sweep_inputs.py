@@ -116,7 +116,7 @@ def test_a_list_member_the_script_refuses_ends_in_one_line_and_no_run_folder(tmp
     assert not list(results.glob("*/sine/*"))  # no run folder: the check comes before any write
 
 
-def test_a_second_launch_of_the_same_sweep_refuses_and_no_job_runs_twice(tmp_path, capsys):
+def test_a_second_launch_of_the_same_sweep_refuses_and_no_job_runs_twice(tmp_path, capsys, monkeypatch):
     results = tmp_path / "results"
     argv = ["oml_regression.py", *TINY, "--seed", "1", "2", "--results-dir", str(results), "--name", "twice"]
     first = subprocess.Popen([sys.executable, "-m", "experiment.sweep", *argv], cwd=REPO, stdout=subprocess.PIPE,
@@ -135,12 +135,15 @@ def test_a_second_launch_of_the_same_sweep_refuses_and_no_job_runs_twice(tmp_pat
     assert [len(job["job_ids"]) for job in json.loads((folder / "sweep.json").read_text())["jobs"]] == [1, 1]
     assert sorted(p.name for p in results.glob("*/sine/*")) == ["twice_r0_1", "twice_r1_1"]
     assert not (folder / "sweep.lock").exists() and not list(results.rglob(LOCK_NAME))
-    # relaunched through another spelling of the same interpreter: the same sweep, nothing to run
+    # relaunched through another spelling of the same interpreter (what sys.executable is in a process
+    # started through a link; set here, not in a new process): the same sweep, nothing to run
     link = tmp_path / "python-link"
     link.symlink_to(sys.executable)
-    again = subprocess.run([str(link), "-m", "experiment.sweep", *argv], cwd=REPO, capture_output=True, text=True,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert again.returncode == 0 and "every job of" in again.stdout, again.stderr
+    monkeypatch.setattr(sys, "executable", str(link))
+    code, out, err = sweep_cli([*argv, "--dry-run"], capsys)
+    assert code == 0 and f"{link} " in out, out + err  # the jobs' commands are spelled with the link
+    code, out, err = sweep_cli(argv, capsys)
+    assert code == 0 and "every job of" in out, err
     assert not [p for p in results.glob("*/sine/*") if p.name.endswith("_2")]
 
 
