@@ -24,7 +24,7 @@ from pathlib import Path
 from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
-from utils.plotting import SAVE_FORMATS, plot_files
+from utils.plotting import plot_files, save_formats
 from utils.results import read_results
 
 
@@ -115,9 +115,10 @@ def figure_path(out) -> Path:
         out = out / "figure.png"
     elif not out.suffix:
         out = out.with_name(out.name + ".png")
-    if out.suffix[1:].lower() not in SAVE_FORMATS:
+    formats = save_formats()
+    if out.suffix[1:].lower() not in formats:
         raise UserError(f"--out '{out}': matplotlib cannot write {out.suffix!r} files (use one of "
-                        f"{', '.join('.' + f for f in sorted(SAVE_FORMATS))})")
+                        f"{', '.join('.' + f for f in sorted(formats))})")
     return bounds.output_file("--out", out)
 
 

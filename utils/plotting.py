@@ -2,16 +2,28 @@
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from utils.results import renamed_keys
 
-SAVE_FORMATS = frozenset(FigureCanvasAgg.get_supported_filetypes())  # file extensions savefig can write
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, imported at the first figure, not with this module: every
+    script imports it, and a run that draws nothing (a refused command, a killed or unevaluated run)
+    would pay about a second for it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_formats() -> frozenset:
+    """The file extensions savefig can write."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return frozenset(FigureCanvasAgg.get_supported_filetypes())
 
 
 def load_results(paths) -> list[dict]:
@@ -21,6 +33,7 @@ def load_results(paths) -> list[dict]:
 def plot_sine(results: list[dict], labels: list[str], out_path) -> Path:
     """The paper's Fig. 3 layout: (a) MSE over the functions seen so far, after each function;
     (b) MSE of each function after the whole trajectory."""
+    plt = _pyplot()
     fig, (ax_a, ax_b) = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / max(1, len(results))
     for i, (res, label) in enumerate(zip(results, labels)):
@@ -50,6 +63,7 @@ def plot_omniglot(results: list[dict], labels: list[str], out_path, title: str |
     """The paper's Fig. 4 layout: mean accuracy (95% bootstrap band over runs) against the number
     of classes learned, on the trajectory images (left: forgetting) and on the held-out images of
     the same classes (right: generalisation); one line per results file (representation)."""
+    plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     ticks = set()
     for res, label in zip(results, labels):
@@ -119,6 +133,7 @@ def plot_cost_accuracy(points: list[dict], out_path, counts=(200, 600)) -> Path:
     """Held-out accuracy (95% CI bars) against meta-training minutes, one panel per class count and
     one colour per series; each point labelled with its steps, the line through the mean of the
     points of a series that share a length (seeds)."""
+    plt = _pyplot()
     from matplotlib.ticker import ScalarFormatter
     fig, axes = plt.subplots(1, len(counts), figsize=(5.5 * len(counts), 4.2))
     for ax, n in zip(np.atleast_1d(axes), counts):
