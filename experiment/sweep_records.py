@@ -4,7 +4,8 @@ The sweep folder `<results-dir>/<date>/sweeps/<name>/`:
     sweep.json        the command, the grid, the executor, every job's rank, command, run name and
                       submitit job id (written by the launcher only, atomically: experiment/sweep.py)
     jobs/r<i>.json    the job's own record: state (running, finished, failed, preempted), run
-                      folder, attempts, error text (written by the job only, atomically: experiment/sweep_job.py)
+                      folder, attempts (start, end, the script's cpu_s), error text (written by
+                      the job only, atomically: experiment/sweep_job.py)
     jobs/r<i>.stderr  the script's standard error, every attempt
     submitit/         submitit's pickles, logs and results
     sweep.lock        while a launcher submits or (local) runs the jobs (experiment/lock.py)
