@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import oml_regression
 import plot_results
 from experiment import aggregate, sweep, sweep_executor, sweep_job, sweep_plan, sweep_records
 from tests.conftest import REPO
+from tests.polling import wait_until
 from utils.errors import UserError
 
 TINY = ["--preset", "oml2020", "--width", "16", "--steps", "10", "--log-every", "5", "--save-every", "5",
@@ -187,13 +187,13 @@ def test_a_preempted_job_is_requeued_and_resumes_to_the_uninterrupted_checkpoint
     executor = sweep_executor.make_executor(args, folder / "submitit")
     job = executor.submit(sweep_job.SweepJob(folder, plan["jobs"][0], plan["results_dir"], plan["cwd"]))
     state_path = folder / "jobs" / "r0.json"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # the first periodic checkpoint is written: preempt the job, as SLURM would
+
+    def checkpointed():
         runs = list(results.glob("*/sine/pre_r0_1"))
-        if runs and (runs[0] / "checkpoint.pt").is_file() and state_path.is_file():
-            break
-        time.sleep(0.05)
+        return runs if runs and (runs[0] / "checkpoint.pt").is_file() and state_path.is_file() else None
+    runs = wait_until(checkpointed, what="the first periodic checkpoint")  # then preempt the job, as SLURM would
     os.kill(json.loads(state_path.read_text())["job_pid"], signal.SIGUSR2)
+    wait_until(job.done, what="the requeued job's end")  # polled here; submitit's own wait polls once a second
     assert job.result()["state"] == "finished"
     state = json.loads(state_path.read_text())
     assert len(state["attempts"]) == 2 and state["attempts"][1]["resumed"] == str(runs[0])
