@@ -100,7 +100,7 @@ def test_no_script_other_than_the_repositorys_is_run_not_even_for_dry_run(tmp_pa
 
 def test_failed_jobs_exit_1_with_one_line_naming_them(tmp_path, capsys):
     code, out, err = sweep_cli(["oml_regression.py", *TINY, "--seed", "1", "2", "--width", "0", "--name", "bad",
-                                "--results-dir", tmp_path / "results"], capsys)
+                                "--results-dir", tmp_path / "results", "--max-parallel", "2"], capsys)  # both at once
     assert code == 1 and err.count("\n") == 1, err
     assert err.startswith("error: 2 of 2 jobs failed: r0 failed (error: --width") and "r1 failed (error: --width" in err
     assert "0 of 2 jobs finished" in out
@@ -110,7 +110,8 @@ def test_a_list_member_the_script_refuses_ends_in_one_line_and_no_run_folder(tmp
     """The script checks every member of a swept list before it writes (not only the one its rank runs),
     so each job refuses at once with the script's own line; the sweep says so in one line, exit 1."""
     results = tmp_path / "results"
-    code, _, err = sweep_cli(["oml_regression.py", *TINY, "--steps", "3", "0", "--results-dir", results], capsys)
+    code, _, err = sweep_cli(["oml_regression.py", *TINY, "--steps", "3", "0", "--results-dir", results, "--max-parallel", "2"],
+                             capsys)
     assert code == 1 and err.count("\n") == 1, err
     assert err.startswith("error: 2 of 2 jobs failed: r0 failed (error: --steps must be at least 1, got 0)")
     assert not list(results.glob("*/sine/*"))  # no run folder: the check comes before any write
