@@ -31,20 +31,31 @@ def tiny(tmp_path_factory):
     return {"root": root, "data": data, "cfg": cfg, "net": net, "ckpt": ckpt}
 
 
-def _evaluate_in_a_new_process(tiny, out, hash_seed):
+def _start_evaluation_in_a_new_process(tiny, out, hash_seed) -> subprocess.Popen:
     argv = [sys.executable, "evaluate_omniglot.py", "--model", str(tiny["ckpt"]), "--path", str(tiny["data"]),
             "--results-dir", str(out), "--cache-dir", str(out / "cache"), "--nonstandard-data", "--no-progress",
             "--schedule", "2:4", "--runs", "3", "--search-runs", "2", "--name", "same"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": str(hash_seed)}
-    result = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr
+    return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _results_of(process: subprocess.Popen, out):
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
     (path,) = out.glob("*/omniglot_eval/same_1/results.json")
     return path
 
 
 def test_omniglot_results_are_byte_identical_across_processes(tiny, tmp_path):
-    first = _evaluate_in_a_new_process(tiny, tmp_path / "a", 1)
-    second = _evaluate_in_a_new_process(tiny, tmp_path / "b", 2)
+    # the two processes run at once (they share nothing but their inputs): on two cores, about half the wait
+    processes = [_start_evaluation_in_a_new_process(tiny, tmp_path / name, seed) for name, seed in (("a", 1), ("b", 2))]
+    try:
+        first, second = (_results_of(process, tmp_path / name) for process, name in zip(processes, "ab"))
+    finally:  # one failed: the other is not left running
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert list((tmp_path / "a" / "cache").glob("omniglot_features_*.pt"))  # each computed its own features
     assert list((tmp_path / "b" / "cache").glob("omniglot_features_*.pt"))
     assert first.read_bytes() == second.read_bytes()
