@@ -52,12 +52,27 @@ def tree(tmp_path_factory):
     return write_fake_both(tmp_path_factory.mktemp("omniglot"), as_zip=True, size=28)
 
 
-def _run_script(tree, out, device="cpu", **env):
+def _start_script(tree, out, device="cpu", **env) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": sys.executable, "OMNIGLOT": str(tree),
                    "RESULTS": str(out), "OML_CACHE_DIR": str(out / "cache"), "DEVICE": device, "STEPS": "3",
                    "QUICK": "1", "TRAIN_FLAGS": TREE_FLAGS, "EVAL_FLAGS": "--nonstandard-data", **env}
-    return subprocess.run(["bash", str(SCRIPT)], cwd=out, env=environment, capture_output=True, text=True, timeout=300)
+    return subprocess.Popen(["bash", str(SCRIPT)], cwd=out, env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:  # timed out (or interrupted): not left running
+            process.kill()
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def _run_script(tree, out, device="cpu", **env) -> subprocess.CompletedProcess:
+    return _finish(_start_script(tree, out, device, **env))
 
 
 def _folders(out):
@@ -90,12 +105,13 @@ def test_script_quick_mode_end_to_end_on_cpu(tree, tmp_path):
 
 def test_script_stops_at_a_failing_step(tmp_path):
     """pipefail: the training script's error is the script's, not tee's success."""
-    done = _run_script(tmp_path / "no_such_folder", tmp_path)
-    assert done.returncode != 0
-    assert "error:" in done.stdout + done.stderr
+    processes = [_start_script(tmp_path / "no_such_folder", tmp_path),  # both at once: separate folders
+                 _start_script(tmp_path, tmp_path / "bad_device", device="gpu")]
+    no_data, bad_device = (_finish(process) for process in processes)
+    assert no_data.returncode != 0
+    assert "error:" in no_data.stdout + no_data.stderr
     assert not list(tmp_path.glob("*/omniglot_eval"))  # nothing evaluated
-    done = _run_script(tmp_path, tmp_path / "bad_device", device="gpu")
-    assert done.returncode != 0 and "error: --device 'gpu'" in done.stderr
+    assert bad_device.returncode != 0 and "error: --device 'gpu'" in bad_device.stderr
     assert not (tmp_path / "bad_device" / "logs").exists()  # refused before anything is written
 
 
