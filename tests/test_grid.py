@@ -84,7 +84,8 @@ def test_the_swept_settings_are_the_grid():
 def test_the_digits_are_the_originals_list_flags_in_its_order_then_ours():
     assert oml_omniglot.SWEEP[:5] == ("seed", "tasks", "meta_lr", "update_lr", "update_step")  # class_parser.py
     assert oml_regression.SWEEP[:3] == ("seed", "meta_lr", "update_lr")  # reg_parser.py
-    assert evaluate_omniglot.SWEEP == ("seed", "model", "lr")  # class_parser_eval.py: --model-path was a list
+    # class_parser_eval.py: --model-path was a list; then ours (--network-seed: the random RLN's seed)
+    assert evaluate_omniglot.SWEEP == ("seed", "model", "lr", "network_seed")
     assert evaluate_regression.SWEEP == ("seed", "lr")
     for script in (oml_omniglot, oml_regression):
         assert len(set(script.SWEEP)) == len(script.SWEEP)
