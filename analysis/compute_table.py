@@ -10,6 +10,7 @@ markers `<!-- table: compute -->` and `<!-- /table -->`.
 import json
 from pathlib import Path
 
+from experiment.sweep_compute import total
 from utils.errors import UserError
 
 ROLES = ("training", "evaluation")  # the order the sweeps run in: a training sweep before its evaluations
@@ -51,10 +52,7 @@ def overall(summaries: dict[str, dict]) -> dict:
         for sweep in (summary.get("compute") or {}).get("sweeps", []):
             if "missing" not in sweep:
                 unique.setdefault(sweep["name"], sweep)
-    cpu = [s["cpu_hours"] for s in unique.values()]
-    return {"sweeps": len(unique), "jobs": sum(s["jobs"] for s in unique.values()),
-            "wall_hours": sum(s["wall_hours"] for s in unique.values()),
-            "cpu_hours": sum(cpu) if cpu and None not in cpu else None}
+    return total(list(unique.values()))
 
 
 def table(summaries: dict[str, dict]) -> str:
@@ -67,9 +65,9 @@ def table(summaries: dict[str, dict]) -> str:
             continue
         for i, sweep in enumerate(in_order(compute)):
             lines.append(_row(name if i == 0 else "", sweep))
-        total = compute["total"]
-        lines.append(_line("", f"**total** ({total['sweeps']} sweeps)", "", f"**{total['jobs']}**",
-                           f"**{_hours(total['wall_hours'])}**", f"**{_hours(total['cpu_hours'])}**"))
+        summed = compute["total"]
+        lines.append(_line("", f"**total** ({summed['sweeps']} sweeps)", "", f"**{summed['jobs']}**",
+                           f"**{_hours(summed['wall_hours'])}**", f"**{_hours(summed['cpu_hours'])}**"))
     every = overall(summaries)
     lines.append(_line("**all tables**", f"{every['sweeps']} sweeps, each once", "", f"**{every['jobs']}**",
                        f"**{_hours(every['wall_hours'])}**", f"**{_hours(every['cpu_hours'])}**"))
