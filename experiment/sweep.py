@@ -6,6 +6,7 @@
         --executor slurm --partition gpu --gpus-per-job 1 --cpus-per-job 8 --timeout 720 --max-parallel 9
     python -m experiment.sweep evaluate_regression.py --runs 50 --models-from SWEEP_DIR   # evaluate each trained run
     python -m experiment.sweep evaluate_regression.py --models-from A B --models-where method=srnn srnn_beta=0.1
+    python -m experiment.sweep evaluate_omniglot.py --seed 1 2 --models trained_models/omniglot_cpu_wide_oml.pt RUN_DIR
     python -m experiment.sweep ... --dry-run                                             # print the jobs, write nothing
     python -m experiment.aggregate SWEEP_DIR                                             # mean and 95% CI over seeds
 
@@ -23,6 +24,13 @@ several, one candidate's seeds). So the two-step flow is: train with seeds (trai
 themselves after training unless `--eval-runs 0`), optionally evaluate each trained run with the
 evaluation script, then aggregate either sweep; the aggregate groups by the evaluated
 checkpoint's method and meta-training seed (its config), whichever sweep it reads.
+
+`--models PATH ...` is the same for models not made by a sweep: one job per run folder or
+checkpoint file given (a shipped trained_models/*.pt, say), in the order given, per combination
+of the evaluation flags, `--model <its absolute path>` added. A sweep evaluates either the runs of
+--models-from or the --models given, never both (one source of models, so that the jobs' order
+is plainly the models' order); --models-where filters --models-from only. Each path must exist and be a
+checkpoint or a folder holding one before anything is written; sweep.json records them (`models`).
 
 The sweep folder is `<results-dir>/<date>/sweeps/<name>/`: sweep.json (the command, the grid and
 every job, written by this launcher), each job's own record and standard error under jobs/, and
@@ -99,6 +107,9 @@ def get_args_parser():
                              f"{DEFAULT_REQUEUE_LIMIT}, submitit's; preemptions are not counted)")
     parser.add_argument("--models-from", dest="models_from", nargs="+", default=None, metavar="SWEEP_DIR",
                         help="evaluate every finished training run of these sweeps (adds --model RUN_DIR per job)")
+    parser.add_argument("--models", nargs="+", default=None, metavar="PATH",
+                        help="evaluate these run folders or checkpoint files (adds --model PATH per job; "
+                             "not with --models-from)")
     parser.add_argument("--models-where", dest="models_where", nargs="+", default=[], metavar="KEY=VALUE",
                         help="with --models-from: only the runs whose config.json has these values "
                              "(e.g. method=srnn; seed=[1,2]: any of them)")
@@ -139,7 +150,8 @@ def check_flags(args) -> None:
 
 def print_jobs(sweep: dict) -> None:
     runs = len(sweep["jobs"]) // grid.size(sweep["grid"])
-    models = f" x {runs} runs of {', '.join(sweep['models_from'])}" if sweep["models_from"] else ""
+    models = (f" x {runs} runs of {', '.join(sweep['models_from'])}" if sweep["models_from"]
+              else f" x {runs} models ({', '.join(sweep['models'])})" if sweep.get("models") else "")
     print(f"sweep {sweep['name']}: {len(sweep['jobs'])} jobs, grid {json.dumps(sweep['grid'])}{models}")
     for job in sweep["jobs"]:
         point = " ".join(f"{k}={v}" for k, v in job["combination"].items())

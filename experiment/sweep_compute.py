@@ -6,6 +6,11 @@ counted apart), and the CPU hours of their scripts (the `cpu_s` each attempt rec
 evening of 3 December 2026, experiment/sweep_job.py). A sweep with any ended attempt that records
 no CPU time has CPU hours null, never a partial sum. An evaluation sweep's training sweeps (sweep.json's
 models_from) are looked up by name next to it, in the same sweeps folder, and counted with it.
+
+A sweep's role is what its script does: "training" for a script that trains (sweep.json's `training`,
+the script having --resume), "evaluation" otherwise, whether it evaluates trained runs (--models-from,
+--models) or a frozen random network (evaluate_omniglot.py --network-seed). A sweep.json written before
+it recorded `training` is an evaluation when it names models or its script is an evaluate_*.py.
 """
 import datetime as dt
 import json
@@ -53,9 +58,12 @@ def rerun_command(sweep: dict) -> str:
     dated the day it runs)."""
     cwd = sweep.get("cwd") or "."
     words = ["python", "-m", "experiment.sweep", sweep.get("script") or "?", *map(str, sweep.get("argv") or [])]
-    models = [os.path.relpath(path, cwd) for path in as_list(sweep.get("models_from"))]
+    runs_of = [os.path.relpath(path, cwd) for path in as_list(sweep.get("models_from"))]
+    if runs_of:
+        words += ["--models-from", *runs_of]
+    models = [os.path.relpath(path, cwd) for path in as_list(sweep.get("models"))]
     if models:
-        words += ["--models-from", *models]
+        words += ["--models", *models]
     if sweep.get("models_where"):
         words += ["--models-where", *_where(sweep["models_where"])]
     words += ["--name", sweep["name"]]
@@ -64,14 +72,24 @@ def rerun_command(sweep: dict) -> str:
     return shlex.join(words)
 
 
-def sweep_cost(sweep_dir, role: str) -> dict:
-    """One sweep's jobs, hours and rerun command; `missing` instead where its folder cannot be read."""
+def role_of(sweep: dict) -> str:
+    """"training" or "evaluation", from sweep.json (the module's docstring says the rule)."""
+    if isinstance(sweep.get("training"), bool):
+        return "training" if sweep["training"] else "evaluation"
+    if as_list(sweep.get("models_from")) or as_list(sweep.get("models")):
+        return "evaluation"
+    return "evaluation" if Path(str(sweep.get("script") or "")).name.startswith("evaluate_") else "training"
+
+
+def sweep_cost(sweep_dir, role_if_unread: str = "training") -> dict:
+    """One sweep's role, jobs, hours and rerun command; `missing` (and the role it was looked up as)
+    instead where its folder cannot be read."""
     sweep_dir = Path(sweep_dir)
     try:
         sweep = read_sweep(sweep_dir)
     except UserError as err:
-        return {"name": sweep_dir.name, "role": role, "missing": str(err), "jobs": None, "wall_hours": None,
-                "cpu_hours": None}
+        return {"name": sweep_dir.name, "role": role_if_unread, "missing": str(err), "jobs": None,
+                "wall_hours": None, "cpu_hours": None}
     wall, cpu, ended, unended, cpu_missing = 0.0, 0.0, 0, 0, 0
     for job in sweep["jobs"]:
         for attempt in _attempts(sweep_dir, job["rank"]):
@@ -86,7 +104,7 @@ def sweep_cost(sweep_dir, role: str) -> dict:
             else:
                 cpu_missing += 1
     options = sweep.get("executor_options") or {}
-    return {"name": sweep["name"], "role": role, "script": sweep.get("script"), "jobs": len(sweep["jobs"]),
+    return {"name": sweep["name"], "role": role_of(sweep), "script": sweep.get("script"), "jobs": len(sweep["jobs"]),
             "attempts": ended, "attempts_without_end": unended,
             "wall_hours": round(wall / 3600, HOURS),
             "cpu_hours": round(cpu / 3600, HOURS) if ended and not cpu_missing else None,
@@ -98,8 +116,8 @@ def sweep_cost(sweep_dir, role: str) -> dict:
 
 
 def sweeps_cost(sweep_dirs) -> list[dict]:
-    """The cost of each sweep given (role "evaluation" when it names models_from, else "training") and of
-    each training sweep they name, found by name in the same sweeps folder; every sweep once."""
+    """The cost of each sweep given and of each training sweep they name (models_from), found by name in
+    the same sweeps folder; every sweep once."""
     costs, seen = [], set()
     queue = [Path(d) for d in sweep_dirs]
     while queue:
@@ -107,10 +125,8 @@ def sweeps_cost(sweep_dirs) -> list[dict]:
         if folder.name in seen:
             continue
         seen.add(folder.name)
-        cost = sweep_cost(folder, "training")
-        if cost.get("models_from"):
-            cost["role"] = "evaluation"
-            queue += [folder.parent / name for name in cost["models_from"]]
+        cost = sweep_cost(folder)
+        queue += [folder.parent / name for name in cost.get("models_from", [])]
         costs.append(cost)
     return costs
 

@@ -3,7 +3,8 @@
 Every flag the script lets take several values (experiment/grid.py) spans the grid; job i runs the
 user's command unchanged plus `--rank i` (plus `--name <sweep>_r<i>` and an absolute `--results-dir`).
 `--models-from SWEEP_DIR` adds one job per finished training run of that sweep (`--model RUN_DIR`),
-`--models-where KEY=VALUE` keeping the runs whose config.json has those values.
+`--models-where KEY=VALUE` keeping the runs whose config.json has those values; `--models PATH ...`
+one job per run folder or checkpoint file given (`--model <its absolute path>`).
 """
 import argparse
 import ast
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from experiment import grid
+from experiment.checkpoint import resolve_checkpoint_path
 from experiment.sweep_records import job_states
 from utils import bounds
 from utils.errors import UserError
@@ -131,14 +133,19 @@ def plan(args, script_argv: list) -> dict:
     """The sweep as data: its command, grid and one entry per job (rank, command, run name)."""
     path, module = load_script(args.script)
     parser = module.get_args_parser()
-    choices = script_grid(module, parser, script_argv, bool(args.models_from))
+    choices = script_grid(module, parser, script_argv, bool(args.models_from or args.models))
     per_model, swept = grid.size(choices), grid.swept(choices)
     models = [None]
+    if args.models_from and args.models:
+        raise UserError("give --models-from SWEEP_DIR or --models PATH ..., not both: a sweep evaluates one of them")
     if args.models_where and not args.models_from:
-        raise UserError("--models-where filters the runs of --models-from; give --models-from SWEEP_DIR")
+        raise UserError("--models-where filters the runs of --models-from (not --models); give --models-from SWEEP_DIR")
+    flag = "--models-from" if args.models_from else "--models" if args.models else None
+    if flag and "model" not in _dests(parser).values():
+        raise UserError(f"{flag} needs an evaluation script (one with --model); {path.name} has none")
+    if args.models:
+        models = given_models(args.models)
     if args.models_from:
-        if "model" not in _dests(parser).values():
-            raise UserError(f"--models-from needs an evaluation script (one with --model); {path.name} has none")
         where = parse_where(args.models_where)
         models = [run for sweep_dir in args.models_from for run in finished_runs(Path(sweep_dir))
                   if config_matches(run, where)]
@@ -164,7 +171,27 @@ def plan(args, script_argv: list) -> dict:
     return {"name": name, "script": path.name, "argv": script_argv, "grid": swept,
             "models_from": [str(Path(d).resolve()) for d in args.models_from] if args.models_from else None,
             "models_where": parse_where(args.models_where),
+            "models": [str(m) for m in models] if args.models else None,
             "results_dir": str(results_dir), "cwd": os.getcwd(), "training": training, "jobs": jobs}
+
+
+def given_models(paths: list[str]) -> list[Path]:
+    """--models' paths, absolute, each a checkpoint file or a run folder holding one (checked here, before
+    any job is planned, so that no sweep folder is made for a typo); one path given twice is refused,
+    as its two jobs would count one model's evaluation twice in the aggregate."""
+    models = []
+    for given in paths:
+        model = Path(given).resolve()
+        if not model.exists():
+            raise UserError(f"--models {given}: no such file or folder")
+        try:
+            resolve_checkpoint_path(model)
+        except UserError as err:
+            raise UserError(f"--models {given}: {err}") from None
+        if model in models:
+            raise UserError(f"--models {given}: given twice (one job per model)")
+        models.append(model)
+    return models
 
 
 def parse_where(pairs: list[str]) -> dict:
