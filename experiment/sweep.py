@@ -151,7 +151,7 @@ def check_flags(args) -> None:
 def print_jobs(sweep: dict) -> None:
     runs = len(sweep["jobs"]) // grid.size(sweep["grid"])
     models = (f" x {runs} runs of {', '.join(sweep['models_from'])}" if sweep["models_from"]
-              else f" x {runs} models ({', '.join(sweep['models'])})" if sweep.get("models") else "")
+              else f" x --models {' '.join(sweep['models'])}" if sweep.get("models") else "")
     print(f"sweep {sweep['name']}: {len(sweep['jobs'])} jobs, grid {json.dumps(sweep['grid'])}{models}")
     for job in sweep["jobs"]:
         point = " ".join(f"{k}={v}" for k, v in job["combination"].items())
