@@ -233,6 +233,24 @@ def test_killed_run_resumes_byte_for_byte(run_args, tmp_path, monkeypatch, metho
     assert (whole / "metrics.jsonl").read_bytes() == (killed / "metrics.jsonl").read_bytes()
 
 
+def test_a_dead_representation_stops_the_run_with_its_checkpoint(run_args, monkeypatch):
+    """A cpu_wide pretraining seed had every ReLU of its representation at 0 from step 200 on and
+    would have trained (and been evaluated) for 1,700 more steps at chance."""
+    from experiment.training import omniglot
+    original = omniglot.IIDTraining.__init__
+
+    def dead_init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        last = [m for m in self.model.rln.modules() if getattr(m, "bias", None) is not None][-1]
+        with torch.no_grad():
+            last.bias.fill_(-1e4)  # every pre-activation far below 0: each unit outputs 0 on every image
+    monkeypatch.setattr(omniglot.IIDTraining, "__init__", dead_init)
+    with pytest.raises(UserError, match="training cannot recover: every representation unit has output 0") as err:
+        oml_omniglot.main(run_args("--method", "pretraining", "--steps", "400", "--iid-batch", "16"))
+    assert f"for {omniglot.DEAD_STEPS} steps" in str(err.value)
+    assert f"at step {omniglot.DEAD_STEPS} (the checkpoint of step {omniglot.DEAD_STEPS - 4} is kept)" in str(err.value)
+
+
 def test_seed_readme_command_selects_mrcl2019(data, tmp_path):
     command = ["--rln", "6", "--update_lr", "0.03", "--name", "mrcl_omniglot", "--update_step", "20", "--steps", "15000"]
     config = oml_omniglot._config(oml_omniglot.get_args_parser().parse_args(command))

@@ -38,7 +38,8 @@ DIVERGED_FACTOR = 1e6
 class TrainingTask(Protocol):
     """What `fit` trains: every method of both benchmarks (experiment/training/omniglot.py, sine.py).
     Optional: `export()` -> the nn.Module to checkpoint when it is not `model` (sine pretraining's
-    representation), and `divergence_hint`, the advice printed when the loss is not finite."""
+    representation), `divergence_hint`, the advice printed when the loss is not finite, and
+    `stuck()` -> why the run can no longer learn (a dead representation), or None."""
 
     model: nn.Module        # its state_dict is checkpointed
     rng: np.random.Generator  # the data stream; its state is checkpointed and restored on resume
@@ -188,13 +189,15 @@ def fit(task: TrainingTask, run, *, benchmark: str, config: dict, start_step: in
             metrics = task.step()
             if limit is None:  # the first step's loss before any update: the network as it started
                 limit = DIVERGED_FACTOR * max(1.0, metrics.get("meta_loss_before", metrics["loss"]))
+            kept = "no checkpoint was written yet" if saved is None else f"the checkpoint of step {saved} is kept"
             if not math.isfinite(metrics["loss"]) or metrics["loss"] > limit:
-                kept = "no checkpoint was written yet" if saved is None else f"the checkpoint of step {saved} is kept"
                 loss = metrics["loss"]
                 what = (f"became {loss}" if not math.isfinite(loss) else
                         f"reached {loss:.3g}, over {DIVERGED_FACTOR:.0e} times the starting network's,")
                 raise UserError(f"training diverged: the loss {what} at step {step + 1} "
                                 f"({kept}; {getattr(task, 'divergence_hint', DEFAULT_HINT)})")
+            if hasattr(task, "stuck") and (why := task.stuck()):
+                raise UserError(f"training cannot recover: {why} at step {step + 1} ({kept})")
             for key, value in metrics.items():
                 window.setdefault(key, []).append(value)
             done = step + 1

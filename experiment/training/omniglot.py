@@ -177,6 +177,12 @@ class OMLTraining(_Training):
         return metrics
 
 
+# Consecutive i.i.d. steps with every representation unit at 0 on every image of the batch after
+# which a run is stopped: a ReLU that outputs 0 passes no gradient, so no unit can come back, and the
+# rest of the run would only fit the output bias (a cpu_wide pretraining seed died so by step 200).
+DEAD_STEPS = 200
+
+
 class IIDTraining(_Training):
     """Pretraining (and SR-NN with method='srnn'): the whole network, i.i.d. cross-entropy over
     the same classes and images, Adam(iid_lr), batches of iid_batch, as the original's
@@ -186,6 +192,7 @@ class IIDTraining(_Training):
         super().__init__(cfg, device, images, classes)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.iid_lr)
         self.steps_done = 0
+        self.dead_steps = 0  # consecutive steps with no active representation unit (DEAD_STEPS)
         self.entropy = (cfg.seed, STREAM_TAGS["data"], 1)  # batches: epochs of permutations, see iid_batch
 
     def step(self) -> dict:
@@ -204,17 +211,25 @@ class IIDTraining(_Training):
             metrics["sparsity_penalty"] = sparsity.item()
         with torch.no_grad():
             metrics["active_fraction"] = (rep > 0).float().mean().item()  # instance sparsity
+        self.dead_steps = self.dead_steps + 1 if metrics["active_fraction"] == 0 else 0
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return {"loss": loss.item(), **metrics}
 
+    def stuck(self) -> str | None:
+        if self.dead_steps < DEAD_STEPS:
+            return None
+        return (f"every representation unit has output 0 on every image for {self.dead_steps} steps (dead ReLUs pass "
+                "no gradient, so the RLN cannot learn again); start again with another --seed or a smaller --iid-lr")
+
     def training_state(self) -> dict:
-        return {**super().training_state(), "steps_done": self.steps_done}
+        return {**super().training_state(), "steps_done": self.steps_done, "dead_steps": self.dead_steps}
 
     def load_training_state(self, state: dict) -> None:
         super().load_training_state(state)
         self.steps_done = int(state["steps_done"])
+        self.dead_steps = int(state.get("dead_steps", 0))  # checkpoints from before the guard have none
 
 
 class FewShotBatch(NamedTuple):
