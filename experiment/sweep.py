@@ -62,7 +62,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from experiment import grid
+from experiment import grid, sweep_records
 from experiment import lock as folder_lock
 from experiment.sweep_executor import check_slurm_here, make_executor, queued_on_slurm, sbatch_extra, submit_array, wait_local
 from experiment.sweep_job import SweepJob
@@ -204,6 +204,7 @@ def launch(args, sweep: dict, folder: Path, fresh: Path | None) -> Path:
         queued = {rank for rank, job_id in last.items() if job_id in still}
         ended = {job["rank"]: tuple(job.get("job_ids", [])) for job in before if job["rank"] not in queued}
     todo = [job for job in sweep["jobs"] if job["rank"] not in finished | queued]
+    sweep_records.refuse_running_attempts(folder, [job["rank"] for job in todo])  # an earlier launch's script still runs here
     if finished or queued:
         print(f"relaunching {folder}: {len(finished)} of {len(sweep['jobs'])} jobs finished"
               + (f", {len(queued)} still in SLURM's queue ({', '.join(f'r{r}' for r in sorted(queued))})" if queued else "")

@@ -10,11 +10,16 @@ The sweep folder `<results-dir>/<date>/sweeps/<name>/`:
     submitit/         submitit's pickles, logs and results
     sweep.lock        while a launcher submits or (local) runs the jobs (experiment/lock.py)
 A relaunch finds the folder by the sweep's name, and must repeat its command (sweep_folder).
+
+Which processes of a job still run on this host (script_running, job_running): a pid alone may have
+been reused, so where /proc tells, the process must also be running the recorded command (a zombie,
+ended but not yet reaped, is not running).
 """
 import datetime as dt
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from utils.errors import UserError
@@ -69,6 +74,66 @@ def job_states(sweep_dir) -> list[dict]:
             own = {"state": "failed" if error else "not started", "error": error}
         states.append({**job, **own, "rank": job["rank"]})
     return states
+
+
+def _argv_of(pid, host) -> list[str] | None:
+    """The command line of process `pid` if it runs on this host: None where it does not (or is a zombie),
+    [] where it runs but this host has no /proc to say what it runs."""
+    if host != socket.gethostname() or type(pid) is not int or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # another user's live process
+    proc = Path(f"/proc/{pid}")
+    if not proc.is_dir():
+        return []
+    try:
+        status = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]  # the field after "(name)"
+        argv = [arg.decode(errors="replace") for arg in (proc / "cmdline").read_bytes().split(b"\0")[:-1]]
+    except (OSError, IndexError):
+        return None  # ended meanwhile
+    return None if status == "Z" else argv
+
+
+def script_running(attempt: dict) -> int | None:
+    """The pid of an attempt's script (jobs/r<i>.json's attempts[k]) while it still runs on this host,
+    else None. An ended attempt's script has ended."""
+    child = attempt.get("child") if "ended" not in attempt else None
+    if not isinstance(child, dict):
+        return None
+    argv = _argv_of(child.get("pid"), child.get("host"))
+    command = [str(arg) for arg in attempt.get("command") or []]
+    # the same arguments (the interpreter's spelling may differ: a shebang, a symlink); [] when unknown
+    return child["pid"] if argv is not None and (not argv or argv[1:] == command[1:]) else None
+
+
+def job_running(record: dict) -> int | None:
+    """The pid of the job process (submitit's) that wrote `record` while it still runs on this host."""
+    attempts = record.get("attempts") or [{}]
+    argv = _argv_of(record.get("job_pid"), attempts[-1].get("host"))
+    return record["job_pid"] if argv is not None and (not argv or any("submitit" in arg for arg in argv)) else None
+
+
+def refuse_running_attempts(sweep_dir, ranks) -> None:
+    """Before a relaunch runs the jobs `ranks` again: a UserError naming the script of an earlier attempt
+    that still runs on this host (its launcher was killed, or stopped without waiting for it). Starting
+    another attempt beside it would have two scripts write two run folders of one job."""
+    running = []
+    for rank in ranks:
+        path = Path(sweep_dir) / JOBS_DIR / f"r{rank}.json"
+        record = _own_record(path) if path.is_file() else {}
+        pids = [pid for attempt in record.get("attempts") or [] if isinstance(attempt, dict)
+                and (pid := script_running(attempt)) is not None]
+        running += [(rank, pid) for pid in pids]
+    if running:
+        named = ", ".join(f"r{rank} (pid {pid})" for rank, pid in running[:5]) + (" and more" if len(running) > 5 else "")
+        pids = " ".join(str(pid) for _, pid in running)
+        raise UserError(f"the script of {named} from an earlier launch is still running on {socket.gethostname()}; "
+                        f"wait for it to end, or stop it (kill -INT {pids}; it keeps its last checkpoint), then "
+                        "launch again")
 
 
 def find_sweep(results_dir: Path, name: str) -> Path | None:
