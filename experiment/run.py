@@ -6,7 +6,9 @@ byte-identical for the same seed on the same machine.
 """
 import datetime as dt
 import json
+import os
 import platform
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +98,9 @@ class Run:
             "device": str(device),
             "cuda_math": cuda_math(device),
             "seed": config.get("seed"),
+            # the process writing this folder: how a sweep job tells the folder its own script wrote
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
         })
         self.metadata.setdefault("started", dt.datetime.now().isoformat(timespec="seconds"))
         if resumed:
