@@ -7,6 +7,8 @@ A table lives in a markdown file between two markers; everything between them is
     <!-- table: sine_quick candidates -->   the rows without a reading: candidates of a choice
     <!-- table: omniglot_cpu_learners learners -->   representation x learner, held-out accuracy
     <!-- table: omniglot_cpu_learners learners_trajectory -->   the same, trajectory accuracy
+    <!-- table: omniglot_cpu_table2 table2 -->   the paper's Table 2 layout, the paper's values beside
+    <!-- table: omniglot_cpu_table2 table2_seeds -->   its cells per meta-training seed
     ...generated...
     <!-- /table -->
 
@@ -20,7 +22,7 @@ from pathlib import Path
 from utils.errors import UserError
 
 BLOCK = re.compile(r"(<!-- table: *([\w.-]+)(?: +(\w+))? *-->\n)(.*?)(<!-- /table -->)", re.S)
-KINDS = ("headline", "seeds", "candidates", "learners", "learners_trajectory")
+KINDS = ("headline", "seeds", "candidates", "learners", "learners_trajectory", "table2", "table2_seeds")
 METRIC_TITLES = {"final_mse": "MSE after all functions", "first_mse": "MSE after function 1"}
 
 
@@ -323,11 +325,127 @@ def learners(summary: dict, name: str, kind: str = "held_out") -> str:
     return "\n".join(lines) + "\n\n" + "\n\n".join(texts + ([gaps] if gaps else []))
 
 
+# --- Table 2: learners x (setting, column) (experiment/aggregate_table2.py) ------------------------
+
+TABLE2 = "omniglot_table2"
+
+
+def _table2_layout(summary: dict, name: str, kind: str):
+    """(settings, learners, {column name: row}) in the paper's order; what is not the paper's comes after."""
+    from experiment.evaluation.table2 import COLUMNS, LEARNER_NAMES, SETTINGS, setting_name
+    if summary.get("benchmark") != TABLE2:
+        raise UserError(f"table '{name}' ({kind}): summaries/{name}.json is not a Table 2 summary (benchmark "
+                        f"{summary.get('benchmark')!r}; made by experiment.aggregate from evaluate_omniglot.py --learner runs)")
+    if not summary["rows"]:
+        raise UserError(f"table '{name}' ({kind}): summaries/{name}.json has no rows")
+    methods = [row["method"] for row in summary["rows"]]  # two rows of one column (two presets): their labels
+    columns = {row["method"] if methods.count(row["method"]) == 1 else row["label"]: row for row in summary["rows"]}
+    columns = {c: columns[c] for c in _ordered(columns, COLUMNS)}
+    cells = [cell for row in summary["rows"] for cell in row["cell_seeds"]]
+    settings = _ordered((cell.split("/")[0] for cell in cells), [setting_name(*s) for s in SETTINGS])
+    learners = _ordered((cell.split("/")[1] for cell in cells), LEARNER_NAMES)
+    return settings, learners, columns
+
+
+def _percent(stats: dict, interval: bool = True) -> str:
+    mean = f"{100 * stats['mean']:.1f}"
+    return f"{mean} ({100 * stats['ci_low']:.1f}–{100 * stats['ci_high']:.1f})" if interval else mean
+
+
+def _across_seeds(stats: dict, seeds: int) -> str:
+    return f"{_percent(stats)}, {seeds} seeds" if seeds > 1 else f"{_percent(stats, False)}, one seed"
+
+
+def _table2_cells(row: dict, cell: str, kind: str = "held_out"):
+    """(stats, seed count) of a column's cell, None when the column lacks it."""
+    if cell not in row["cell_seeds"]:
+        return None
+    return row["metrics"][f"{kind}@{cell}"], len(row["cell_seeds"][cell])
+
+
+def _table2_claims(columns: dict, cell: str) -> str:
+    """The column pairs of one cell whose intervals across seeds are apart, the rest said to overlap."""
+    present = {c: found for c, row in columns.items() if (found := _table2_cells(row, cell)) is not None}
+    single = [c for c, (_, seeds) in present.items() if seeds < 2]
+    ranked = sorted((c for c in present if c not in single), key=lambda c: -present[c][0]["mean"])
+    said = []
+    for i, a in enumerate(ranked):
+        for b in ranked[i + 1:]:
+            apart = _apart(present[a][0], present[b][0], lower=False)
+            said.append(f"{a} higher than {b} (intervals apart)" if apart else f"{a} and {b} overlap (no claim)")
+    if single:
+        said.append(f"one seed, not compared: {_listed(single)}")
+    return "; ".join(said) or "no column to compare"
+
+
+def table2(summary: dict, name: str = "summary") -> str:
+    """The paper's layout: rows learners, columns setting x column; each cell the held-out accuracy (%)
+    across meta-training seeds with its 95% t interval and seed count, the paper's mean in parentheses.
+    Bold: the column apart from every other in that setting and learner. One reading per setting."""
+    from experiment.evaluation.table2 import COLUMNS, PAPER, ROW_LABELS
+    settings, learners, columns = _table2_layout(summary, name, "table2")
+    lines = ["Held-out accuracy (%): mean over meta-training seeds (95% t interval across seeds), the number of "
+             "seeds, and in parentheses the paper's mean (its Table 2: 10 runs of one trained model).", "",
+             "| learner | " + " | ".join(f"{s}: {c}" for s in settings for c in columns) + " |",
+             "|---|" + "---|" * (len(settings) * len(columns))]
+    for learner in learners:
+        shown = []
+        for setting in settings:
+            cell = f"{setting}/{learner}"
+            rows = [{"method": c, "seeds": range(found[1]), "metrics": {"m": found[0]}}
+                    for c, row in columns.items() if (found := _table2_cells(row, cell)) is not None]
+            best = _apart_best(rows, "m", summary)
+            for column, row in columns.items():
+                found = _table2_cells(row, cell)
+                text = "—" if found is None else _across_seeds(*found)
+                if best is not None and best["method"] == column:
+                    text = f"**{text}**"
+                paper = PAPER.get(learner, {}).get(setting)
+                if paper is not None and column in COLUMNS:  # the paper's (mean, std) per column, in COLUMNS order
+                    text += f" (paper {paper[2 * COLUMNS.index(column)]:.2f})"
+                shown.append(text)
+        lines.append(f"| {ROW_LABELS.get(learner, learner)} | " + " | ".join(shown) + " |")
+    texts = []
+    for setting in settings:
+        by_claims: dict[str, list[str]] = {}
+        for learner in learners:
+            by_claims.setdefault(_table2_claims(columns, f"{setting}/{learner}"), []).append(ROW_LABELS.get(learner, learner))
+        said = " ".join(f"{_listed(names)}: {claims}." for claims, names in by_claims.items())
+        texts.append(f"Reading (held-out, {setting}, 95% t intervals across seeds): {said}")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(texts)
+
+
+def _hyperparameters(chosen: list[dict]) -> str:
+    return "; ".join(" ".join(f"{k}={v:g}" for k, v in hp.items()) for hp in chosen)
+
+
+def table2_seeds(summary: dict, name: str = "summary") -> str:
+    """Per column, setting, learner and meta-training seed: held-out and trajectory accuracy (%) with the
+    95% bootstrap interval over that seed's runs, the runs, and the hyperparameters its search chose."""
+    from experiment.evaluation.table2 import ROW_LABELS
+    settings, learners, columns = _table2_layout(summary, name, "table2_seeds")
+    lines = ["| column | setting | learner | seed | held-out (95% CI over runs) | trajectory (95% CI over runs) | runs "
+             "| hyperparameters |", "|---|---|---|---|---|---|---|---|"]
+    for column, row in columns.items():
+        for setting in settings:
+            for learner in learners:
+                cell = f"{setting}/{learner}"
+                for seed in row["cell_seeds"].get(cell, []):
+                    entry = row["by_seed"][str(seed)]
+                    held_out, trajectory = (entry["metrics"][f"{kind}@{cell}"] for kind in ("held_out", "trajectory"))
+                    lines.append(f"| {column} | {setting} | {ROW_LABELS.get(learner, learner)} | {seed} | "
+                                 f"{_percent(held_out)} | {_percent(trajectory)} | "
+                                 f"{entry['runs'][cell]} | {_hyperparameters(entry['hyperparameters'][cell])} |")
+    return "\n".join(lines)
+
+
 def render(summary: dict, kind: str, name: str = "summary") -> str:
     """The markdown of one table block; `name` (the summary's) is for error messages."""
     if kind not in KINDS:
         raise UserError(f"unknown table kind {kind!r} (choose {', '.join(KINDS)})")
-    if kind.startswith("learners"):
+    if kind.startswith("table2"):
+        table = table2(summary, name) if kind == "table2" else table2_seeds(summary, name)
+    elif kind.startswith("learners"):
         table = learners(summary, name, "trajectory" if kind == "learners_trajectory" else "held_out")
     elif kind == "seeds":
         table = seeds(summary)

@@ -28,6 +28,9 @@ and never averaged in; so is a finished training run without results (trained wi
 results.json is damaged (state "damaged", the problem as its error). With no usable job at all,
 or a damaged sweep.json, the command refuses in one line and writes nothing.
 
+A Table 2 sweep (evaluate_omniglot.py --learner online iid er mer ewc) is grouped by the paper's
+column and aggregated per cell (setting x learner) the same way: experiment/aggregate_table2.py.
+
 Writes SWEEP_DIR/aggregate/ (or --out): one results file per group in the evaluation's own format
 (curve / per_function for sine, by_classes for Omniglot, their CIs across seeds, plus `by_seed`),
 which plot_results.py draws unchanged; summary.json; tables.md (the README's layout); and the
@@ -41,13 +44,13 @@ from pathlib import Path
 
 import numpy as np
 
+from experiment import aggregate_table2
 from experiment.summaries import summary_of
 from experiment.sweep_records import job_states, read_sweep
 from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
 from utils.files import write_json
-from utils.results import read_results
 from utils.stats import bootstrap_ci, t_interval
 
 OUT_DIR = "aggregate"
@@ -83,7 +86,9 @@ class NotCounted(Exception):
 def _check_result(result: dict) -> None:
     """Touch every part of `result` the aggregation reads, so a damaged file is one job not counted."""
     try:
-        if result["benchmark"] == "sine":
+        if result["benchmark"] == aggregate_table2.BENCHMARK:
+            aggregate_table2.check_result(result)
+        elif result["benchmark"] == "sine":
             for key in ("curve", "per_function"):
                 if np.asarray(result["runs"][key], dtype=np.float64).ndim != 2:
                     raise ValueError(f"runs.{key} is not a runs x values table")
@@ -116,7 +121,7 @@ def _evaluation(job: dict, sweep_name: str) -> dict:
                                     "and seed are unknown") from None
     evaluated = config.get("evaluated", config)  # an evaluation run records the checkpoint's config
     try:
-        result = read_results(run)
+        result = aggregate_table2.read(run)
     except UserError as err:
         raise NotCounted("damaged", str(err)) from None
     _check_result(result)
@@ -133,6 +138,8 @@ def _evaluation(job: dict, sweep_name: str) -> dict:
     combination = job.get("combination") if isinstance(job.get("combination"), dict) else {}
     settings.update({k: v for k, v in combination.items() if k not in SWEEP_ONLY})
     settings["method"] = method or evaluated.get("method")
+    if result["benchmark"] == aggregate_table2.BENCHMARK:  # a column of Table 2, whichever learners it ran
+        settings = aggregate_table2.group_settings(settings, result)
     return {"sweep": sweep_name, "rank": job["rank"], "run_dir": str(run), "seed": evaluated.get("seed"),
             "settings": settings, "result": result}
 
@@ -241,7 +248,8 @@ def aggregate_group(group: dict) -> dict:
     kinds = {e["result"]["benchmark"] for e in group["members"]}
     if len(kinds) != 1:
         raise UserError(f"group {group['label']} mixes benchmarks {sorted(kinds)}")
-    result = aggregate_sine(group) if kinds == {"sine"} else aggregate_omniglot(group)
+    aggregated = {"sine": aggregate_sine, aggregate_table2.BENCHMARK: aggregate_table2.aggregate_group}
+    result = aggregated.get(next(iter(kinds)), aggregate_omniglot)(group)
     seeds = sorted({e["seed"] for e in group["members"]})
     result["aggregate"] = {"over": "meta-training seeds (the evaluated checkpoint's config seed)", "seeds": seeds,
                            "ci": "95% Student-t interval across the seeds' means; "
@@ -407,7 +415,10 @@ def aggregate(sweep_dirs, out=None, summary=None) -> Path:
         write_json(files[-1], result)
     parts = [f"# Sweep {sweep['name']}: {sweep.get('script')} {' '.join(map(str, sweep.get('argv') or []))}"
              for sweep in sweeps] + [""]
-    parts += [table_across(groups, results), "", table_within(groups, results), "", table_problems(problems)]
+    if kinds == {aggregate_table2.BENCHMARK}:
+        parts += aggregate_table2.tables(groups, results) + ["", table_problems(problems)]
+    else:
+        parts += [table_across(groups, results), "", table_within(groups, results), "", table_problems(problems)]
     text = "\n".join(parts) + "\n"
     (out / "tables.md").write_text(text)
     write_json(out / "summary.json", {
@@ -419,7 +430,9 @@ def aggregate(sweep_dirs, out=None, summary=None) -> Path:
         command = f"python -m experiment.aggregate {' '.join(d.name for d in sweep_dirs)} --summary {summary}"
         write_json(summary, summary_of(sweeps, groups, results, command, problems, sweep_dirs))
     print(text, end="")
-    print(f"aggregate: {out} (plot it: python plot_results.py {' '.join(map(str, sweep_dirs))} --out figure.png)")
+    plot = "its tables: tables.md" if kinds == {aggregate_table2.BENCHMARK} else \
+        f"plot it: python plot_results.py {' '.join(map(str, sweep_dirs))} --out figure.png"
+    print(f"aggregate: {out} ({plot})")
     return out
 
 

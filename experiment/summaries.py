@@ -5,7 +5,9 @@ the numbers behind one table of the README or docs, and the commands that made t
 
 Per row (a method on a network): the mean over meta-training seeds with its 95% t interval across
 seeds, and per seed its mean with the bootstrap interval across that seed's evaluation runs and the
-online rate its search chose. analysis/tables.py turns these files into the tables
+online rate its search chose. A Table 2 summary's row is one column of the paper's table, its metrics
+per cell ("held_out@1x50/online", with each cell's seeds and per seed the hyperparameters chosen:
+experiment/aggregate_table2.py). analysis/tables.py turns these files into the tables
 (`python plot_results.py --tables`), and tests/test_tables.py checks that the committed tables are
 what the files give. `compute`: what the summary's sweeps and the training sweeps they evaluate
 cost (jobs, wall and CPU hours) and the command that reruns each (experiment/sweep_compute.py);
@@ -13,6 +15,7 @@ cost (jobs, wall and CPU hours) and the command that reruns each (experiment/swe
 """
 from pathlib import Path
 
+from experiment import aggregate_table2
 from experiment.sweep_compute import as_list, rerun_aggregate, sweeps_cost, total
 from utils.errors import UserError
 
@@ -90,6 +93,9 @@ def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], comm
         raise UserError(f"a summary holds one split; these evaluations mix {sorted(splits)}")
     rows = []
     for group, result in zip(groups, results):
+        if result["benchmark"] == aggregate_table2.BENCHMARK:  # a column of cells (setting x learner)
+            rows.append(aggregate_table2.summary_row(group, result))
+            continue
         names = _metric_names(result)
         seeds = result["aggregate"]["seeds"]
         rows.append({
