@@ -48,6 +48,9 @@ def check_result(result: dict) -> None:
         raise TypeError("column is not a name")
     if not result["table2"]:
         raise ValueError("table2 holds no cell")
+    for key in ("settings", "learners"):  # the order of the cells
+        if not isinstance(result.get(key, []), list):
+            raise TypeError(f"{key} is not a list")
     for setting, by_learner in result["table2"].items():
         for learner, entry in by_learner.items():
             if not isinstance(entry["hyperparameters"], dict):
@@ -66,12 +69,15 @@ def group_settings(settings: dict, result: dict) -> dict:
 
 
 def cell_names(members: list[dict]) -> list[str]:
-    """Every "setting/learner" any member has, settings and learners in the order the results give them."""
+    """Every "setting/learner" any member has, in the order its evaluation ran them (its `settings` and
+    `learners`; results.json keeps its keys sorted as text), then any it did not list."""
     names = {}
     for entry in members:
-        for setting, by_learner in entry["result"]["table2"].items():
-            for learner in by_learner:
-                names[f"{setting}/{learner}"] = None
+        result = entry["result"]
+        ordered = [(s, ln) for s in result.get("settings", []) for ln in result.get("learners", [])]
+        present = [(s, ln) for s, by_learner in result["table2"].items() for ln in by_learner]
+        for setting, learner in [*(c for c in ordered if c in present), *present]:
+            names[f"{setting}/{learner}"] = None
     return list(names)
 
 

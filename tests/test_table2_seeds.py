@@ -51,7 +51,7 @@ def _run(root: Path, name: str, seed: int, column: str, learners=("online", "iid
     (run / "config.json").write_text(json.dumps({"evaluated": {"seed": seed, "method": method, "preset": "cpu",
                                                                "steps": 10000 if method == "oml" else 2000},
                                                  "args": args}))
-    (run / "results.json").write_text(json.dumps(_result(seed, column, learners)))
+    (run / "results.json").write_text(json.dumps(_result(seed, column, learners), sort_keys=True))  # as Run writes it
     return run
 
 
@@ -150,6 +150,9 @@ def test_the_aggregate_tables_md_shows_cells_and_seeds(tmp_path, capsys):
     assert "| OML (cpu) | 1x50 | online | 67.2 (" in text and "| 3 |" in text
     assert "| OML (cpu) | 1x50 | er | 2 | 72.2 (" in text and "lr=0.02 replay=5" in text
     assert "t2/r5 | failed" in text
+    # the cells in the order the evaluation ran them, not the file's sorted keys
+    cells = [line.split("|")[2:4] for line in text.splitlines() if line.startswith("| OML (cpu) |")][:10]
+    assert [(s.strip(), ln.strip()) for s, ln in cells] == [(s, ln) for s in SETTINGS for ln in ("online", "iid", "er", "mer", "ewc")]
 
 
 # --- the tables of the docs ------------------------------------------------------------------------
