@@ -10,7 +10,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import submitit
 
 from experiment.sweep_job import STOP_WAIT_S
-from experiment.sweep_records import JOBS_DIR, SUBMITIT_DIR
+from experiment.sweep_records import JOBS_DIR, SUBMITIT_DIR, job_running, script_running
 from utils.errors import UserError
 from utils.messages import note
 
@@ -148,19 +147,43 @@ def wait_local(executor, todo: list, max_parallel: int, on_submit, folder: Path)
     return submitted
 
 
+def _record(folder: Path, rank: int) -> dict:
+    try:
+        record = json.loads((folder / JOBS_DIR / f"r{rank}.json").read_text())
+    except (OSError, ValueError):
+        return {}  # not started yet
+    return record if isinstance(record, dict) else {}
+
+
 def stop_scripts(folder: Path, running: dict) -> None:
-    """Ctrl-C to the script of each running local job ({rank: submitit job}); the job then records it
-    and ends. Waits for them up to STOP_WAIT_S. Sent to the script itself: a controller started in the
-    background ignores Ctrl-C, and SIGTERM would have it requeue the job."""
+    """Stop each running local job ({rank: submitit job}) and wait, up to STOP_WAIT_S, until its script
+    and its job process have ended (the job recording how). The job process is sent SIGTERM, which a local
+    job answers with one Ctrl-C to its script (experiment/sweep_job.py), so the script is not interrupted
+    twice when the whole process group got SIGTERM too; the script itself gets Ctrl-C only where its job
+    process is gone. The processes are watched, not submitit's handles: a handle watches the shell that
+    started submitit's controller, which a SIGTERM to the process group ends at once while the controller,
+    the job and its script run on, and the sweep's lock must not be released before they end."""
     note(f"stopping {len(running)} running job(s); each script keeps its last checkpoint, and the same command "
          "resumes them")
-    for rank in running:
-        try:
-            child = json.loads((folder / JOBS_DIR / f"r{rank}.json").read_text())["attempts"][-1]["child"]
-            if child["host"] == socket.gethostname():
-                os.kill(child["pid"], signal.SIGINT)
-        except (OSError, ValueError, KeyError, IndexError, TypeError):
-            continue  # not started yet, or ended: nothing to stop
+    signalled = set()
     deadline = time.time() + STOP_WAIT_S
-    while any(not handle.done() for handle in running.values()) and time.time() < deadline:
+    while True:
+        busy = {}
+        for rank, handle in running.items():
+            record = _record(folder, rank)
+            attempts = record.get("attempts") or [{}]
+            script = script_running(attempts[-1]) if isinstance(attempts[-1], dict) else None
+            job = job_running(record) if isinstance(attempts[-1], dict) and "ended" not in attempts[-1] else None
+            if rank not in signalled and (job or script):
+                with contextlib.suppress(ProcessLookupError):  # it has just ended
+                    os.kill(job or script, signal.SIGTERM if job else signal.SIGINT)
+                signalled.add(rank)
+            if script or job or not handle.done():
+                busy[rank] = script
+        if not busy or time.time() > deadline:
+            break
         time.sleep(0.2)
+    for rank, script in busy.items():
+        if script:
+            note(f"job r{rank}'s script (pid {script}) is still running {STOP_WAIT_S} s after Ctrl-C; a relaunch "
+                 "refuses until it ends")

@@ -9,8 +9,22 @@ run.lock), and submitit requeues the job, which resumes that run folder. The scr
 child process that ignores both signals, so only the job decides. `--requeue-limit` bounds the
 requeues after a time-out (submitit's max_num_timeout); preemptions are not counted.
 
+Under submitit's local executor SIGTERM is not a preemption but someone stopping the sweep (`kill`
+of its process group, or the launcher's own stop: experiment/sweep_executor.stop_scripts). A requeue
+would have submitit's local controller start the job again at once, beside a relaunch; so a local
+job answers SIGTERM by stopping its script with Ctrl-C and ending, recorded as failed with the
+script's `interrupted: ...` line, and the same sweep command resumes it. Its USR2 (the local
+--timeout) is still checkpoint and requeue.
+
+The record: a job's attempt is written back into the record as it is on disk when the attempt ends
+(never a copy read when it began, which would erase what another process wrote meanwhile), and its
+run folder is the one its own script wrote (metadata.json names the script's pid and host), never
+merely the newest folder of the job's name. A job does not start while a script of an earlier
+attempt of it still runs on this host (experiment.sweep_records.script_running).
+
 submitit pickles a SweepJob by reference to this module, which the job process imports.
 """
+import contextlib
 import datetime as dt
 import json
 import os
@@ -25,7 +39,7 @@ from pathlib import Path
 import submitit
 
 from experiment.lock import LOCK_NAME
-from experiment.sweep_records import JOBS_DIR
+from experiment.sweep_records import JOBS_DIR, script_running
 from utils.files import write_json
 from utils.messages import note
 
@@ -40,6 +54,24 @@ def _run_folders(results_dir: Path, run_name: str) -> list[Path]:
     pattern = re.compile(re.escape(run_name) + r"_(\d+)")
     found = [p for p in Path(results_dir).glob(f"*/*/{run_name}_*") if pattern.fullmatch(p.name) and p.is_dir()]
     return sorted(found, key=lambda p: int(pattern.fullmatch(p.name).group(1)))
+
+
+def _own_run_folder(results_dir, run_name: str, attempt: dict) -> str | None:
+    """The run folder an attempt's script wrote: the one it resumed, else the one whose metadata.json
+    names the script's pid and host and a start no earlier than the attempt's; None if it made none.
+    Never simply the newest folder of the job's name: another attempt may have made that one."""
+    if attempt.get("resumed"):
+        return attempt["resumed"]
+    child = attempt.get("child") or {}
+    for run in reversed(_run_folders(Path(results_dir), run_name)):
+        try:
+            meta = json.loads((run / "metadata.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if (isinstance(meta, dict) and meta.get("pid") == child.get("pid") and meta.get("host") == child.get("host")
+                and str(meta.get("started", "")) >= attempt["started"]):
+            return str(run)
+    return None
 
 
 def _error_text(stderr_path: Path, since: int) -> str:
@@ -98,6 +130,13 @@ def _submitit_job_id() -> str | None:
         return submitit.JobEnvironment().job_id
     except RuntimeError:
         return None  # called outside a submitit job (tests, a direct call)
+
+
+def _submitit_cluster() -> str | None:
+    try:
+        return submitit.JobEnvironment().cluster  # "slurm", "local"
+    except RuntimeError:
+        return None
 
 
 class SweepJob(submitit.helpers.Checkpointable):
@@ -161,11 +200,14 @@ class SweepJob(submitit.helpers.Checkpointable):
 
     def _answer_stop_signals(self) -> None:
         """Inside a submitit job, SIGTERM (SLURM's preemption, or the time limit itself) goes where USR2
-        (the warning before it) goes: submitit's checkpoint-and-requeue. Only the first of them acts; SLURM
-        sends more (USR2 then SIGTERM; SIGTERM to every process), and a second requeue must not follow."""
+        (the warning before it) goes: submitit's checkpoint-and-requeue; in a local job SIGTERM stops the
+        script instead, and the job ends (the module's docstring says why). Only the first of them acts;
+        SLURM sends more (USR2 then SIGTERM; SIGTERM to every process), and a second requeue, or a second
+        Ctrl-C to a script already stopping, must not follow."""
         requeue = signal.getsignal(signal.SIGUSR2)
         if _submitit_job_id() is None or not callable(requeue):
             return  # called directly (tests, a debugger): no submitit to requeue the job
+        local = _submitit_cluster() == "local"
         first = []
 
         def once(signum, frame):
@@ -174,6 +216,12 @@ class SweepJob(submitit.helpers.Checkpointable):
                 note(f"{name} received while stopping for {first[0]}: nothing more to do")
                 return
             first.append(name)
+            if local and signum == signal.SIGTERM:
+                note(f"{name} received: stopping the script (it keeps its last checkpoint); this local job ends, "
+                     "and the same sweep command resumes it")
+                self._stopping = True
+                self._interrupt_child()
+                return
             note(f"{name} received: stopping the script (it keeps its last checkpoint) and requeueing this job")
             try:
                 requeue(signum, frame)
@@ -185,12 +233,39 @@ class SweepJob(submitit.helpers.Checkpointable):
         for signum in STOP_SIGNALS:
             signal.signal(signum, once)
 
+    def _interrupt_child(self) -> None:
+        """Ctrl-C to the running script, once; __call__ then records how it ended."""
+        child = self._child
+        if child is not None and child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it has just ended
+                os.kill(child.pid, signal.SIGINT)
+
+    def _end_attempt(self, attempt: dict, **changes) -> dict:
+        """This attempt written into the record as it is on disk now, with the job's new state."""
+        state = self.read_state()
+        attempts = state.setdefault("attempts", [])
+        same = [i for i, a in enumerate(attempts) if isinstance(a, dict) and a.get("started") == attempt["started"]
+                and a.get("child") == attempt.get("child")]
+        if same:
+            attempts[same[-1]] = attempt
+        else:  # the record was replaced meanwhile: this attempt is kept all the same
+            attempts.append(attempt)
+        return self.write_state(state, **changes)
+
     def __call__(self) -> dict:
+        self._stopping = False
         self._answer_stop_signals()
         state = self.read_state()
-        command, resumed = self.command_now(state)
         stderr_path = self.state_path.with_suffix(".stderr")
         stderr_path.parent.mkdir(parents=True, exist_ok=True)
+        running = [pid for a in state.get("attempts", []) if isinstance(a, dict) and (pid := script_running(a))]
+        if running:  # the record stays the running attempt's
+            message = (f"sweep job r{self.rank}: not started, since the script of an earlier attempt (pid {running[-1]} on "
+                       f"{socket.gethostname()}) is still running; wait for it to end, or stop it, and relaunch")
+            with open(stderr_path, "a") as err:
+                err.write(f"--- {message}\n")
+            raise RuntimeError(message)
+        command, resumed = self.command_now(state)
         attempt = {"job_id": _submitit_job_id(), "host": socket.gethostname(), "resumed": resumed,
                    "started": dt.datetime.now().isoformat(timespec="seconds"), "command": command,
                    # the script's thread count, which its CPU time (cpu_s) is to be read against
@@ -206,17 +281,18 @@ class SweepJob(submitit.helpers.Checkpointable):
             try:
                 attempt["child"] = {"pid": self._child.pid, "host": socket.gethostname()}
                 self.write_state(state, state="running", run_dir=resumed, error=None, job_pid=os.getpid())
+                if self._stopping:  # SIGTERM came while the script was being started
+                    self._interrupt_child()
                 code, usage = _wait_for(self._child)
             finally:  # this job ending for any reason (an exception, requeue's exit) ends the script too
                 self._stop_child()
-        runs = _run_folders(Path(self.results_dir), self.run_name)
-        run_dir = str(runs[-1]) if runs else None
+        run_dir = _own_run_folder(self.results_dir, self.run_name, attempt)
         attempt_ended(attempt, code, usage)
         if code != 0:
             error = _error_text(stderr_path, since)
-            self.write_state(state, state="failed", run_dir=run_dir, error=error)
+            self._end_attempt(attempt, state="failed", run_dir=run_dir, error=error)
             raise RuntimeError(f"sweep job r{self.rank} failed (exit {code}): {error}")
-        self.write_state(state, state="finished", run_dir=run_dir, error=None)
+        self._end_attempt(attempt, state="finished", run_dir=run_dir, error=None)
         return {"rank": self.rank, "state": "finished", "run_dir": run_dir}
 
     def _stop_child(self):
@@ -246,6 +322,7 @@ class SweepJob(submitit.helpers.Checkpointable):
         state = self.read_state()
         if reaped is not None and state.get("attempts") and "ended" not in state["attempts"][-1]:
             attempt_ended(state["attempts"][-1], *reaped)  # the stopped attempt's end and CPU time
-        runs = _run_folders(Path(self.results_dir), self.run_name)
-        self.write_state(state, state="preempted", run_dir=str(runs[-1]) if runs else None)
+        last = state["attempts"][-1] if state.get("attempts") else {}
+        run_dir = _own_run_folder(self.results_dir, self.run_name, last) if "started" in last else None
+        self.write_state(state, state="preempted", run_dir=run_dir)
         return super().checkpoint(*args, **kwargs)
