@@ -333,9 +333,6 @@ TABLE2 = "omniglot_table2"
 def _table2_layout(summary: dict, name: str, kind: str):
     """(settings, learners, {column name: row}) in the paper's order; what is not the paper's comes after."""
     from experiment.evaluation.table2 import COLUMNS, LEARNER_NAMES, SETTINGS, setting_name
-    if summary.get("benchmark") != TABLE2:
-        raise UserError(f"table '{name}' ({kind}): summaries/{name}.json is not a Table 2 summary (benchmark "
-                        f"{summary.get('benchmark')!r}; made by experiment.aggregate from evaluate_omniglot.py --learner runs)")
     if not summary["rows"]:
         raise UserError(f"table '{name}' ({kind}): summaries/{name}.json has no rows")
     methods = [row["method"] for row in summary["rows"]]  # two rows of one column (two presets): their labels
@@ -385,7 +382,8 @@ def table2(summary: dict, name: str = "summary") -> str:
     from experiment.evaluation.table2 import COLUMNS, PAPER, ROW_LABELS
     settings, learners, columns = _table2_layout(summary, name, "table2")
     lines = ["Held-out accuracy (%): mean over meta-training seeds (95% t interval across seeds), the number of "
-             "seeds, and in parentheses the paper's mean (its Table 2: 10 runs of one trained model).", "",
+             "seeds, and in parentheses the paper's mean (its Table 2: 10 runs of one trained model). Settings: "
+             "classes per task x tasks.", "",
              "| learner | " + " | ".join(f"{s}: {c}" for s in settings for c in columns) + " |",
              "|---|" + "---|" * (len(settings) * len(columns))]
     for learner in learners:
@@ -443,6 +441,10 @@ def render(summary: dict, kind: str, name: str = "summary") -> str:
     """The markdown of one table block; `name` (the summary's) is for error messages."""
     if kind not in KINDS:
         raise UserError(f"unknown table kind {kind!r} (choose {', '.join(KINDS)})")
+    if kind.startswith("table2") != (summary.get("benchmark") == TABLE2):
+        raise UserError(f"table '{name}': kind {kind!r} does not fit summaries/{name}.json (benchmark "
+                        f"{summary.get('benchmark')!r}); a Table 2 summary takes the kinds table2 and table2_seeds, "
+                        "others the rest")
     if kind.startswith("table2"):
         table = table2(summary, name) if kind == "table2" else table2_seeds(summary, name)
     elif kind.startswith("learners"):

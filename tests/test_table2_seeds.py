@@ -14,6 +14,7 @@ import pytest
 
 from analysis import tables
 from experiment import aggregate
+from utils.errors import UserError
 from utils.stats import t_quantile_975
 
 SETTINGS = ("1x50", "5x20")
@@ -212,7 +213,9 @@ def test_the_table2_seeds_kind_has_every_seed_of_every_cell_with_its_hyperparame
     assert len([line for line in lines if line.startswith("| Pre-training |")]) == 2 * 10
 
 
-def test_a_table2_kind_refuses_a_summary_that_is_not_table2s():
+def test_a_kind_that_does_not_fit_the_summary_is_one_clear_error(tmp_path, capsys):
     summary = {"benchmark": "omniglot", "rows": [{"label": "A", "method": "A", "seeds": [1], "metrics": {}}]}
-    with pytest.raises(Exception, match=r"summaries/t\.json is not a Table 2 summary"):
+    with pytest.raises(UserError, match=r"kind 'table2' does not fit summaries/t\.json"):
         tables.render(summary, "table2", "t")
+    with pytest.raises(UserError, match=r"kind 'headline' does not fit summaries/t2\.json"):
+        tables.render(_summary(tmp_path), "headline", "t2")
