@@ -115,7 +115,8 @@ def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], comm
         "made_by": command,
         "sweeps": [{"name": s["name"], "script": s["script"], "argv": s["argv"],
                     "models_from": [Path(d).name for d in as_list(s.get("models_from"))],
-                    "models_where": s.get("models_where") or {}} for s in sweeps],
+                    "models_where": s.get("models_where") or {},
+                    **({"models": [Path(m).name for m in s["models"]]} if s.get("models") else {})} for s in sweeps],
         "rows": rows,
         # jobs never averaged in (a diverged evaluation, say), named so that a table can say so
         "not_counted": [{"job": f"{p['sweep']}/r{p['rank']}", "state": p["state"],

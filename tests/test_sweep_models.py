@@ -124,9 +124,11 @@ def test_an_evaluation_sweep_of_a_shipped_checkpoint_aggregates_by_its_config(tm
     [folder] = results.glob("*/sweeps/shipped")
     recorded = json.loads((folder / "sweep.json").read_text())
     assert recorded["models"] == [str(SINE_OML)] and recorded["jobs"][0]["model"] == str(SINE_OML)
-    out = aggregate.aggregate(folder, tmp_path / "agg")
+    out = aggregate.aggregate(folder, tmp_path / "agg", summary=tmp_path / "kept.json")
     capsys.readouterr()
     [group] = json.loads((out / "summary.json").read_text())["groups"]
+    [sweep] = json.loads((tmp_path / "kept.json").read_text())["sweeps"]  # the summary the repository keeps
+    assert sweep["models"] == [SINE_OML.name] and sweep["models_from"] == []
     config = torch.load(SINE_OML, map_location="cpu", weights_only=True)["config"]
     assert group["label"].startswith("OML") and group["seeds"] == [config["seed"]] and group["jobs"] == ["shipped/r0"]
     # relaunched with the same models, nothing runs again; other models under the same name are refused
