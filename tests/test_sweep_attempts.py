@@ -247,3 +247,30 @@ def test_a_launchers_process_group_sigtermed_stops_its_job_before_the_lock_is_re
     assert len(state["attempts"]) == 1 and state["state"] == "failed" and state["run_dir"] == str(run)
     assert state["error"].startswith("interrupted: the checkpoint of step")
     assert len(list(results.glob("*/sine/g_r0_*"))) == 1
+
+
+def test_an_interrupted_evaluation_exits_130_keeping_its_partial_results(tmp_path, monkeypatch, capsys):
+    """Ctrl-C (a stopped sweep job's) mid-evaluation: evaluate_omniglot keeps results.partial.json and
+    exits 130, not 0, so its job is recorded failed and a relaunch evaluates it again, never 'finished'."""
+    import evaluate_omniglot
+    from tests.omniglot_fixtures import tiny_network_and_tree
+    from utils.cli import run_main
+
+    data, _, _, ckpt = tiny_network_and_tree(tmp_path, {"image_size": 12, "channels": 4, "strides": (2, 2),
+                                                        "n_outputs": 16, "n_classes": 10, "class_split": 5})
+    real = evaluate_omniglot.evaluate
+
+    def interrupted_after_the_first_class_count(*args, report, **kwargs):
+        def report_then_stop(n, entry):
+            report(n, entry)
+            raise KeyboardInterrupt
+        return real(*args, report=report_then_stop, **kwargs)
+    monkeypatch.setattr(evaluate_omniglot, "evaluate", interrupted_after_the_first_class_count)
+    with pytest.raises(SystemExit) as info:
+        run_main(evaluate_omniglot.main, evaluate_omniglot.get_args_parser(),
+                 ["--model", str(ckpt), "--name", "cut", "--runs", "2", "--schedule", "2:4", "--search-runs", "1",
+                  "--path", str(data), "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
+                  "--no-progress", "--nonstandard-data"])
+    assert info.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
+    [run] = (tmp_path / "results").glob("*/omniglot_eval/cut_1")
+    assert (run / "results.partial.json").is_file() and not (run / "results.json").exists()
