@@ -5,7 +5,8 @@ jobs/r<i>.json records them; an attempt without an end, still running or killed 
 counted apart), and the CPU hours of their scripts (the `cpu_s` each attempt records since the
 evening of 3 December 2026, experiment/sweep_job.py). A sweep with any ended attempt that records
 no CPU time has CPU hours null, never a partial sum. An evaluation sweep's training sweeps (sweep.json's
-models_from) are looked up by name next to it, in the same sweeps folder, and counted with it.
+models_from) are looked up by name next to it, in the same sweeps folder, else at the path it
+recorded (a training sweep of another day's folder), and counted with it.
 
 A sweep's role is what its script does: "training" for a script that trains (sweep.json's `training`,
 the script having --resume), "evaluation" otherwise, whether it evaluates trained runs (--models-from,
@@ -116,8 +117,8 @@ def sweep_cost(sweep_dir, role_if_unread: str = "training") -> dict:
 
 
 def sweeps_cost(sweep_dirs) -> list[dict]:
-    """The cost of each sweep given and of each training sweep they name (models_from), found by name in
-    the same sweeps folder; every sweep once."""
+    """The cost of each sweep given and of each training sweep they name (models_from, _training_folders);
+    every sweep once."""
     costs, seen = [], set()
     queue = [Path(d) for d in sweep_dirs]
     while queue:
@@ -126,9 +127,21 @@ def sweeps_cost(sweep_dirs) -> list[dict]:
             continue
         seen.add(folder.name)
         cost = sweep_cost(folder)
-        queue += [folder.parent / name for name in cost.get("models_from", [])]
+        queue += _training_folders(folder) if cost.get("models_from") else []
         costs.append(cost)
     return costs
+
+
+def _training_folders(sweep_dir: Path) -> list[Path]:
+    """The training sweeps an evaluation sweep names: next to it by name (a results tree moved as a
+    whole), else where sweep.json recorded them (a training sweep of another day's folder)."""
+    sweep = read_sweep(sweep_dir)
+    folders = []
+    for recorded in as_list(sweep.get("models_from")):
+        beside = sweep_dir.parent / Path(recorded).name
+        where = Path(sweep.get("cwd") or ".", recorded)  # an absolute path stays as it is
+        folders.append(beside if beside.is_dir() or not where.is_dir() else where)
+    return folders
 
 
 def rerun_aggregate(made_by: str, costs: list[dict]) -> str:

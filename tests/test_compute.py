@@ -138,6 +138,19 @@ def test_a_training_sweep_not_found_is_named_and_left_out_of_the_totals(tmp_path
     assert compute["total"] == {"sweeps": 2, "jobs": 4, "wall_hours": 3.0, "cpu_hours": None}
 
 
+def test_a_training_sweep_of_another_days_folder_is_found_where_it_was_recorded(tmp_path, capsys):
+    evaluation = _sweeps(tmp_path)
+    earlier = tmp_path / "03December2026" / "sweeps" / "tr"
+    earlier.parent.mkdir(parents=True)
+    shutil.move(tmp_path / "sweeps" / "tr", earlier)
+    sweep = json.loads((evaluation / "sweep.json").read_text())
+    (evaluation / "sweep.json").write_text(json.dumps({**sweep, "models_from": [str(earlier)]}))
+    compute = summaries.compute_of([evaluation], "python -m experiment.aggregate syn --summary s.json")
+    tr = compute["sweeps"][1]
+    assert tr["name"] == "tr" and "missing" not in tr and tr["folder"] == "03December2026/sweeps/tr"
+    assert compute["total"] == {"sweeps": 2, "jobs": 6, "wall_hours": 5.0, "cpu_hours": None}
+
+
 def test_an_aggregate_of_several_sweeps_reruns_with_their_folders_and_an_out(tmp_path):
     costs = [{"name": "a", "folder": "../results/d/sweeps/a"}, {"name": "b", "folder": "../results/d/sweeps/b"}]
     assert sweep_compute.rerun_aggregate("python -m experiment.aggregate a b --summary summaries/t.json", costs) == \
