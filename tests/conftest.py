@@ -1,9 +1,18 @@
+import signal
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SHARED_OMNIGLOT = REPO.parent / "shared" / "omniglot"
+
+
+def ctrl_c_restored():
+    """preexec_fn of a test's child that must stop on Ctrl-C: a test run started in the background
+    (nohup, a runner's job) passes SIGINT on ignored, and Python then installs no KeyboardInterrupt
+    handler, so the child would run to its end. The jobs' own scripts get this from the job
+    (experiment/sweep_job.py)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def one_line_error(capsys, main, parser, argv) -> str:

@@ -17,12 +17,13 @@ from pathlib import Path
 
 from analysis import compute_table, tables
 from experiment import aggregate, summaries, sweep, sweep_compute, sweep_job, sweep_plan
+from tests.conftest import ctrl_c_restored
 from tests.test_aggregate_damaged import make_sweep
 
 
 def _busy_child(seconds: float) -> subprocess.Popen:
     code = f"import time\nt = time.process_time()\nwhile time.process_time() - t < {seconds}: pass"
-    return subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL, preexec_fn=ctrl_c_restored)
 
 
 def test_an_ended_attempt_records_its_childs_cpu_seconds():

@@ -25,7 +25,7 @@ from experiment import export
 from experiment.checkpoint import DIGEST, weights_digest
 from experiment.lock import LOCK_NAME
 from experiment.training import sine
-from tests.conftest import REPO, one_line_error
+from tests.conftest import REPO, ctrl_c_restored, one_line_error
 from tests.omniglot_fixtures import write_fake_both
 from utils.cli import run_main
 
@@ -267,9 +267,7 @@ def test_concurrent_resume_is_refused_naming_the_holder(killed, capsys, monkeypa
     first = subprocess.Popen([sys.executable, "oml_regression.py", "--resume", str(killed), "--steps", "100000",
                               "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"},
-                             # a job started in the background (CI, nohup) inherits SIGINT ignored, and
-                             # Python then installs no KeyboardInterrupt handler: restore the default
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                             preexec_fn=ctrl_c_restored)
     try:
         deadline = time.time() + 60
         while time.time() < deadline and first.poll() is None:  # until it trains: its lock, a new checkpoint

@@ -19,7 +19,7 @@ import pytest
 
 from experiment import sweep, sweep_executor, sweep_job, sweep_plan, sweep_records
 from experiment.run import Run
-from tests.conftest import REPO
+from tests.conftest import REPO, ctrl_c_restored
 from tests.polling import wait_until
 from utils.files import write_json
 
@@ -78,7 +78,7 @@ def _still_running(attempt: dict) -> int | None:
 def _sleeper(seconds=60):
     """A live process and its command line, standing for an earlier attempt's script."""
     command = [sys.executable, "-c", f"import time; time.sleep({seconds})"]
-    return subprocess.Popen(command), command
+    return subprocess.Popen(command, preexec_fn=ctrl_c_restored), command
 
 
 def test_a_runs_metadata_names_the_process_writing_it(tmp_path):
@@ -175,7 +175,7 @@ class _Done:
 def test_stopping_a_launcher_waits_for_the_script_itself_not_submitits_handle(tmp_path, fake):
     folder, results = tmp_path / "sweep", tmp_path / "results"
     job = _job(fake, results, 60)
-    script = subprocess.Popen(job["command"], stderr=subprocess.PIPE, text=True)
+    script = subprocess.Popen(job["command"], stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_restored)
     wait_until(lambda: (results / "04December2026" / "fake" / "fake_r0_1" / "metadata.json").is_file(),
                what="the script's run folder")
     write_json(folder / "jobs" / "r0.json", {"rank": 0, "state": "running", "attempts": [
