@@ -8,6 +8,7 @@
     python plot_results.py --tables --check          # exit 1, naming the files, if a committed table is stale
     python plot_results.py --table2 TABLE2_RUN ...   # the paper's Table 2 layout (markdown), ours beside the paper's
     python plot_results.py SWEEP_DIR --out fig.png  # a sweep: one line per method, bands across meta-training seeds
+    python plot_results.py AGGREGATE_DIR --out fig.png  # several sweeps aggregated as one (experiment.aggregate --out)
     python plot_results.py --cost-accuracy EVAL_RUN ... --step-seconds 576=0.16 1152=0.39 --out fig.png
                                                     # accuracy at 200 / 600 classes against meta-training minutes
                                                     # (--labels: one series name per file, default its width)
@@ -15,7 +16,8 @@
 A run folder stands for its results.json (or, while an evaluation is still running, its
 results.partial.json: the class counts finished so far). A sweep folder (experiment/sweep.py)
 stands for its aggregated groups (experiment/aggregate.py, run first if needed), whose bands are
-95% CIs across meta-training seeds. Labels default to each file's label.
+95% CIs across meta-training seeds; each sweep given is aggregated on its own, so a method whose
+seeds lie in two sweeps is plotted from the folder that aggregated them together. Labels default to each file's label.
 """
 import argparse
 import sys
@@ -123,12 +125,16 @@ def figure_path(out) -> Path:
 
 
 def _expand_sweeps(given) -> list[Path]:
-    """Each sweep folder (it holds sweep.json) replaced by its aggregated results files."""
+    """Each sweep folder (it holds sweep.json) replaced by its aggregated results files, and each
+    aggregate folder (experiment.aggregate --out) by the group files its summary.json lists."""
     paths = []
     for path in map(Path, given):
         if path.is_dir() and (path / "sweep.json").is_file():
             from experiment.aggregate import group_files
             paths += group_files(path)
+        elif path.is_dir() and (path / "summary.json").is_file():
+            from experiment.aggregate import listed_group_files
+            paths += listed_group_files(path)
         else:
             paths.append(path)
     return paths

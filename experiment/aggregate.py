@@ -431,9 +431,20 @@ def aggregate(sweep_dirs, out=None, summary=None) -> Path:
         write_json(summary, summary_of(sweeps, groups, results, command, problems, sweep_dirs))
     print(text, end="")
     plot = "its tables: tables.md" if kinds == {aggregate_table2.BENCHMARK} else \
-        f"plot it: python plot_results.py {' '.join(map(str, sweep_dirs))} --out figure.png"
+        f"plot it: python plot_results.py {out if len(sweep_dirs) > 1 else sweep_dirs[0]} --out figure.png"
     print(f"aggregate: {out} ({plot})")
     return out
+
+
+def listed_group_files(out) -> list[Path]:
+    """The group files an aggregate folder's summary.json lists, in its order."""
+    out = Path(out)
+    if not _is_summary(out / "summary.json"):
+        raise UserError(f"'{out}' holds a summary.json that experiment.aggregate did not write")
+    files = previous_group_files(out)
+    if not files:
+        raise UserError(f"aggregate '{out}' lists no group file that is there (run experiment.aggregate again)")
+    return files
 
 
 def group_files(sweep_dir) -> list[Path]:

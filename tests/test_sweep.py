@@ -156,6 +156,11 @@ def test_models_where_picks_one_method_and_several_sweeps_aggregate_as_one(local
     for a, b in zip(whole["groups"], split["groups"]):
         assert json.loads((tmp_path / "whole" / a["file"]).read_text())["curve"] == \
             json.loads((tmp_path / "split" / b["file"]).read_text())["curve"]
+    # plotted, the aggregate folder is those groups (each half given alone would be its own line)
+    assert plot_results._expand_sweeps([tmp_path / "split"]) == [tmp_path / "split" / g["file"] for g in split["groups"]]
+    figure = plot_results.main(plot_results.get_args_parser().parse_args([str(tmp_path / "split"), "--out",
+                                                                         str(tmp_path / "split.png")]))
+    assert figure.is_file()
     # the small summary the repository keeps: each row's numbers, per seed its runs and its online rate
     kept = json.loads((tmp_path / "kept.json").read_text())
     assert kept["split"] == "test" and [s["name"] for s in kept["sweeps"]] == [record["name"]] * 2
