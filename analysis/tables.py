@@ -5,6 +5,7 @@ A table lives in a markdown file between two markers; everything between them is
     <!-- table: sine_quick -->          the headline rows of summaries/sine_quick.json
     <!-- table: sine_quick seeds -->    one row per meta-training seed
     <!-- table: sine_quick candidates -->   the rows without a reading: candidates of a choice
+    <!-- table: omniglot_cpu_wide trajectory -->   Omniglot headline rows, trajectory accuracy
     <!-- table: omniglot_cpu_learners learners -->   representation x learner, held-out accuracy
     <!-- table: omniglot_cpu_learners learners_trajectory -->   the same, trajectory accuracy
     <!-- table: omniglot_cpu_table2 table2 -->   the paper's Table 2 layout, the paper's values beside
@@ -22,7 +23,7 @@ from pathlib import Path
 from utils.errors import UserError
 
 BLOCK = re.compile(r"(<!-- table: *([\w.-]+)(?: +(\w+))? *-->\n)(.*?)(<!-- /table -->)", re.S)
-KINDS = ("headline", "seeds", "candidates", "learners", "learners_trajectory", "table2", "table2_seeds")
+KINDS = ("headline", "trajectory", "seeds", "candidates", "learners", "learners_trajectory", "table2", "table2_seeds")
 METRIC_TITLES = {"final_mse": "MSE after all functions", "first_mse": "MSE after function 1"}
 
 
@@ -66,13 +67,14 @@ def _title(name: str) -> str:
     return f"{'held-out' if kind == 'held_out' else 'trajectory'}, {n} classes"
 
 
-def _columns(summary: dict) -> list[str]:
+def _columns(summary: dict, kind: str = "held_out") -> list[str]:
     """The metrics shown, in a fixed order (the summary's keys are sorted as text): sine the MSE after
-    all functions, then after function 1; Omniglot the held-out accuracy at each class count, ascending."""
+    all functions, then after function 1; Omniglot the held-out (or trajectory) accuracy at each class
+    count, ascending."""
     names = list(summary["rows"][0]["metrics"])
     if summary["benchmark"] == "sine":
         return [n for n in METRIC_TITLES if n in names]
-    return sorted((n for n in names if n.startswith("held_out@")), key=lambda n: int(n.split("@")[1]))
+    return sorted((n for n in names if n.startswith(f"{kind}@")), key=lambda n: int(n.split("@")[1]))
 
 
 def _rate(rates: list) -> str:
@@ -86,8 +88,10 @@ def _rate(rates: list) -> str:
 
 # --- the tables ------------------------------------------------------------------------------------
 
-def headline(summary: dict, with_reading: bool = True) -> str:
-    columns = _columns(summary)
+def headline(summary: dict, with_reading: bool = True, kind: str = "held_out") -> str:
+    columns = _columns(summary, kind)
+    if not columns:
+        raise UserError(f"the summary has no {kind} metric to show")
     primary = columns[0]
     best = (min if _lower_is_better(summary) else max)(summary["rows"], key=lambda r: r["metrics"][primary]["mean"])
     lines = ["| method | seeds | " + " | ".join(f"{_title(c)}: mean (95% CI across seeds)" for c in columns) + " |",
@@ -451,6 +455,10 @@ def render(summary: dict, kind: str, name: str = "summary") -> str:
         table = learners(summary, name, "trajectory" if kind == "learners_trajectory" else "held_out")
     elif kind == "seeds":
         table = seeds(summary)
+    elif kind == "trajectory":
+        if summary.get("benchmark") == "sine":
+            raise UserError(f"table '{name}': kind 'trajectory' is for Omniglot summaries (sine has no trajectory accuracy)")
+        table = headline(summary, kind="trajectory")
     else:
         table = headline(summary, with_reading=kind == "headline")
     missing = not_counted(summary)

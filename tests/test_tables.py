@@ -123,6 +123,20 @@ def test_an_omniglot_table_reads_every_class_count():
     assert "Reading (held-out, 200 classes, 95% t intervals across seeds): A higher than B (intervals apart)." in text
 
 
+def test_the_trajectory_table_shows_and_reads_trajectory_accuracy_alone():
+    summary = {"benchmark": "omniglot", "not_counted": [], "rows": [
+        {"label": label, "method": label, "seeds": [1, 2, 3], "by_seed": {},
+         "metrics": {"held_out@10": {"mean": h, "ci_low": h - 0.01, "ci_high": h + 0.01},
+                     "trajectory@10": {"mean": t, "ci_low": t - 0.01, "ci_high": t + 0.01}}}
+        for label, h, t in (("A", 0.50, 0.90), ("B", 0.50, 0.70))]}
+    text = tables.render(summary, "trajectory")
+    assert text.splitlines()[0] == "| method | seeds | trajectory, 10 classes: mean (95% CI across seeds) |"
+    assert "| A | 3 | **.900 (.890–.910)** |" in text and "held-out" not in text
+    assert "Reading (trajectory, 10 classes, 95% t intervals across seeds): A higher than B (intervals apart)." in text
+    with pytest.raises(UserError, match="Omniglot"):
+        tables.render({"benchmark": "sine", "rows": summary["rows"]}, "trajectory", "sine_x")
+
+
 def test_a_learner_without_a_rate_is_shown_as_none():
     assert tables._rate([{"10": None, "50": None}]) == "none/none" and tables._rate([0.001, None]) == "0.001, none"
 
