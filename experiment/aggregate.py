@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from experiment import aggregate_table2
+from experiment.method_fields import OMNIGLOT_METHOD_FIELDS, SINE_METHOD_FIELDS, fields_not_read
 from experiment.summaries import summary_of
 from experiment.sweep_records import job_states, read_sweep
 from utils import bounds
@@ -130,7 +131,11 @@ def _evaluation(job: dict, sweep_name: str) -> dict:
     if type(evaluated.get("seed")) is not int:
         raise NotCounted("damaged", f"{run / 'config.json'} records no integer seed")
     method = result.get("model", {}).get("method") if isinstance(result.get("model"), dict) else None
-    settings = {k: v for k, v in evaluated.items() if k != "seed"}
+    # a field the method never reads (OML's checkpoint records the preset's srnn_beta) is no setting
+    # of it: a preset's later change of that field must not split the method's seeds into two rows
+    ignored = fields_not_read(method or evaluated.get("method"),
+                              SINE_METHOD_FIELDS if result["benchmark"] == "sine" else OMNIGLOT_METHOD_FIELDS)
+    settings = {k: v for k, v in evaluated.items() if k != "seed" and k not in ignored}
     arguments = config.get("args") if "evaluated" in config else None
     if isinstance(arguments, dict):  # a flag "evaluated" records (--rln, the learner) is counted there
         settings.update({f"--{k.replace('_', '-')}": v for k, v in arguments.items()

@@ -6,6 +6,7 @@ inner loop's fast weights) and the network with its Adam state, in bytes; they a
 right within a factor of about two, enough to refuse a size typed with three zeros too many
 before it makes the machine swap (the single checks of one value live in utils/bounds.py).
 """
+from experiment.method_fields import OMNIGLOT_METHOD_FIELDS, SINE_METHOD_FIELDS  # noqa: F401 (the scripts read them here)
 from experiment.omniglot_presets import OmniglotConfig
 from experiment.sine_presets import SineConfig
 from model.anml import anml_shapes
@@ -56,29 +57,6 @@ def training_intervals(args) -> None:
 
 
 # --- the flags of one method --------------------------------------------------------------------------
-
-# The config fields only some methods read (the others ignore them); a flag of one given with another
-# method is refused, not silently ignored. The shared ones (network, data, --steps, --seed) are absent,
-# and so are --tasks, --class-split and --meta-random: validate() bounds them by --n-classes for every
-# method, so a baseline on few classes may need them set to pass.
-OMNIGLOT_METHOD_FIELDS = {
-    **dict.fromkeys(("update_step", "held_out", "reset", "update_lr", "meta_lr"), ("oml", "anml")),
-    "first_order": ("oml", "anml", "maml-rep"),
-    "nm_channels": ("anml",),
-    **dict.fromkeys(("iid_batch", "iid_lr", "iid_epochs"), ("pretraining", "srnn")),
-    "srnn_beta": ("srnn",),
-    **dict.fromkeys(("ways", "shots", "query", "inner_steps", "maml_update_lr", "maml_meta_lr", "maml_clip",
-                     "maml_steps"), ("maml-rep",)),
-}
-# Sine: the evaluation after training (any method) reads tasks, capacity and the slot layout, and
-# its `trajectory` protocol the inner loop's update_step, batch_size, update_lr and inner_clip.
-SINE_METHOD_FIELDS = {
-    **dict.fromkeys(("meta_lr", "meta_batch", "first_order"), ("oml",)),
-    **dict.fromkeys(("update_step", "batch_size", "update_lr", "inner_clip"), ("oml", "trajectory evaluation")),
-    "iid_lr": ("pretraining", "srnn"),
-    "srnn_beta": ("srnn",),
-}
-
 
 def method_flags(given: dict, method: str, fields: dict, also: tuple = ()) -> None:
     """Refuse the first flag of `given` ({dest: (flag, value[, as typed])}, experiment.config.

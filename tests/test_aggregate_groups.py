@@ -98,3 +98,26 @@ def test_each_summary_row_records_the_settings_that_tell_it_apart(tmp_path, caps
     rows = json.loads(summary.read_text())["rows"]
     assert sorted((r["label"], r["settings"]["learner"] or "") for r in rows) == \
         [("OML (learner=None)", ""), ("OML (learner=slda)", "slda")]
+
+
+def _set_evaluated(run: Path, **fields) -> Path:
+    config = json.loads((run / "config.json").read_text())
+    config["evaluated"].update(fields)
+    (run / "config.json").write_text(json.dumps(config))
+    return run
+
+
+def test_a_field_the_method_never_reads_does_not_split_its_seeds(tmp_path):
+    # OML checkpoints record the preset's srnn_beta; the preset's β changed between two of its seeds
+    oml = [_set_evaluated(_evaluation_run(tmp_path, f"o{s}", s, 0.5), srnn_beta=beta) for s, beta in ((1, 0.2), (2, 0.8))]
+    assert [len(g["members"]) for g in aggregate.groups_of(aggregate.collect(_sweep(tmp_path, "oml", oml))[0])] == [2]
+    # SR-NN reads β: two values are two rows
+    srnn = []
+    for seed, beta in ((1, 0.2), (2, 0.8)):
+        run = _set_evaluated(_evaluation_run(tmp_path, f"s{seed}", seed, 0.3), srnn_beta=beta, method="srnn")
+        result = json.loads((run / "results.json").read_text())
+        result["model"]["method"] = "srnn"
+        (run / "results.json").write_text(json.dumps(result))
+        srnn.append(run)
+    groups = aggregate.groups_of(aggregate.collect(_sweep(tmp_path, "srnn", srnn))[0])
+    assert sorted(g["label"] for g in groups) == ["SR-NN (srnn_beta=0.2)", "SR-NN (srnn_beta=0.8)"]
