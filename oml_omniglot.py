@@ -24,7 +24,7 @@ import torch
 
 from datasets.omniglot import load_omniglot
 from datasets.omniglot_selection import reported_split, selection_split
-from experiment import grid, limits
+from experiment import grid, limits, method_fields
 from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve, sweep_members, sweepable
 from experiment.evaluation import native
 from experiment.evaluation.features import feature_bank
@@ -138,7 +138,7 @@ def main(args):
         run = open_resumed(payload, config, device)
     else:
         config = _config(args)
-        limits.method_flags(_given(args), config.method, limits.OMNIGLOT_METHOD_FIELDS)
+        limits.method_flags(_given(args), config.method, method_fields.OMNIGLOT_METHOD_FIELDS)
         for member in sweep_members(args, sweep["grid"]):  # every value of a list, not only the one run here
             limits.omniglot_training(_config(member))
         limits.omniglot_training(config)

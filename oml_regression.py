@@ -11,7 +11,7 @@ import argparse
 
 import torch
 
-from experiment import grid, limits
+from experiment import grid, limits, method_fields
 from experiment.checkpoint import load_checkpoint
 from experiment.config import add_flags, as_dict, given_flags, given_settings, resolve, sweep_members, sweepable
 from experiment.evaluation.sine import EVAL_SEED, evaluate, headline, make_protocol
@@ -97,7 +97,7 @@ def main(args):
         run = open_resumed(payload, config, device)
     else:
         config = _config(args)
-        limits.method_flags(_given(args), config.method, limits.SINE_METHOD_FIELDS,
+        limits.method_flags(_given(args), config.method, method_fields.SINE_METHOD_FIELDS,
                             also=("trajectory evaluation",) if args.eval_protocol == "trajectory" else ())
         for member in sweep_members(args, sweep["grid"]):  # every value of a list, not only the one run here
             member_config = _config(member)

@@ -6,7 +6,6 @@ inner loop's fast weights) and the network with its Adam state, in bytes; they a
 right within a factor of about two, enough to refuse a size typed with three zeros too many
 before it makes the machine swap (the single checks of one value live in utils/bounds.py).
 """
-from experiment.method_fields import OMNIGLOT_METHOD_FIELDS, SINE_METHOD_FIELDS  # noqa: F401 (the scripts read them here)
 from experiment.omniglot_presets import OmniglotConfig
 from experiment.sine_presets import SineConfig
 from model.anml import anml_shapes

@@ -10,7 +10,7 @@ import evaluate_omniglot
 import evaluate_regression
 import oml_omniglot
 import oml_regression
-from experiment import limits
+from experiment import limits, method_fields
 from experiment.config import given_flags, given_settings
 from experiment.omniglot_presets import OmniglotConfig
 from experiment.sine_presets import SineConfig
@@ -235,7 +235,7 @@ def test_the_trajectory_evaluation_reads_the_inner_loop_flags():
     args = oml_regression.get_args_parser().parse_args(["--method", "pretraining", "--update_lr", "0.1",
                                                         "--eval-protocol", "trajectory"])
     args, _ = oml_regression.sweep_point(args)
-    limits.method_flags(oml_regression._given(args), "pretraining", limits.SINE_METHOD_FIELDS,
+    limits.method_flags(oml_regression._given(args), "pretraining", method_fields.SINE_METHOD_FIELDS,
                         also=("trajectory evaluation",))
 
 
@@ -243,7 +243,7 @@ def test_the_trajectory_evaluation_reads_the_inner_loop_flags():
 def test_the_method_table_names_real_fields_and_methods(script):
     """A renamed field or method would make the table silently check nothing."""
     config_cls = SCRIPTS[script][1]
-    table = limits.OMNIGLOT_METHOD_FIELDS if config_cls is OmniglotConfig else limits.SINE_METHOD_FIELDS
+    table = method_fields.OMNIGLOT_METHOD_FIELDS if config_cls is OmniglotConfig else method_fields.SINE_METHOD_FIELDS
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
     methods = set(fields["method"].metadata["choices"])
     for name, users in table.items():

@@ -25,7 +25,7 @@ import oml_omniglot
 import oml_regression
 import plot_results
 import visualize_representations
-from experiment import export, limits
+from experiment import export, limits, method_fields
 from experiment.checkpoint import DIGEST, save_checkpoint
 from experiment.config import as_dict, resolve
 from experiment.evaluation import select
@@ -475,7 +475,7 @@ def _context(script, dest) -> tuple[str, list]:
     the evaluation after training, or by Table 2) is tested where it is read, so that its own bound,
     not its being foreign, is what refuses the value."""
     if script == "train_omni":
-        users = limits.OMNIGLOT_METHOD_FIELDS.get(dest, ("oml",))
+        users = method_fields.OMNIGLOT_METHOD_FIELDS.get(dest, ("oml",))
         if "oml" in users:
             return script, []
         if users[0] == "anml":
@@ -483,7 +483,7 @@ def _context(script, dest) -> tuple[str, list]:
                             "--nm-channels", "2", "--strides", "1", "1", "1"]
         return script, ["--method", users[0]]
     if script == "train_sine":
-        users = limits.SINE_METHOD_FIELDS.get(dest, ("oml",))
+        users = method_fields.SINE_METHOD_FIELDS.get(dest, ("oml",))
         extra = ["--eval-runs", "1", "--eval-test-samples", "4"] if dest.startswith("eval_") and dest != "eval_runs" else []
         return script, ([] if "oml" in users else ["--method", users[0]]) + extra
     if script == "export":  # a baseline, whose RLN/PLN split --rln chooses
