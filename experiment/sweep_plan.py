@@ -147,7 +147,7 @@ def plan(args, script_argv: list) -> dict:
         models = given_models(args.models)
     if args.models_from:
         where = parse_where(args.models_where)
-        models = [run for sweep_dir in args.models_from for run in finished_runs(Path(sweep_dir))
+        models = [run for sweep_dir in args.models_from for run in finished_runs(Path(sweep_dir), where)
                   if config_matches(run, where)]
         if not models:
             raise UserError(f"--models-where {' '.join(args.models_where)}: no finished run of --models-from matches")
@@ -222,9 +222,19 @@ def config_matches(run_dir: Path, where: dict) -> bool:
     return all(config[key] in value if isinstance(value, list) else config[key] == value for key, value in where.items())
 
 
-def finished_runs(sweep_dir: Path) -> list[Path]:
-    """The run folders of a sweep's finished jobs, in rank order (a sweep with unfinished jobs is refused)."""
-    states = job_states(sweep_dir)
+def _excluded_by(job: dict, where: dict) -> bool:
+    """Whether the job's own grid combination contradicts --models-where (it would never be evaluated)."""
+    combination = job.get("combination") or {}
+    return any(key in combination and not (combination[key] in value if isinstance(value, list)
+                                           else combination[key] == value)
+               for key, value in where.items())
+
+
+def finished_runs(sweep_dir: Path, where: dict | None = None) -> list[Path]:
+    """The run folders of a sweep's finished jobs, in rank order. A sweep with unfinished jobs is refused,
+    except jobs whose grid combination --models-where excludes: a candidate that failed for good (a rate
+    at which training dies) then does not block evaluating the others, and is left out by name."""
+    states = [s for s in job_states(sweep_dir) if not _excluded_by(s, where or {})]
     unfinished = [f"r{s['rank']} ({s['state']})" for s in states if s["state"] != "finished"]
     if unfinished:
         raise UserError(f"--models-from {sweep_dir}: jobs not finished: {', '.join(unfinished)}; relaunch that sweep "

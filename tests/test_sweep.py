@@ -118,6 +118,32 @@ def test_a_failed_job_is_reported_with_its_error_never_averaged(local_sweep, tmp
     assert "(one seed)" in tables and "| sweep/r3 | failed |" in tables and "error: --width" in tables
 
 
+def test_a_candidate_that_failed_for_good_is_left_out_by_models_where_and_blocks_otherwise(local_sweep, tmp_path,
+                                                                                             capsys):
+    """A grid value at which training dies (a rate too large) fails on every relaunch; naming the values
+    to evaluate with --models-where leaves that job out instead of refusing the whole sweep."""
+    _, folder = local_sweep
+    copy = tmp_path / "sweep"
+    (copy / "jobs").mkdir(parents=True)
+    (copy / "sweep.json").write_text((folder / "sweep.json").read_text())
+    for rank in range(4):
+        record = json.loads((folder / "jobs" / f"r{rank}.json").read_text())
+        if rank == 3:  # pretraining, seed 2
+            record = {**record, "state": "failed", "error": "error: training cannot recover"}
+        (copy / "jobs" / f"r{rank}.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match=r"jobs not finished: r3 \(failed\)"):
+        launch(tmp_path, ["--runs", "2"], "--models-from", str(copy), "--dry-run", script="evaluate_regression.py")
+    with pytest.raises(UserError, match=r"jobs not finished: r3 \(failed\)"):  # the filter keeps r3: still refused
+        launch(tmp_path, ["--runs", "2"], "--models-from", str(copy), "--models-where", "method=pretraining",
+               "--dry-run", script="evaluate_regression.py")
+    capsys.readouterr()
+    launch(tmp_path, ["--runs", "2"], "--models-from", str(copy), "--models-where", "seed=1", "--dry-run",
+           script="evaluate_regression.py")
+    jobs = capsys.readouterr().out.splitlines()[1:]
+    trained = [Path(s["run_dir"]) for s in sweep_records.job_states(folder)]
+    assert len(jobs) == 2 and all(f"--model {run}" in line for run, line in zip(trained[0::2], jobs))
+
+
 def test_models_where_picks_one_method_and_several_sweeps_aggregate_as_one(local_sweep, tmp_path, capsys):
     _, folder = local_sweep
     capsys.readouterr()
