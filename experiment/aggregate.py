@@ -47,7 +47,8 @@ import numpy as np
 from experiment import aggregate_table2
 from experiment.method_fields import OMNIGLOT_METHOD_FIELDS, SINE_METHOD_FIELDS, fields_not_read
 from experiment.summaries import summary_of
-from experiment.sweep_records import job_states, read_sweep
+from experiment.sweep_compute import training_folders
+from experiment.sweep_records import excluded_by, job_states, read_sweep
 from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
@@ -163,7 +164,23 @@ def collect(sweep_dir) -> tuple[list[dict], list[dict]]:
         except NotCounted as why:
             state, error = why.args
             problems.append({**problem, "state": state, "error": error})
-    return evaluations, problems
+    return evaluations, problems + left_out_in_training(Path(sweep_dir))
+
+
+def left_out_in_training(sweep_dir: Path) -> list[dict]:
+    """The training jobs an evaluation sweep's --models-where left out because they never finished (a
+    candidate at which training died): a summary of the candidates then names every one that was tried."""
+    where = read_sweep(sweep_dir).get("models_where") or {}
+    if not where:
+        return []  # without a filter, an unfinished training job blocks the evaluation sweep (sweep_plan)
+    problems = []
+    for folder in training_folders(sweep_dir):
+        if not (folder / "sweep.json").is_file():
+            continue  # a training sweep that is gone: its cost is reported missing by the compute table
+        problems += [{"sweep": folder.name, "rank": job["rank"], "state": f"{job['state']} in training",
+                      "run_dir": job.get("run_dir"), "error": job.get("error"), "command": job.get("command")}
+                     for job in job_states(folder) if job["state"] != "finished" and excluded_by(job, where)]
+    return problems
 
 
 def _key(settings: dict) -> str:
@@ -400,7 +417,7 @@ def aggregate(sweep_dirs, out=None, summary=None) -> Path:
     for sweep_dir in sweep_dirs:
         found, missing = collect(sweep_dir)
         evaluations += found
-        problems += missing
+        problems += [p for p in missing if (p["sweep"], p["rank"]) not in {(q["sweep"], q["rank"]) for q in problems}]
     if not evaluations:
         listed = "; ".join(f"{p['sweep']}/r{p['rank']} {p['state']}" for p in problems[:5]) or "the sweep has no jobs"
         raise UserError(f"nothing to aggregate: no job of {' '.join(map(str, sweep_dirs))} has a usable evaluation "

@@ -117,7 +117,7 @@ def sweep_cost(sweep_dir, role_if_unread: str = "training") -> dict:
 
 
 def sweeps_cost(sweep_dirs) -> list[dict]:
-    """The cost of each sweep given and of each training sweep they name (models_from, _training_folders);
+    """The cost of each sweep given and of each training sweep they name (models_from, training_folders);
     every sweep once."""
     costs, seen = [], set()
     queue = [Path(d) for d in sweep_dirs]
@@ -127,12 +127,12 @@ def sweeps_cost(sweep_dirs) -> list[dict]:
             continue
         seen.add(folder.name)
         cost = sweep_cost(folder)
-        queue += _training_folders(folder) if cost.get("models_from") else []
+        queue += training_folders(folder) if cost.get("models_from") else []
         costs.append(cost)
     return costs
 
 
-def _training_folders(sweep_dir: Path) -> list[Path]:
+def training_folders(sweep_dir: Path) -> list[Path]:
     """The training sweeps an evaluation sweep names: next to it by name (a results tree moved as a
     whole), else where sweep.json recorded them (a training sweep of another day's folder)."""
     sweep = read_sweep(sweep_dir)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from experiment import grid
 from experiment.checkpoint import resolve_checkpoint_path
-from experiment.sweep_records import job_states
+from experiment.sweep_records import excluded_by, job_states
 from utils import bounds
 from utils.errors import UserError
 
@@ -222,19 +222,11 @@ def config_matches(run_dir: Path, where: dict) -> bool:
     return all(config[key] in value if isinstance(value, list) else config[key] == value for key, value in where.items())
 
 
-def _excluded_by(job: dict, where: dict) -> bool:
-    """Whether the job's own grid combination contradicts --models-where (it would never be evaluated)."""
-    combination = job.get("combination") or {}
-    return any(key in combination and not (combination[key] in value if isinstance(value, list)
-                                           else combination[key] == value)
-               for key, value in where.items())
-
-
 def finished_runs(sweep_dir: Path, where: dict | None = None) -> list[Path]:
     """The run folders of a sweep's finished jobs, in rank order. A sweep with unfinished jobs is refused,
     except jobs whose grid combination --models-where excludes: a candidate that failed for good (a rate
     at which training dies) then does not block evaluating the others, and is left out by name."""
-    states = [s for s in job_states(sweep_dir) if not _excluded_by(s, where or {})]
+    states = [s for s in job_states(sweep_dir) if not excluded_by(s, where or {})]
     unfinished = [f"r{s['rank']} ({s['state']})" for s in states if s["state"] != "finished"]
     if unfinished:
         raise UserError(f"--models-from {sweep_dir}: jobs not finished: {', '.join(unfinished)}; relaunch that sweep "

@@ -76,6 +76,14 @@ def job_states(sweep_dir) -> list[dict]:
     return states
 
 
+def excluded_by(job: dict, where: dict) -> bool:
+    """Whether the job's grid combination contradicts a --models-where filter (so no evaluation takes it)."""
+    combination = job.get("combination") or {}
+    return any(key in combination and not (combination[key] in value if isinstance(value, list)
+                                           else combination[key] == value)
+               for key, value in where.items())
+
+
 def _argv_of(pid, host) -> list[str] | None:
     """The command line of process `pid` if it runs on this host: None where it does not (or is a zombie),
     [] where it runs but this host has no /proc to say what it runs."""

@@ -142,6 +142,14 @@ def test_a_candidate_that_failed_for_good_is_left_out_by_models_where_and_blocks
     jobs = capsys.readouterr().out.splitlines()[1:]
     trained = [Path(s["run_dir"]) for s in sweep_records.job_states(folder)]
     assert len(jobs) == 2 and all(f"--model {run}" in line for run, line in zip(trained[0::2], jobs))
+    # evaluated and aggregated, the summary still names the candidate that died in training
+    evaluated = launch(tmp_path, ["--runs", "2", "--test-samples", "20"], "--models-from", str(copy),
+                       "--models-where", "seed=1", "--executor", "local", "--name", "ev_left_out",
+                       script="evaluate_regression.py")
+    out = aggregate.aggregate(evaluated, tmp_path / "agg_left_out", summary=tmp_path / "left_out.json")
+    left_out = json.loads((tmp_path / "left_out.json").read_text())["not_counted"]
+    assert left_out == [{"job": "sweep/r3", "state": "failed in training", "error": "error: training cannot recover"}]
+    assert "| sweep/r3 | failed in training |" in (out / "tables.md").read_text()
 
 
 def test_models_where_picks_one_method_and_several_sweeps_aggregate_as_one(local_sweep, tmp_path, capsys):
