@@ -20,7 +20,7 @@ from pathlib import Path
 
 from experiment import grid
 from experiment.checkpoint import resolve_checkpoint_path
-from experiment.sweep_records import excluded_by, job_states
+from experiment.sweep_records import excluded_by, job_states, value_matches
 from utils import bounds
 from utils.errors import UserError
 
@@ -219,7 +219,7 @@ def config_matches(run_dir: Path, where: dict) -> bool:
     unknown = [key for key in where if key not in config]
     if unknown:
         raise UserError(f"--models-where: {', '.join(unknown)} is not a setting of {run_dir.name} (config.json)")
-    return all(config[key] in value if isinstance(value, list) else config[key] == value for key, value in where.items())
+    return all(value_matches(config[key], wanted) for key, wanted in where.items())
 
 
 def finished_runs(sweep_dir: Path, where: dict | None = None) -> list[Path]:

@@ -76,12 +76,15 @@ def job_states(sweep_dir) -> list[dict]:
     return states
 
 
+def value_matches(value, wanted) -> bool:
+    """A --models-where test of one setting: equal to `wanted`, or any of it when it is a list."""
+    return value in wanted if isinstance(wanted, list) else value == wanted
+
+
 def excluded_by(job: dict, where: dict) -> bool:
     """Whether the job's grid combination contradicts a --models-where filter (so no evaluation takes it)."""
     combination = job.get("combination") or {}
-    return any(key in combination and not (combination[key] in value if isinstance(value, list)
-                                           else combination[key] == value)
-               for key, value in where.items())
+    return any(key in combination and not value_matches(combination[key], wanted) for key, wanted in where.items())
 
 
 def _argv_of(pid, host) -> list[str] | None:
