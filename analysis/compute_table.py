@@ -4,7 +4,8 @@ Reads every summaries/*.json (its `compute` entry, experiment/summaries.py): per
 sweeps it aggregates and the training sweeps they evaluate, with their jobs, wall hours and CPU
 hours, the summary's total, and one total over all summaries that counts a sweep shared by
 several summaries once. Then, per summary, its commands in the order they must run: each
-training sweep, each evaluation sweep, the aggregate. analysis/tables.py puts it between the
+training sweep, each evaluation sweep, the aggregate (with a comment naming the rows it keeps from
+the summary itself, for a summary made with --keep-rows). analysis/tables.py puts it between the
 markers `<!-- table: compute -->` and `<!-- /table -->`.
 """
 import json
@@ -85,6 +86,11 @@ def commands(summaries: dict[str, dict]) -> str:
             continue
         lines += ["", f"# {name}"]
         lines += [sweep["rerun"] for sweep in in_order(compute) if "rerun" in sweep]
+        kept = summary.get("kept_rows")
+        if kept:  # experiment/summaries.py keep_rows: the aggregate reads those rows from the summary itself
+            lines.append(f"# the aggregate keeps {', '.join(kept['labels'])} as {kept['from']} holds them "
+                         f"(from {', '.join(kept['sweeps'])}); aggregating every evaluation sweep above instead "
+                         "remakes them")
         lines.append(compute["aggregate"])
     return "\n".join(lines + ["```"])
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiment import aggregate_table2
+from experiment import aggregate_table2, summaries
 from experiment.method_fields import OMNIGLOT_METHOD_FIELDS, SINE_METHOD_FIELDS, fields_not_read
 from experiment.summaries import summary_of
 from experiment.sweep_compute import training_folders
@@ -75,6 +75,10 @@ def get_args_parser():
     parser.add_argument("--out", default=None, help="output folder (default SWEEP_DIR/aggregate; needed for several)")
     parser.add_argument("--summary", default=None, metavar="FILE",
                         help="also write the small summary the repository keeps (summaries/<table>.json; "
+                             "experiment/summaries.py)")
+    parser.add_argument("--keep-rows", default=None, metavar="SUMMARY",
+                        help="with --summary: keep the rows of this earlier summary whose method the sweeps given "
+                             "hold no evaluation of (one method meta-trained again, the others as they were; "
                              "experiment/summaries.py)")
     return parser
 
@@ -403,11 +407,15 @@ def previous_group_files(out: Path) -> list[Path]:
     return [out / name for name in listed if isinstance(name, str) and OWN_FILES.fullmatch(name) and (out / name).is_file()]
 
 
-def aggregate(sweep_dirs, out=None, summary=None) -> Path:
-    """Aggregate one sweep folder, or several into one table (`out` then required)."""
+def aggregate(sweep_dirs, out=None, summary=None, keep_rows=None) -> Path:
+    """Aggregate one sweep folder, or several into one table (`out` then required); with `keep_rows`
+    (a summary file), its rows of the methods these sweeps do not hold join the summary written."""
     sweep_dirs = [Path(d) for d in ([sweep_dirs] if isinstance(sweep_dirs, (str, Path)) else sweep_dirs)]
     if len(sweep_dirs) > 1 and out is None:
         raise UserError("several sweeps are aggregated into one folder: give --out DIR")
+    if keep_rows is not None and summary is None:
+        raise UserError("--keep-rows keeps rows in a summary: give --summary FILE too")
+    earlier = summaries.read_summary(keep_rows) if keep_rows is not None else None
     if len({d.name for d in sweep_dirs}) != len(sweep_dirs):
         raise UserError(f"two sweeps of the same name: {' '.join(map(str, sweep_dirs))}")
     sweeps = [read_sweep(d) for d in sweep_dirs]
@@ -449,8 +457,10 @@ def aggregate(sweep_dirs, out=None, summary=None) -> Path:
                     "jobs": r["aggregate"]["jobs"]} for r, f in zip(results, files)],
         "not_counted": problems})
     if summary is not None:
-        command = f"python -m experiment.aggregate {' '.join(d.name for d in sweep_dirs)} --summary {summary}"
-        write_json(summary, summary_of(sweeps, groups, results, command, problems, sweep_dirs))
+        kept = f" --keep-rows {keep_rows}" if keep_rows is not None else ""
+        command = f"python -m experiment.aggregate {' '.join(d.name for d in sweep_dirs)}{kept} --summary {summary}"
+        written = summary_of(sweeps, groups, results, command, problems, sweep_dirs)
+        write_json(summary, written if earlier is None else summaries.keep_rows(earlier, written, str(keep_rows)))
     print(text, end="")
     plot = "its tables: tables.md" if kinds == {aggregate_table2.BENCHMARK} else \
         f"plot it: python plot_results.py {out if len(sweep_dirs) > 1 else sweep_dirs[0]} --out figure.png"
@@ -481,7 +491,7 @@ def group_files(sweep_dir) -> list[Path]:
 
 
 def main(args):
-    return aggregate(args.sweep, args.out, args.summary)
+    return aggregate(args.sweep, args.out, args.summary, args.keep_rows)
 
 
 if __name__ == "__main__":

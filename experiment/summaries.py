@@ -12,7 +12,13 @@ experiment/aggregate_table2.py). analysis/tables.py turns these files into the t
 what the files give. `compute`: what the summary's sweeps and the training sweeps they evaluate
 cost (jobs, wall and CPU hours) and the command that reruns each (experiment/sweep_compute.py);
 `made_by` reruns the aggregate.
+
+`--keep-rows EARLIER` (keep_rows) makes a summary from new sweeps for some methods and an earlier
+summary's rows for the others: a method's rows are replaced whole when the new sweeps hold it (OML
+meta-trained again at a new rate, say), every other row is kept as it was, with the sweeps, jobs not
+counted and costs that stand behind it. `kept_rows` names what was kept and from where.
 """
+import json
 from pathlib import Path
 
 from experiment import aggregate_table2
@@ -123,3 +129,69 @@ def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], comm
                          "error": " ".join(str(p.get("error") or "").split())[:200]} for p in problems],
         "compute": compute_of(sweep_dirs, command) if sweep_dirs is not None else None,
     }
+
+
+# --- a summary that keeps some rows of an earlier one ------------------------------------------------
+
+def read_summary(path) -> dict:
+    """A summary file (this module's format), or a one-line UserError naming what is wrong with it."""
+    try:
+        summary = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"--keep-rows: cannot read the summary '{path}' ({type(err).__name__})") from None
+    if not isinstance(summary, dict) or summary.get("format") != FORMAT or not isinstance(summary.get("rows"), list):
+        raise UserError(f"--keep-rows: '{path}' is not a summary of format {FORMAT} (experiment/summaries.py)")
+    return summary
+
+
+def _sweep_of(job: str) -> str:
+    return job.rsplit("/", 1)[0]  # "oc_seeds_test/r3" -> "oc_seeds_test"
+
+
+def _standing_behind(costs: list[dict], names: set) -> list[dict]:
+    """The cost entries of the sweeps named and of the training sweeps they evaluate, transitively."""
+    by_name = {c["name"]: c for c in costs}
+    wanted, queue = set(), list(names)
+    while queue:
+        name = queue.pop()
+        if name in wanted or name not in by_name:
+            continue
+        wanted.add(name)
+        queue += by_name[name].get("models_from") or []
+    return [c for c in costs if c["name"] in wanted]
+
+
+def keep_rows(earlier: dict, new: dict, earlier_name: str) -> dict:
+    """`new` (summary_of of the new sweeps) with the rows of `earlier` whose method `new` has no row of,
+    in `earlier`'s order (a replaced method's new rows where its first old row was, a new method last)."""
+    for key in ("benchmark", "split"):
+        if earlier.get(key) != new.get(key):
+            raise UserError(f"--keep-rows: '{earlier_name}' holds {key} {earlier.get(key)!r}, the new sweeps "
+                            f"{new.get(key)!r}; one summary holds one {key}")
+    replaced = {row["method"] for row in new["rows"]}
+    rows, placed, kept = [], set(), []
+    for row in earlier["rows"]:
+        if row["method"] not in replaced:
+            rows.append(row)
+            kept.append(row)
+        elif row["method"] not in placed:
+            rows += [r for r in new["rows"] if r["method"] == row["method"]]
+            placed.add(row["method"])
+    rows += [r for r in new["rows"] if r["method"] not in placed]
+    kept_sweeps = {_sweep_of(job) for row in kept for job in row.get("jobs", [])}
+    clash = kept_sweeps & {s["name"] for s in new["sweeps"]}
+    if clash:
+        raise UserError(f"--keep-rows: the kept rows of '{earlier_name}' come from sweep(s) {sorted(clash)} that "
+                        "the new sweeps also hold; aggregate them as new sweeps instead")
+    sweeps = [s for s in earlier.get("sweeps", []) if s["name"] in kept_sweeps] + new["sweeps"]
+    not_counted = [p for p in earlier.get("not_counted", []) if _sweep_of(p["job"]) in kept_sweeps] + new["not_counted"]
+    compute = new.get("compute")
+    if compute is not None:
+        new_names = {c["name"] for c in compute["sweeps"]}
+        earlier_costs = (earlier.get("compute") or {}).get("sweeps", [])
+        costs = [c for c in _standing_behind(earlier_costs, kept_sweeps) if c["name"] not in new_names]
+        costs += compute["sweeps"]
+        compute = {**compute, "sweeps": costs, "total": total(costs)}
+    return {**new, "rows": rows, "sweeps": sweeps, "not_counted": not_counted, "compute": compute,
+            "kept_rows": {"from": earlier_name, "labels": [row["label"] for row in kept],
+                          "sweeps": sorted(kept_sweeps)}}

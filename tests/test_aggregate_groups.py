@@ -121,3 +121,60 @@ def test_a_field_the_method_never_reads_does_not_split_its_seeds(tmp_path):
         srnn.append(run)
     groups = aggregate.groups_of(aggregate.collect(_sweep(tmp_path, "srnn", srnn))[0])
     assert sorted(g["label"] for g in groups) == ["SR-NN (srnn_beta=0.2)", "SR-NN (srnn_beta=0.8)"]
+
+
+# --- --keep-rows: one method evaluated again, the other rows of the earlier summary kept ----------
+
+def _method_run(root: Path, name: str, seed: int, held_out: float, method: str) -> Path:
+    run = _set_evaluated(_evaluation_run(root, name, seed, held_out), method=method)
+    result = json.loads((run / "results.json").read_text())
+    result["model"]["method"] = method
+    (run / "results.json").write_text(json.dumps(result))
+    return run
+
+
+def _earlier_and_new(tmp_path):
+    old = _sweep(tmp_path, "old", [_method_run(tmp_path, f"{m}{s}", s, value, m)
+                                   for m, value in (("oml", 0.3), ("pretraining", 0.2)) for s in (1, 2)])
+    earlier = tmp_path / "summaries" / "t.json"
+    aggregate.aggregate(old, summary=earlier)
+    new = _sweep(tmp_path, "new", [_method_run(tmp_path, f"again{s}", s, 0.5, "oml") for s in (1, 2)])
+    return earlier, new
+
+
+def test_keep_rows_replaces_the_method_evaluated_again_and_keeps_the_others_as_they_were(tmp_path):
+    earlier, new = _earlier_and_new(tmp_path)
+    before = json.loads(earlier.read_text())
+    aggregate.aggregate(new, summary=earlier, keep_rows=earlier)  # the summary made again in place
+    after = json.loads(earlier.read_text())
+    assert [r["label"] for r in after["rows"]] == ["OML (cpu)", "Pretraining (cpu)"]
+    assert after["rows"][0]["metrics"]["held_out@10"]["mean"] == 0.5 and after["rows"][0]["jobs"] == ["new/r0", "new/r1"]
+    assert after["rows"][1] == before["rows"][1]  # kept whole: numbers, seeds, jobs
+    assert [s["name"] for s in after["sweeps"]] == ["old", "new"]
+    assert after["kept_rows"] == {"from": str(earlier), "labels": ["Pretraining (cpu)"], "sweeps": ["old"]}
+    assert f"new --keep-rows {earlier} --summary {earlier}" in after["made_by"]
+    assert [c["name"] for c in after["compute"]["sweeps"]] == ["old", "new"]
+    assert after["compute"]["total"]["jobs"] == 6
+    aggregate.aggregate(new, summary=earlier, keep_rows=earlier)  # made again: the same file
+    assert json.loads(earlier.read_text()) == after
+    from analysis import compute_table
+    listed = compute_table.commands({"t": after}).splitlines()
+    assert any(line.startswith("# the aggregate keeps Pretraining (cpu)") and "(from old)" in line for line in listed)
+
+
+def test_keep_rows_refuses_another_split_a_clashing_sweep_and_a_missing_summary(tmp_path):
+    import pytest
+
+    from utils.errors import UserError
+    earlier, new = _earlier_and_new(tmp_path)
+    with pytest.raises(UserError, match="give --summary"):
+        aggregate.aggregate(new, keep_rows=earlier)
+    with pytest.raises(UserError, match="not a summary"):
+        aggregate.aggregate(new, summary=tmp_path / "s.json", keep_rows=tmp_path / "runs" / "oml1" / "config.json")
+    selection = json.loads(earlier.read_text())
+    (tmp_path / "sel.json").write_text(json.dumps({**selection, "split": "selection"}))
+    with pytest.raises(UserError, match="one summary holds one split"):
+        aggregate.aggregate(new, summary=tmp_path / "s.json", keep_rows=tmp_path / "sel.json")
+    clash = _sweep(tmp_path / "other", "old", [_method_run(tmp_path / "other", "x1", 1, 0.5, "oml")])
+    with pytest.raises(UserError, match="also hold"):
+        aggregate.aggregate(clash, summary=tmp_path / "s.json", keep_rows=earlier)
