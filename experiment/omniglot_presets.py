@@ -11,7 +11,7 @@
   meta set is only the held-out images of the trajectory classes, trajectory classes from all 963.
 - `cpu`: a reduced network that meta-trains in at most 30 minutes on 2 CPU cores
   (choice and measured cost: docs/protocols.md, "The `cpu` preset").
-- `cpu_wide`: `cpu` with 128 channels, the recommended way to reproduce the paper's Omniglot
+- `cpu_wide`: `cpu` with 128 channels (and the inner rate 0.03), the recommended way to reproduce the paper's Omniglot
   numbers on a CPU (choice, cost and results: docs/cpu_wide.md).
 
 Every preset meta-trains on all its classes; `--selection-classes` (`hold_out_selection`) holds the
@@ -189,7 +189,7 @@ OMNIGLOT_PRESETS["cpu"] = {**OMNIGLOT_PRESETS["oml2020"], "image_size": 28, "cha
                            # metric; length to fit about 25 min on one thread (docs/maml_rep.md)
                            "maml_update_lr": 0.1, "maml_meta_lr": 1e-3, "maml_steps": 15_000}
 # The recommended CPU reproduction of the paper's Omniglot numbers: the `cpu` preset with 128 channels
-# (1152 features) and twice its steps; its meta rate, 3e-4 like `cpu`'s, is its own choice. Width
+# (1152 features), twice its steps and the inner rate 0.03; its meta rate, 3e-4 like `cpu`'s, is its own choice. Width
 # and length chosen by the cost-accuracy study, the rates by a 3 x 3 grid, all on validation scores
 # within an hour's budget (docs/cpu_wide.md).
 # Its inner rate stays the 2020 code's 0.03: the search that moved `cpu` to 0.3 was not run at 128 channels.
