@@ -185,8 +185,9 @@ OMNIGLOT_PRESETS["cpu"] = {**OMNIGLOT_PRESETS["oml2020"], "image_size": 28, "cha
                            # SR-NN: chosen on the meta-validation classes among 0.1 / 0.2 / 0.4 / 0.8
                            # (docs/baselines.md; 0.2 until 4 December 2026, chosen on evaluation classes)
                            "srnn_beta": 0.8,
-                           # MAML-Rep: rates from a probe of three settings judged on the training
-                           # metric; length to fit about 25 min on one thread (docs/maml_rep.md)
+                           # MAML-Rep: rates from a probe judged on the training metric, both confirmed
+                           # on the meta-validation classes (docs/baselines.md); length to fit about
+                           # 25 min on one thread (docs/maml_rep.md)
                            "maml_update_lr": 0.1, "maml_meta_lr": 1e-3, "maml_steps": 15_000}
 # The recommended CPU reproduction of the paper's Omniglot numbers: the `cpu` preset with 128 channels
 # (1152 features), twice its steps and the inner rate 0.03; its meta rate, 3e-4 like `cpu`'s, is its own choice. Width
