@@ -1,6 +1,13 @@
+import os
 import signal
 import sys
 from pathlib import Path
+
+# pytest.ini runs the suite on one worker process per core (pytest-xdist). Each worker and the
+# scripts it starts then keep to one torch thread: two threads per worker on a busy core spin and
+# slow the whole suite down several-fold (docs/benchmarks.md).
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -343,6 +343,10 @@ def test_a_shared_kernel_cache_is_refused_before_anything_is_written(tiny, tmp_p
 def test_numba_without_its_jit_is_said(monkeypatch, capsys):
     """NUMBA_DISABLE_JIT=1 made the evaluation ~1500x slower without a word."""
     import numba
+
+    # Imported with the JIT on first: a first import under DISABLE_JIT would leave plain Python
+    # functions in sys.modules for every later test of this process (~1500x slower evaluations).
+    from experiment.evaluation import oml_online  # noqa: F401
     monkeypatch.setattr(native, "_KERNEL", None)
     monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
     capsys.readouterr()
