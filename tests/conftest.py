@@ -4,8 +4,8 @@ import sys
 from pathlib import Path
 
 # pytest.ini runs the suite on one worker process per core (pytest-xdist). Each worker and the
-# scripts it starts then keep to one torch thread: two threads per worker on a busy core spin and
-# slow the whole suite down several-fold (docs/benchmarks.md).
+# scripts it starts then keep to one torch thread: with two threads under load the small `cpu`
+# network ran about 10x slower (docs/benchmarks.md).
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["OMP_NUM_THREADS"] = "1"
 
