@@ -233,6 +233,22 @@ def test_killed_run_resumes_byte_for_byte(run_args, tmp_path, monkeypatch, metho
     assert (whole / "metrics.jsonl").read_bytes() == (killed / "metrics.jsonl").read_bytes()
 
 
+def test_a_finished_run_extended_by_resume_equals_the_longer_run(run_args, tmp_path):
+    """`--resume RUN --steps 2N` on a finished N-step run is the 2N-step run (no rate schedule; the
+    data stream's state is checkpointed and goes on where it stopped): docs/cpu_wide.md scores 10,000- and
+    20,000-step candidates from one run each, evaluated before and after such an extension."""
+    extra = ["--steps", "8", "--class-split", "6"]
+    whole = oml_omniglot.main(run_args(*extra, "--name", "whole"))
+    short = oml_omniglot.main(run_args("--steps", "4", "--class-split", "6", "--name", "short"))
+    oml_omniglot.main(oml_omniglot.get_args_parser().parse_args(["--resume", str(short), "--steps", "8", "--no-progress",
+                                                                  "--cache-dir", str(whole.parent / "c"),
+                                                                  "--nonstandard-data"]))
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)["state_dict"]
+    b = torch.load(short / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / "metrics.jsonl").read_bytes() == (short / "metrics.jsonl").read_bytes()
+    assert json.loads((short / "config.json").read_text())["steps"] == 8
+
 def test_a_dead_representation_stops_the_run_with_its_checkpoint(run_args, monkeypatch):
     """A cpu_wide pretraining seed had every ReLU of its representation at 0 from step 200 on and
     would have trained (and been evaluated) for 1,700 more steps at chance."""
