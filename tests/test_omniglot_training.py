@@ -212,6 +212,18 @@ def test_default_iid_steps_are_epochs(run_args):
     assert oml_omniglot._config(args).steps == 2 * steps_per_epoch(N_FAKE, 100)
 
 
+def _resume(run, cache, *flags):
+    oml_omniglot.main(oml_omniglot.get_args_parser().parse_args(["--resume", str(run), *flags, "--no-progress",
+                                                                  "--cache-dir", str(cache), "--nonstandard-data"]))
+
+
+def _assert_same_run(whole, other):
+    a = torch.load(whole / "checkpoint.pt", weights_only=True)["state_dict"]
+    b = torch.load(other / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / "metrics.jsonl").read_bytes() == (other / "metrics.jsonl").read_bytes()
+
+
 @pytest.mark.parametrize("method", ["oml", "pretraining"])
 def test_killed_run_resumes_byte_for_byte(run_args, tmp_path, monkeypatch, method):
     extra = ["--steps", "8", "--class-split", "6", "--method", method, *(["--iid-batch", "32"] if method != "oml" else [])]
@@ -224,30 +236,20 @@ def test_killed_run_resumes_byte_for_byte(run_args, tmp_path, monkeypatch, metho
     revive()
     killed = whole.parent / "killed_1"
     assert torch.load(killed / "checkpoint.pt", weights_only=True)["step"] == 4
-    oml_omniglot.main(oml_omniglot.get_args_parser().parse_args(["--resume", str(killed), "--no-progress",
-                                                                  "--cache-dir", str(whole.parent / "c"),
-                                                                  "--nonstandard-data"]))
-    a = torch.load(whole / "checkpoint.pt", weights_only=True)["state_dict"]
-    b = torch.load(killed / "checkpoint.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert (whole / "metrics.jsonl").read_bytes() == (killed / "metrics.jsonl").read_bytes()
+    _resume(killed, whole.parent / "c")
+    _assert_same_run(whole, killed)
 
 
-def test_a_finished_run_extended_by_resume_equals_the_longer_run(run_args, tmp_path):
+def test_a_finished_run_extended_by_resume_equals_the_longer_run(run_args):
     """`--resume RUN --steps 2N` on a finished N-step run is the 2N-step run (no rate schedule; the
     data stream's state is checkpointed and goes on where it stopped): docs/cpu_wide.md scores 10,000- and
     20,000-step candidates from one run each, evaluated before and after such an extension."""
-    extra = ["--steps", "8", "--class-split", "6"]
-    whole = oml_omniglot.main(run_args(*extra, "--name", "whole"))
+    whole = oml_omniglot.main(run_args("--steps", "8", "--class-split", "6", "--name", "whole"))
     short = oml_omniglot.main(run_args("--steps", "4", "--class-split", "6", "--name", "short"))
-    oml_omniglot.main(oml_omniglot.get_args_parser().parse_args(["--resume", str(short), "--steps", "8", "--no-progress",
-                                                                  "--cache-dir", str(whole.parent / "c"),
-                                                                  "--nonstandard-data"]))
-    a = torch.load(whole / "checkpoint.pt", weights_only=True)["state_dict"]
-    b = torch.load(short / "checkpoint.pt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert (whole / "metrics.jsonl").read_bytes() == (short / "metrics.jsonl").read_bytes()
+    _resume(short, whole.parent / "c", "--steps", "8")
+    _assert_same_run(whole, short)
     assert json.loads((short / "config.json").read_text())["steps"] == 8
+
 
 def test_a_dead_representation_stops_the_run_with_its_checkpoint(run_args, monkeypatch):
     """A cpu_wide pretraining seed had every ReLU of its representation at 0 from step 200 on and
