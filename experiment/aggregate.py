@@ -2,6 +2,8 @@
 
     python -m experiment.aggregate SWEEP_DIR            # tables on stdout, files in SWEEP_DIR/aggregate/
     python -m experiment.aggregate SWEEP_A SWEEP_B --out DIR   # one table from several sweeps (one per method, say)
+    python -m experiment.aggregate NEW --summary S.json --keep-rows S.json   # one method redone, other rows kept
+    python -m experiment.aggregate NEW --summary S.json --add-rows S.json    # a candidate added to S's rows
     python plot_results.py SWEEP_DIR --out fig.png      # Fig. 3 / Fig. 4 with bands across seeds
 
 Reads a sweep of experiment/sweep.py: a training sweep (each run's own evaluation after
@@ -80,6 +82,10 @@ def get_args_parser():
                         help="with --summary: keep the rows of this earlier summary whose method the sweeps given "
                              "hold no evaluation of (one method meta-trained again, the others as they were; "
                              "experiment/summaries.py)")
+    parser.add_argument("--add-rows", default=None, metavar="SUMMARY",
+                        help="with --summary: keep every row of this earlier summary and add the sweeps' rows, "
+                             "labelled by the settings that tell its rows apart (a grid of candidates extended "
+                             "past its edge; experiment/summaries.py)")
     return parser
 
 
@@ -198,8 +204,9 @@ def _follows_method(name: str, settings: list[dict]) -> bool:
     return len(values) > 1 and all(len(v) == 1 for v in values.values())
 
 
-def groups_of(evaluations: list[dict]) -> list[dict]:
-    """Evaluations grouped by their settings less the seed, each labelled by what tells it apart."""
+def groups_of(evaluations: list[dict], tell_apart=()) -> list[dict]:
+    """Evaluations grouped by their settings less the seed, each labelled by what tells it apart (and by
+    `tell_apart`, the settings labelling the rows of an earlier summary they join)."""
     grouped = {}
     for entry in evaluations:
         grouped.setdefault(_key(entry["settings"]), []).append(entry)
@@ -209,6 +216,7 @@ def groups_of(evaluations: list[dict]) -> list[dict]:
     # A setting that only follows the method (the i.i.d. baselines' own --steps, say) is part of the
     # method's recipe, not a second network: such rows would put each method on a row of its own.
     differing = [n for n in differing if not _follows_method(n, settings)]
+    differing += [n for n in tell_apart if n not in differing and any(n in s for s in settings)]
     groups = []
     for members in grouped.values():
         first = members[0]["settings"]
@@ -407,15 +415,19 @@ def previous_group_files(out: Path) -> list[Path]:
     return [out / name for name in listed if isinstance(name, str) and OWN_FILES.fullmatch(name) and (out / name).is_file()]
 
 
-def aggregate(sweep_dirs, out=None, summary=None, keep_rows=None) -> Path:
+def aggregate(sweep_dirs, out=None, summary=None, keep_rows=None, add_rows=None) -> Path:
     """Aggregate one sweep folder, or several into one table (`out` then required); with `keep_rows`
-    (a summary file), its rows of the methods these sweeps do not hold join the summary written."""
+    (a summary file), its rows of the methods these sweeps do not hold join the summary written; with
+    `add_rows`, all its rows do, and these sweeps' rows follow them."""
     sweep_dirs = [Path(d) for d in ([sweep_dirs] if isinstance(sweep_dirs, (str, Path)) else sweep_dirs)]
     if len(sweep_dirs) > 1 and out is None:
         raise UserError("several sweeps are aggregated into one folder: give --out DIR")
-    if keep_rows is not None and summary is None:
-        raise UserError("--keep-rows keeps rows in a summary: give --summary FILE too")
-    earlier = summaries.read_summary(keep_rows) if keep_rows is not None else None
+    if keep_rows is not None and add_rows is not None:
+        raise UserError("give --keep-rows (replace a method's rows) or --add-rows (add rows), not both")
+    earlier_file, flag = (keep_rows, "--keep-rows") if add_rows is None else (add_rows, "--add-rows")
+    if earlier_file is not None and summary is None:
+        raise UserError(f"{flag} keeps rows in a summary: give --summary FILE too")
+    earlier = summaries.read_summary(earlier_file, flag) if earlier_file is not None else None
     if len({d.name for d in sweep_dirs}) != len(sweep_dirs):
         raise UserError(f"two sweeps of the same name: {' '.join(map(str, sweep_dirs))}")
     sweeps = [read_sweep(d) for d in sweep_dirs]
@@ -430,7 +442,7 @@ def aggregate(sweep_dirs, out=None, summary=None, keep_rows=None) -> Path:
         listed = "; ".join(f"{p['sweep']}/r{p['rank']} {p['state']}" for p in problems[:5]) or "the sweep has no jobs"
         raise UserError(f"nothing to aggregate: no job of {' '.join(map(str, sweep_dirs))} has a usable evaluation "
                         f"({listed}{'; ...' if len(problems) > 5 else ''})")
-    groups = groups_of(evaluations)
+    groups = groups_of(evaluations, summaries.telling_apart(earlier) if add_rows is not None else ())
     results = [aggregate_group(g) for g in groups]
     kinds = {r["benchmark"] for r in results}
     if len(kinds) > 1:
@@ -457,10 +469,13 @@ def aggregate(sweep_dirs, out=None, summary=None, keep_rows=None) -> Path:
                     "jobs": r["aggregate"]["jobs"]} for r, f in zip(results, files)],
         "not_counted": problems})
     if summary is not None:
-        kept = f" --keep-rows {keep_rows}" if keep_rows is not None else ""
+        kept = f" {flag} {earlier_file}" if earlier_file is not None else ""
         command = f"python -m experiment.aggregate {' '.join(d.name for d in sweep_dirs)}{kept} --summary {summary}"
         written = summary_of(sweeps, groups, results, command, problems, sweep_dirs)
-        write_json(summary, written if earlier is None else summaries.keep_rows(earlier, written, str(keep_rows)))
+        if earlier is not None:
+            join = summaries.keep_rows if add_rows is None else summaries.add_rows
+            written = join(earlier, written, str(earlier_file))
+        write_json(summary, written)
     print(text, end="")
     plot = "its tables: tables.md" if kinds == {aggregate_table2.BENCHMARK} else \
         f"plot it: python plot_results.py {out if len(sweep_dirs) > 1 else sweep_dirs[0]} --out figure.png"
@@ -491,7 +506,7 @@ def group_files(sweep_dir) -> list[Path]:
 
 
 def main(args):
-    return aggregate(args.sweep, args.out, args.summary, args.keep_rows)
+    return aggregate(args.sweep, args.out, args.summary, args.keep_rows, args.add_rows)
 
 
 if __name__ == "__main__":

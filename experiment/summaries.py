@@ -17,6 +17,11 @@ cost (jobs, wall and CPU hours) and the command that reruns each (experiment/swe
 summary's rows for the others: a method's rows are replaced whole when the new sweeps hold it (OML
 meta-trained again at a new rate, say), every other row is kept as it was, with the sweeps, jobs not
 counted and costs that stand behind it. `kept_rows` names what was kept and from where.
+
+`--add-rows EARLIER` (add_rows) extends a grid of candidates past its edge: every row of the earlier
+summary is kept, the new sweeps' rows join after them, labelled by the settings that tell the earlier
+rows apart ("Pretraining (iid_lr=0.01)" beside "Pretraining (iid_lr=0.003)"); a new row with a kept
+row's label is refused (that is --keep-rows' work). It is recorded in `kept_rows` the same way.
 """
 import json
 from pathlib import Path
@@ -133,14 +138,14 @@ def summary_of(sweeps: list[dict], groups: list[dict], results: list[dict], comm
 
 # --- a summary that keeps some rows of an earlier one ------------------------------------------------
 
-def read_summary(path) -> dict:
+def read_summary(path, flag: str = "--keep-rows") -> dict:
     """A summary file (this module's format), or a one-line UserError naming what is wrong with it."""
     try:
         summary = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
-        raise UserError(f"--keep-rows: cannot read the summary '{path}' ({type(err).__name__})") from None
+        raise UserError(f"{flag}: cannot read the summary '{path}' ({type(err).__name__})") from None
     if not isinstance(summary, dict) or summary.get("format") != FORMAT or not isinstance(summary.get("rows"), list):
-        raise UserError(f"--keep-rows: '{path}' is not a summary of format {FORMAT} (experiment/summaries.py)")
+        raise UserError(f"{flag}: '{path}' is not a summary of format {FORMAT} (experiment/summaries.py)")
     return summary
 
 
@@ -161,27 +166,20 @@ def _standing_behind(costs: list[dict], names: set) -> list[dict]:
     return [c for c in costs if c["name"] in wanted]
 
 
-def keep_rows(earlier: dict, new: dict, earlier_name: str) -> dict:
-    """`new` (summary_of of the new sweeps) with the rows of `earlier` whose method `new` has no row of,
-    in `earlier`'s order (a replaced method's new rows where its first old row was, a new method last)."""
+def _check_same_table(earlier: dict, new: dict, earlier_name: str, flag: str) -> None:
     for key in ("benchmark", "split"):
         if earlier.get(key) != new.get(key):
-            raise UserError(f"--keep-rows: '{earlier_name}' holds {key} {earlier.get(key)!r}, the new sweeps "
+            raise UserError(f"{flag}: '{earlier_name}' holds {key} {earlier.get(key)!r}, the new sweeps "
                             f"{new.get(key)!r}; one summary holds one {key}")
-    replaced = {row["method"] for row in new["rows"]}
-    rows, placed, kept = [], set(), []
-    for row in earlier["rows"]:
-        if row["method"] not in replaced:
-            rows.append(row)
-            kept.append(row)
-        elif row["method"] not in placed:
-            rows += [r for r in new["rows"] if r["method"] == row["method"]]
-            placed.add(row["method"])
-    rows += [r for r in new["rows"] if r["method"] not in placed]
+
+
+def _with_kept(earlier: dict, new: dict, earlier_name: str, rows: list[dict], kept: list[dict], flag: str) -> dict:
+    """`new` with `rows`, of which `kept` came from `earlier`: its sweeps, jobs not counted and the costs
+    standing behind the kept rows join the new sweeps' own."""
     kept_sweeps = {_sweep_of(job) for row in kept for job in row.get("jobs", [])}
     clash = kept_sweeps & {s["name"] for s in new["sweeps"]}
     if clash:
-        raise UserError(f"--keep-rows: the kept rows of '{earlier_name}' come from sweep(s) {sorted(clash)} that "
+        raise UserError(f"{flag}: the kept rows of '{earlier_name}' come from sweep(s) {sorted(clash)} that "
                         "the new sweeps also hold; aggregate them as new sweeps instead")
     sweeps = [s for s in earlier.get("sweeps", []) if s["name"] in kept_sweeps] + new["sweeps"]
     not_counted = [p for p in earlier.get("not_counted", []) if _sweep_of(p["job"]) in kept_sweeps] + new["not_counted"]
@@ -195,3 +193,35 @@ def keep_rows(earlier: dict, new: dict, earlier_name: str) -> dict:
     return {**new, "rows": rows, "sweeps": sweeps, "not_counted": not_counted, "compute": compute,
             "kept_rows": {"from": earlier_name, "labels": [row["label"] for row in kept],
                           "sweeps": sorted(kept_sweeps)}}
+
+
+def telling_apart(earlier: dict) -> list[str]:
+    """The settings that tell an earlier summary's rows apart: the new rows of add_rows are labelled by them."""
+    return sorted({name for row in earlier["rows"] for name in row.get("settings", {})})
+
+
+def add_rows(earlier: dict, new: dict, earlier_name: str) -> dict:
+    """`earlier`'s rows, then `new`'s (summary_of of the new sweeps, grouped with telling_apart(earlier))."""
+    _check_same_table(earlier, new, earlier_name, "--add-rows")
+    both = {row["label"] for row in earlier["rows"]} & {row["label"] for row in new["rows"]}
+    if both:
+        raise UserError(f"--add-rows: '{earlier_name}' already has the row(s) {sorted(both)}; replace a method's "
+                        "rows with --keep-rows instead")
+    return _with_kept(earlier, new, earlier_name, earlier["rows"] + new["rows"], earlier["rows"], "--add-rows")
+
+
+def keep_rows(earlier: dict, new: dict, earlier_name: str) -> dict:
+    """`new` (summary_of of the new sweeps) with the rows of `earlier` whose method `new` has no row of,
+    in `earlier`'s order (a replaced method's new rows where its first old row was, a new method last)."""
+    _check_same_table(earlier, new, earlier_name, "--keep-rows")
+    replaced = {row["method"] for row in new["rows"]}
+    rows, placed, kept = [], set(), []
+    for row in earlier["rows"]:
+        if row["method"] not in replaced:
+            rows.append(row)
+            kept.append(row)
+        elif row["method"] not in placed:
+            rows += [r for r in new["rows"] if r["method"] == row["method"]]
+            placed.add(row["method"])
+    rows += [r for r in new["rows"] if r["method"] not in placed]
+    return _with_kept(earlier, new, earlier_name, rows, kept, "--keep-rows")

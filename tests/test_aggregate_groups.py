@@ -178,3 +178,45 @@ def test_keep_rows_refuses_another_split_a_clashing_sweep_and_a_missing_summary(
     clash = _sweep(tmp_path / "other", "old", [_method_run(tmp_path / "other", "x1", 1, 0.5, "oml")])
     with pytest.raises(UserError, match="also hold"):
         aggregate.aggregate(clash, summary=tmp_path / "s.json", keep_rows=earlier)
+
+
+# --- --add-rows: a grid of candidates extended past its edge, every earlier row kept ------------------
+
+def _candidates(root: Path, name: str, rates: tuple) -> Path:
+    runs = []
+    for rate in rates:
+        run = _set_evaluated(_method_run(root, f"{name}{rate}", 1, rate * 100, "pretraining"), iid_lr=rate)
+        runs.append(run)
+    return _sweep(root, name, runs)
+
+
+def test_add_rows_keeps_every_candidate_and_labels_the_new_one_by_the_same_setting(tmp_path):
+    earlier = tmp_path / "summaries" / "sel.json"
+    aggregate.aggregate(_candidates(tmp_path, "grid", (0.001, 0.003)), summary=earlier)
+    before = json.loads(earlier.read_text())
+    assert [r["label"] for r in before["rows"]] == ["Pretraining (iid_lr=0.001)", "Pretraining (iid_lr=0.003)"]
+    edge = _candidates(tmp_path, "edge", (0.01,))  # alone, its row would be "Pretraining (cpu)"
+    aggregate.aggregate(edge, summary=earlier, add_rows=earlier)
+    after = json.loads(earlier.read_text())
+    assert [r["label"] for r in after["rows"]] == [*(r["label"] for r in before["rows"]), "Pretraining (iid_lr=0.01)"]
+    assert after["rows"][:2] == before["rows"] and after["rows"][2]["settings"] == {"iid_lr": 0.01}
+    assert after["rows"][2]["metrics"]["held_out@10"]["mean"] == 1.0
+    assert [s["name"] for s in after["sweeps"]] == ["grid", "edge"]
+    assert after["kept_rows"]["labels"] == [r["label"] for r in before["rows"]] and after["kept_rows"]["sweeps"] == ["grid"]
+    assert f"edge --add-rows {earlier} --summary {earlier}" in after["made_by"]
+    assert after["compute"]["total"]["jobs"] == 3
+
+
+def test_add_rows_refuses_a_row_the_summary_has_and_keep_rows_beside_it(tmp_path):
+    import pytest
+
+    from utils.errors import UserError
+    earlier = tmp_path / "summaries" / "sel.json"
+    aggregate.aggregate(_candidates(tmp_path, "grid", (0.001, 0.003)), summary=earlier)
+    again = _candidates(tmp_path / "again", "again", (0.003,))
+    with pytest.raises(UserError, match="already has the row"):
+        aggregate.aggregate(again, summary=tmp_path / "s.json", add_rows=earlier)
+    with pytest.raises(UserError, match="not both"):
+        aggregate.aggregate(again, summary=tmp_path / "s.json", add_rows=earlier, keep_rows=earlier)
+    with pytest.raises(UserError, match="--add-rows keeps rows"):
+        aggregate.aggregate(again, add_rows=earlier)
