@@ -86,6 +86,10 @@ def get_args_parser():
                         help="with --summary: keep every row of this earlier summary and add the sweeps' rows, "
                              "labelled by the settings that tell its rows apart (a grid of candidates extended "
                              "past its edge; experiment/summaries.py)")
+    parser.add_argument("--label-by", nargs="+", default=(), metavar="SETTING",
+                        help="also label the rows by these settings (config fields, e.g. update_lr) where they do "
+                             "not already tell them apart: a candidate added with --add-rows that differs from the "
+                             "earlier rows in a setting they all share")
     return parser
 
 
@@ -206,7 +210,7 @@ def _follows_method(name: str, settings: list[dict]) -> bool:
 
 def groups_of(evaluations: list[dict], tell_apart=()) -> list[dict]:
     """Evaluations grouped by their settings less the seed, each labelled by what tells it apart (and by
-    `tell_apart`, the settings labelling the rows of an earlier summary they join)."""
+    `tell_apart`: the settings labelling the rows of an earlier summary they join, and --label-by's)."""
     grouped = {}
     for entry in evaluations:
         grouped.setdefault(_key(entry["settings"]), []).append(entry)
@@ -415,10 +419,11 @@ def previous_group_files(out: Path) -> list[Path]:
     return [out / name for name in listed if isinstance(name, str) and OWN_FILES.fullmatch(name) and (out / name).is_file()]
 
 
-def aggregate(sweep_dirs, out=None, summary=None, keep_rows=None, add_rows=None) -> Path:
+def aggregate(sweep_dirs, out=None, summary=None, keep_rows=None, add_rows=None, label_by=()) -> Path:
     """Aggregate one sweep folder, or several into one table (`out` then required); with `keep_rows`
     (a summary file), its rows of the methods these sweeps do not hold join the summary written; with
-    `add_rows`, all its rows do, and these sweeps' rows follow them."""
+    `add_rows`, all its rows do, and these sweeps' rows follow them. `label_by`: settings that also label
+    the rows (groups_of's tell_apart)."""
     sweep_dirs = [Path(d) for d in ([sweep_dirs] if isinstance(sweep_dirs, (str, Path)) else sweep_dirs)]
     if len(sweep_dirs) > 1 and out is None:
         raise UserError("several sweeps are aggregated into one folder: give --out DIR")
@@ -442,7 +447,11 @@ def aggregate(sweep_dirs, out=None, summary=None, keep_rows=None, add_rows=None)
         listed = "; ".join(f"{p['sweep']}/r{p['rank']} {p['state']}" for p in problems[:5]) or "the sweep has no jobs"
         raise UserError(f"nothing to aggregate: no job of {' '.join(map(str, sweep_dirs))} has a usable evaluation "
                         f"({listed}{'; ...' if len(problems) > 5 else ''})")
-    groups = groups_of(evaluations, summaries.telling_apart(earlier) if add_rows is not None else ())
+    tell_apart = [*(summaries.telling_apart(earlier) if add_rows is not None else ()), *label_by]
+    unknown = [n for n in label_by if not any(n in e["settings"] for e in evaluations)]
+    if unknown:
+        raise UserError(f"--label-by: no evaluation has the setting(s) {unknown} (the names of config.json's fields)")
+    groups = groups_of(evaluations, tell_apart)
     results = [aggregate_group(g) for g in groups]
     kinds = {r["benchmark"] for r in results}
     if len(kinds) > 1:
@@ -470,6 +479,7 @@ def aggregate(sweep_dirs, out=None, summary=None, keep_rows=None, add_rows=None)
         "not_counted": problems})
     if summary is not None:
         kept = f" {flag} {earlier_file}" if earlier_file is not None else ""
+        kept += f" --label-by {' '.join(label_by)}" if label_by else ""
         command = f"python -m experiment.aggregate {' '.join(d.name for d in sweep_dirs)}{kept} --summary {summary}"
         written = summary_of(sweeps, groups, results, command, problems, sweep_dirs)
         if earlier is not None:
@@ -506,7 +516,7 @@ def group_files(sweep_dir) -> list[Path]:
 
 
 def main(args):
-    return aggregate(args.sweep, args.out, args.summary, args.keep_rows, args.add_rows)
+    return aggregate(args.sweep, args.out, args.summary, args.keep_rows, args.add_rows, args.label_by)
 
 
 if __name__ == "__main__":

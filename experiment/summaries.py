@@ -21,7 +21,8 @@ counted and costs that stand behind it. `kept_rows` names what was kept and from
 `--add-rows EARLIER` (add_rows) extends a grid of candidates past its edge: every row of the earlier
 summary is kept, the new sweeps' rows join after them, labelled by the settings that tell the earlier
 rows apart ("Pretraining (iid_lr=0.01)" beside "Pretraining (iid_lr=0.003)"); a new row with a kept
-row's label is refused (that is --keep-rows' work). It is recorded in `kept_rows` the same way.
+row's label is refused (label them by the setting they differ in, `--label-by update_lr`, or replace
+a method's rows with --keep-rows). It is recorded in `kept_rows` the same way.
 """
 import json
 from pathlib import Path
@@ -205,8 +206,8 @@ def add_rows(earlier: dict, new: dict, earlier_name: str) -> dict:
     _check_same_table(earlier, new, earlier_name, "--add-rows")
     both = {row["label"] for row in earlier["rows"]} & {row["label"] for row in new["rows"]}
     if both:
-        raise UserError(f"--add-rows: '{earlier_name}' already has the row(s) {sorted(both)}; replace a method's "
-                        "rows with --keep-rows instead")
+        raise UserError(f"--add-rows: '{earlier_name}' already has the row(s) {sorted(both)}: label the new rows by "
+                        "the setting they differ in (--label-by NAME), or replace a method's rows with --keep-rows")
     return _with_kept(earlier, new, earlier_name, earlier["rows"] + new["rows"], earlier["rows"], "--add-rows")
 
 

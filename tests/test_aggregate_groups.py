@@ -220,3 +220,21 @@ def test_add_rows_refuses_a_row_the_summary_has_and_keep_rows_beside_it(tmp_path
         aggregate.aggregate(again, summary=tmp_path / "s.json", add_rows=earlier, keep_rows=earlier)
     with pytest.raises(UserError, match="--add-rows keeps rows"):
         aggregate.aggregate(again, add_rows=earlier)
+
+
+def test_label_by_names_the_setting_a_new_candidate_differs_in(tmp_path):
+    import pytest
+
+    from utils.errors import UserError
+    earlier = tmp_path / "summaries" / "sel.json"
+    aggregate.aggregate(_candidates(tmp_path, "grid", (0.001, 0.003)), summary=earlier)
+    other = _set_evaluated(_method_run(tmp_path, "inner", 1, 0.4, "pretraining"), iid_lr=0.003, iid_epochs=50)
+    inner = _sweep(tmp_path, "inner", [other])
+    with pytest.raises(UserError, match="--label-by"):  # alone it is labelled "iid_lr=0.003", a row the summary has
+        aggregate.aggregate(inner, summary=earlier, add_rows=earlier)
+    with pytest.raises(UserError, match="no evaluation has the setting"):
+        aggregate.aggregate(inner, summary=earlier, add_rows=earlier, label_by=["update_rate"])
+    aggregate.aggregate(inner, summary=earlier, add_rows=earlier, label_by=["iid_epochs"])
+    after = json.loads(earlier.read_text())
+    assert after["rows"][-1]["label"] == "Pretraining (iid_lr=0.003, iid_epochs=50)"
+    assert f"inner --add-rows {earlier} --label-by iid_epochs --summary {earlier}" in after["made_by"]
