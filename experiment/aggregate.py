@@ -220,14 +220,16 @@ def groups_of(evaluations: list[dict], tell_apart=()) -> list[dict]:
     # A setting that only follows the method (the i.i.d. baselines' own --steps, say) is part of the
     # method's recipe, not a second network: such rows would put each method on a row of its own.
     differing = [n for n in differing if not _follows_method(n, settings)]
-    differing += [n for n in tell_apart if n not in differing and any(n in s for s in settings)]
+    added = [n for n in tell_apart if n not in differing and any(n in s for s in settings)]
     groups = []
     for members in grouped.values():
         first = members[0]["settings"]
-        row = ", ".join(f"{n}={first.get(n)}" for n in differing) or str(first.get("preset"))
+        # an added name labels the rows whose method has that setting (a random RLN has no Adam rate)
+        labelled = differing + [n for n in added if n in first]
+        row = ", ".join(f"{n}={first.get(n)}" for n in labelled) or str(first.get("preset"))
         method = METHOD_LABELS.get(first["method"], str(first["method"]))
         groups.append({"method": method, "row": row, "label": f"{method} ({row})", "settings": first,
-                       "differing": {n: first.get(n) for n in differing},
+                       "differing": {n: first.get(n) for n in labelled},
                        "members": sorted(members, key=lambda e: (e["seed"], e["rank"]))})
     return groups
 

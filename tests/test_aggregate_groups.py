@@ -238,3 +238,10 @@ def test_label_by_names_the_setting_a_new_candidate_differs_in(tmp_path):
     after = json.loads(earlier.read_text())
     assert after["rows"][-1]["label"] == "Pretraining (iid_lr=0.003, iid_epochs=50)"
     assert f"inner --add-rows {earlier} --label-by iid_epochs --summary {earlier}" in after["made_by"]
+
+
+def test_label_by_labels_only_the_rows_whose_method_has_the_setting(tmp_path):
+    pretraining = _set_evaluated(_method_run(tmp_path, "pre", 1, 0.4, "pretraining"), iid_lr=0.003)
+    oml = _method_run(tmp_path, "oml", 1, 0.5, "oml")  # OML never reads iid_lr: its settings have none
+    groups = aggregate.groups_of(aggregate.collect(_sweep(tmp_path, "both", [pretraining, oml]))[0], ["iid_lr"])
+    assert sorted(g["label"] for g in groups) == ["OML (cpu)", "Pretraining (iid_lr=0.003)"]
