@@ -195,7 +195,8 @@ OMNIGLOT_PRESETS["cpu"] = {**OMNIGLOT_PRESETS["oml2020"], "image_size": 28, "cha
 # within an hour's budget (docs/cpu_wide.md); the meta rate and length searched again on the meta-validation
 # classes (1e-4 / 3e-4 / 1e-3 x 10,000 / 20,000 steps, 5 December 2026) chose the same, and so did the
 # width (128 against 64 channels) and the inner rate (the 2020 code's 0.03 against 0.3, which `cpu` took:
-# a tie here, .8019 against .8018).
+# a tie here, .8019 against .8018). The i.i.d. Adam rate stays `cpu`'s 1e-3, pretraining's choice at this
+# width too; SR-NN's own choice here is 3e-4, given as --iid-lr 3e-4 (docs/baselines.md).
 OMNIGLOT_PRESETS["cpu_wide"] = {**OMNIGLOT_PRESETS["cpu"], "channels": 128, "steps": 20_000, "meta_lr": 3e-4,
                                 "update_lr": 0.03}
 # ANML as uvm-neurobotics-lab/ANML ran it (sources: docs/anml.md): 28x28 images, NM 112 and prediction
