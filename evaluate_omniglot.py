@@ -136,7 +136,8 @@ def get_args_parser():
                         help="passes over the trajectory (the original evaluation's --epoch)")
     parser.add_argument("--pln-reset", "--reset", dest="pln_reset", choices=["all", "last", "zero"], default=None,
                         help="override --protocol's PLN reset: all (the 2020 default), last (the 2019 default), "
-                             "zero: a zero output layer (a sensitivity check, not an original protocol)")
+                             "zero: a zero output layer (a sensitivity check, not an original protocol); "
+                             "Table 2 (--learner): all (the default) or zero")
     parser.add_argument("--run-batch", dest="run_batch", type=int, default=1,
                         help="portable/autograd engines: runs trained together (default 1, a loop: faster on CPU "
                              "for a 1000-way head)")
@@ -269,12 +270,14 @@ def _table2_flags(args):
     """(settings, protocol) of a Table 2 run; the Fig. 4 protocol's flags it does not use are refused."""
     defaults = get_args_parser()
     given = {dest for dest, value in vars(args).items() if value != defaults.get_default(dest)}
-    unused = sorted(given & {"scratch", "protocol", "lr", "optimizer", "iid", "epochs", "pln_reset", "run_batch",
+    unused = sorted(given & {"scratch", "protocol", "lr", "optimizer", "iid", "epochs", "run_batch",
                              "engine", "schedule"})
     if unused:
         flags = ", ".join("--" + name.replace("_", "-") for name in unused)
         raise UserError(f"{flags} belong to the Fig. 4 protocol; Table 2 (--learner) is SGD, batch 1, one pass, "
                         "with its own search (use --whole-network for the Standard column)")
+    if args.pln_reset is not None:
+        table2.head_start(args.pln_reset)  # all or zero: checked before any feature is computed
     readers = {"memory": ("er", "mer"), "mer_batches": ("mer",), "mer_batch_size": ("mer",), "mer_gamma": ("mer",)}
     for name, learners in readers.items():
         if name in given and not set(learners) & set(args.learner):
@@ -323,11 +326,11 @@ def table2_main(args, sweep):
     table2.check_settings(settings, split.n_classes, config.n_outputs)
     if args.whole_network:
         bank = EvalImages.from_split(split)
-        rep = table2.WholeNetwork(net)
+        rep = table2.WholeNetwork(net, args.pln_reset or "all")
     else:
         bank = feature_bank(net.rln, split, cache_dir=False if not args.feature_cache else args.cache_dir,
                             progress=args.progress is not False)
-        rep = table2.FrozenRLN(net.pln, column)
+        rep = table2.FrozenRLN(net.pln, column, args.pln_reset or "all")
     label = f"Table 2, {column} ({config.preset})"
     run = Run.create({"evaluated": as_dict(config), "args": vars(args), "table2": [list(s) for s in settings],
                       "split": reported_split(split)},

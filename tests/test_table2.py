@@ -174,7 +174,8 @@ def test_paper_settings_show_the_papers_values():
                                             (("--learner", "er", "--classes-per-task", "1", "--n-tasks", "2:3"),
                                              "2 values for 1"),
                                             (("--learner", "er", "--classes-per-task", "5", "--n-tasks", "2"),
-                                             "needs 10 classes")])
+                                             "needs 10 classes"),
+                                            (("--learner", "er", "--reset", "last"), "--pln-reset all")])
 def test_table2_flags_are_checked(tiny, tmp_path, capsys, flags, message):
     with pytest.raises(SystemExit) as exit_info:
         _cli(tiny, tmp_path, "--model", str(tiny["ckpt"]), *flags)
@@ -197,3 +198,26 @@ def test_the_step_time_benchmark_runs_on_tiny_data(tiny, capsys):
     assert set(out["per_sample"]) == set(table2.LEARNER_NAMES)
     assert all(v > 0 for row in out["per_sample"].values() for v in row.values())
     assert "MER" in capsys.readouterr().out
+
+
+def test_a_zero_output_layer_starts_every_column_from_zeros_and_is_recorded(tiny, tmp_path, monkeypatch):
+    net = tiny["net"]
+    run = table2.draw_task_run(1, "eval", 2, 2, 0, tiny["features"].n_classes, False)
+    protocol = table2.Table2Protocol()
+    frozen, kaiming = table2.FrozenRLN(net.pln, "OML", "zero"), table2.FrozenRLN(net.pln, "OML")
+    assert all(not p.any() for p in frozen.start(run.init_seed))  # weight and bias of the only layer
+    assert kaiming.start(run.init_seed)[0].abs().sum() > 0
+    whole = table2.WholeNetwork(net, "zero")
+    start = whole.start(run.init_seed)
+    n_rln = len(list(net.rln.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(start[:n_rln], net.rln.parameters()))  # the RLN as trained
+    assert all(not p.any() for p in start[n_rln:])
+    for rep, train in ((frozen, tiny["features"].train), (whole, tiny["images"].train)):
+        final = table2.train_run(rep, "online", {"lr": 0.05}, run, train, protocol)
+        assert _moved(final, rep.start(run.init_seed))  # a zero head still learns (softmax gradients are not zero)
+    monkeypatch.setattr(table2, "GRIDS", SMALL_GRIDS)
+    argv = ("--classes-per-task", "1", "--n-tasks", "4", "--runs", "2", "--search-runs", "1", "--learner", "online")
+    zero = _cli(tiny, tmp_path / "z", "--model", str(tiny["ckpt"]), "--reset", "zero", *argv)
+    default = _cli(tiny, tmp_path / "k", "--model", str(tiny["ckpt"]), *argv)
+    assert "zero output layer" in json.loads((zero / "results.json").read_text())["protocol"]["pln_initialisation"]
+    assert "Kaiming" in json.loads((default / "results.json").read_text())["protocol"]["pln_initialisation"]

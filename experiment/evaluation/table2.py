@@ -149,13 +149,27 @@ def task_runs(seed, purpose, classes_per_task, tasks, count, n_pool, iid) -> lis
 
 # --- representations --------------------------------------------------------------------------------
 
+HEAD_STARTS = ("all", "zero")  # a fresh PLN: Kaiming-normal (the paper's), or a zero output layer (a check)
+
+
+def head_start(reset: str) -> str:
+    """What a run's fresh PLN starts from, in words; a start Table 2 has no meaning for is refused."""
+    if reset not in HEAD_STARTS:
+        raise UserError(f"Table 2 starts a fresh PLN in every run: --pln-reset all (Kaiming-normal, the default) "
+                        f"or zero (a zero output layer), not {reset!r}")
+    return ("a zero output layer (a sensitivity check, not the paper's)" if reset == "zero"
+            else "Kaiming-normal weights from the run's seed, zero biases")
+
+
 class FrozenRLN:
-    """A frozen RLN's cached features ([C, 15, F] train, [C, 5, F] test); a fresh linear PLN per run."""
+    """A frozen RLN's cached features ([C, 15, F] train, [C, 5, F] test); a fresh linear PLN per run
+    (Kaiming-normal, or with `reset="zero"` all zeros)."""
 
     kind = "features"
 
-    def __init__(self, pln: nn.Module, column: str):
-        self.init = PLNInit(pln, "all")
+    def __init__(self, pln: nn.Module, column: str, reset: str = "all"):
+        self.head = head_start(reset)
+        self.init = PLNInit(pln, reset)
         if not self.init.linear:
             raise UserError("Table 2 learners need a linear PLN (this checkpoint's PLN has hidden layers)")
         self.model = LinearHead()
@@ -172,7 +186,7 @@ class FrozenRLN:
 
     def record(self) -> dict:
         return {"representation": self.column, "trained": "a fresh linear PLN on the frozen RLN's cached features",
-                "pln_initialisation": "Kaiming-normal weights from the run's seed, zero biases"}
+                "pln_initialisation": self.head}
 
 
 class WholeNetwork:
@@ -182,10 +196,11 @@ class WholeNetwork:
     kind = "network"
     column = "Standard"
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, reset: str = "all"):
+        self.head = head_start(reset)
         self.net = net
         self.model = Network(net)
-        self.init = PLNInit(net.pln, "all")
+        self.init = PLNInit(net.pln, reset)
         self.rln = [p.detach().clone() for p in net.rln.parameters()]
         if len(self.rln) + len(self.init.layers) * 2 != len(self.model.names):
             raise UserError("the whole-network learner expects parameters in the RLN and the PLN's Linear layers only")
@@ -202,7 +217,7 @@ class WholeNetwork:
     def record(self) -> dict:
         return {"representation": self.column,
                 "trained": "the whole network (every RLN convolution and the PLN), online on the images",
-                "initialisation": "RLN: the checkpoint's weights; PLN: Kaiming-normal from the run's seed, zero biases",
+                "initialisation": f"RLN: the checkpoint's weights; PLN: {self.head}",
                 "n_parameters": int(sum(p.numel() for p in self.net.parameters()))}
 
 
