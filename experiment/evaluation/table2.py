@@ -157,7 +157,7 @@ def head_start(reset: str) -> str:
     if reset not in HEAD_STARTS:
         raise UserError(f"Table 2 starts a fresh PLN in every run: --pln-reset all (Kaiming-normal, the default) "
                         f"or zero (a zero output layer), not {reset!r}")
-    return ("a zero output layer (a sensitivity check, not the paper's)" if reset == "zero"
+    return ("a zero output layer, any hidden layer Kaiming-normal (a sensitivity check, not the paper's)" if reset == "zero"
             else "Kaiming-normal weights from the run's seed, zero biases")
 
 
