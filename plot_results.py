@@ -9,6 +9,8 @@
     python plot_results.py --table2 TABLE2_RUN ...   # the paper's Table 2 layout (markdown), ours beside the paper's
     python plot_results.py SWEEP_DIR --out fig.png  # a sweep: one line per method, bands across meta-training seeds
     python plot_results.py AGGREGATE_DIR --out fig.png  # several sweeps aggregated as one (experiment.aggregate --out)
+    python plot_results.py summaries/omniglot_cpu_wide.json --out fig.png  # a committed Omniglot summary's rows
+    python plot_results.py summaries/omniglot_cpu_learners.json --rows "OML (learner=None)" ... --out fig.png
     python plot_results.py --cost-accuracy EVAL_RUN ... --step-seconds 576=0.16 1152=0.39 --out fig.png
                                                     # accuracy at 200 / 600 classes against meta-training minutes
                                                     # (--labels: one series name per file, default its width)
@@ -17,16 +19,20 @@ A run folder stands for its results.json (or, while an evaluation is still runni
 results.partial.json: the class counts finished so far). A sweep folder (experiment/sweep.py)
 stands for its aggregated groups (experiment/aggregate.py, run first if needed), whose bands are
 95% CIs across meta-training seeds; each sweep given is aggregated on its own, so a method whose
-seeds lie in two sweeps is plotted from the folder that aggregated them together. Labels default to each file's label.
+seeds lie in two sweeps is plotted from the folder that aggregated them together. A summary file
+(summaries/NAME.json, experiment/summaries.py) stands for its rows, or the rows `--rows` names:
+their means and 95% intervals across seeds, so a docs figure is redrawn from what the repository
+keeps once the run folders are gone. Labels default to each file's or row's label.
 """
 import argparse
 import sys
 from pathlib import Path
 
+from experiment import summaries
 from utils import bounds
 from utils.cli import run_main
 from utils.errors import UserError
-from utils.plotting import plot_files, save_formats
+from utils.plotting import load_results, plot_loaded, save_formats
 from utils.results import read_results
 
 
@@ -38,6 +44,8 @@ def get_args_parser():
                              "(analysis/tables.py)")
     parser.add_argument("--check", action="store_true", help="with --tables: change nothing; exit 1 if a table is stale")
     parser.add_argument("--labels", nargs="+", default=None)
+    parser.add_argument("--rows", nargs="+", default=None, metavar="LABEL",
+                        help="with a summary file: draw only these rows (by their label, in this order)")
     parser.add_argument("--out", default="figure.png",
                         help="the figure file (a folder: <folder>/figure.png; no extension: .png is added)")
     parser.add_argument("--title", default=None, help="figure title (Omniglot)")
@@ -166,12 +174,18 @@ def main(args):
         raise UserError("--check goes with --tables")
     if not args.results:
         raise UserError("give results files, run folders or sweep folders to plot (or --tables)")
-    paths = [_results_file(p) for p in _expand_sweeps(args.results)]
+    given_summaries = [p for p in args.results if summaries.is_summary_file(p)]
+    if args.rows and not given_summaries:
+        raise UserError("--rows picks rows of a summary file (summaries/NAME.json): none was given")
+    if given_summaries and (args.table2 or args.cost_accuracy):
+        raise UserError("--table2 and --cost-accuracy read results files; a summary keeps only each row's means")
+    entries = _figure_entries(args.results, args.rows)
+    paths = [e for e in entries if isinstance(e, Path)]
     for path in paths:
         if not path.is_file():
             raise UserError(f"no results file at '{path}'")
-    if args.labels and len(args.labels) != len(paths):
-        raise UserError(f"{len(args.labels)} labels for {len(paths)} results files")
+    if args.labels and len(args.labels) != len(entries):
+        raise UserError(f"{len(args.labels)} labels for {len(entries)} results files and summary rows")
     if args.table2:
         return table2_main(args, paths)
     if args.cost_accuracy:
@@ -179,12 +193,38 @@ def main(args):
     out = figure_path(args.out)
     for path in paths:
         read_results(path)  # a list or a number is not a results file: refuse before plotting
+    results = [e if isinstance(e, dict) else load_results([e])[0] for e in entries]
+    labels = args.labels or [r.get("label", e.parent.name if isinstance(e, Path) else "") for r, e in zip(results, entries)]
     try:
-        out = plot_files(paths, args.labels, out, args.title)
+        out = plot_loaded(results, labels, out, args.title)
     except (ValueError, KeyError, TypeError, IndexError) as err:
         raise UserError(f"cannot plot these files: {type(err).__name__}: {err}") from None
     print(f"figure: {out}")
     return out
+
+
+def _figure_entries(given, rows) -> list:
+    """In the order given: results files (Paths; a run, sweep or aggregate folder expanded) and each
+    summary's rows (results dicts), only those `rows` names when it is given (every name must match one
+    row of the summaries given, and each is drawn in `rows`' order)."""
+    entries, found = [], {}
+    for item in given:
+        if not summaries.is_summary_file(item):
+            entries += [_results_file(p) for p in _expand_sweeps([item])]
+            continue
+        drawn = summaries.figure_results(summaries.read_summary(item, "plot_results.py"), item)
+        if rows is not None:
+            for result in drawn:
+                if result["label"] in rows:
+                    if result["label"] in found:
+                        raise UserError(f"--rows: two summaries given have a row '{result['label']}'")
+                    found[result["label"]] = item
+            drawn = sorted((r for r in drawn if r["label"] in rows), key=lambda r: rows.index(r["label"]))
+        entries += drawn
+    missing = [label for label in rows or [] if label not in found]
+    if missing:
+        raise UserError(f"--rows: no row labelled {missing} in {' '.join(map(str, given))}")
+    return entries
 
 
 

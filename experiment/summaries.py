@@ -226,3 +226,36 @@ def keep_rows(earlier: dict, new: dict, earlier_name: str) -> dict:
             placed.add(row["method"])
     rows += [r for r in new["rows"] if r["method"] not in placed]
     return _with_kept(earlier, new, earlier_name, rows, kept, "--keep-rows")
+
+
+# --- a summary drawn as Fig. 4 -----------------------------------------------------------------------
+
+def is_summary_file(path) -> bool:
+    """Whether `path` is a summary file (this module's format) rather than a results file or folder."""
+    path = Path(path)
+    if not (path.is_file() and path.suffix == ".json"):
+        return False
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and found.get("format") == FORMAT and isinstance(found.get("rows"), list)
+
+
+def figure_results(summary: dict, name: str) -> list[dict]:
+    """An Omniglot summary's rows as the results a Fig. 4 plot reads (utils/plotting.plot_omniglot):
+    per class count, held-out and trajectory accuracy's mean with its 95% interval across seeds, so a
+    docs figure is redrawn from the committed file when the run folders are gone. A sine summary keeps
+    the MSE after the first and the last function only, not Fig. 3's curves, and Table 2's has no
+    curve: both are refused."""
+    if summary.get("benchmark") != "omniglot":
+        raise UserError(f"'{name}' summarises {summary.get('benchmark')} results: only an Omniglot summary's rows "
+                        f"are curves (Fig. 4); plot the sweep folders behind it instead")
+    results = []
+    for row in summary["rows"]:
+        counts = sorted({int(key.split("@")[1]) for key in row["metrics"] if key.startswith("held_out@")})
+        by_classes = {str(n): {"held_out_accuracy": row["metrics"][f"held_out@{n}"],
+                               "trajectory_accuracy": row["metrics"][f"trajectory@{n}"]} for n in counts}
+        results.append({"benchmark": "omniglot", "label": row["label"], "seeds": row["seeds"],
+                        "schedule": counts, "by_classes": by_classes})
+    return results

@@ -92,6 +92,11 @@ def plot_omniglot(results: list[dict], labels: list[str], out_path, title: str |
 def plot_files(paths, labels, out_path, title: str | None = None) -> Path:
     results = load_results(paths)
     labels = labels or [r.get("label", Path(p).parent.name) for r, p in zip(results, paths)]
+    return plot_loaded(results, labels, out_path, title)
+
+
+def plot_loaded(results: list[dict], labels: list[str], out_path, title: str | None = None) -> Path:
+    """Fig. 3 or Fig. 4 of results already read (results files, or a summary's rows)."""
     kinds = {r.get("benchmark") for r in results}
     if len(kinds) != 1:
         raise ValueError(f"cannot overlay results of different benchmarks: {sorted(map(str, kinds))}")
