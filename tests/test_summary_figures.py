@@ -86,6 +86,7 @@ def test_the_docs_draw_figures_from_summaries():
 def test_every_docs_figure_command_from_a_summary_runs(tmp_path, doc, command):
     argv = shlex.split(command)[2:]
     out = argv.index("--out")
-    assert (REPO / argv[out + 1]).is_file(), f"{doc}: the figure {argv[out + 1]} is not committed"
+    if argv[out + 1].startswith("docs/"):
+        assert (REPO / argv[out + 1]).is_file(), f"{doc}: the figure {argv[out + 1]} is not committed"
     argv[out + 1] = str(tmp_path / "figure.png")
     assert Path(_main(argv)).is_file()
