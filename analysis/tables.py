@@ -10,6 +10,7 @@ A table lives in a markdown file between two markers; everything between them is
     <!-- table: omniglot_cpu_learners learners_trajectory -->   the same, trajectory accuracy
     <!-- table: omniglot_cpu_table2 table2 -->   the paper's Table 2 layout, the paper's values beside
     <!-- table: omniglot_cpu_table2 table2_seeds -->   its cells per meta-training seed
+    <!-- table: NAME table2_reset -->   each column with a Kaiming-normal and a zero output layer
     ...generated...
     <!-- /table -->
 
@@ -23,7 +24,8 @@ from pathlib import Path
 from utils.errors import UserError
 
 BLOCK = re.compile(r"(<!-- table: *([\w.-]+)(?: +(\w+))? *-->\n)(.*?)(<!-- /table -->)", re.S)
-KINDS = ("headline", "trajectory", "seeds", "candidates", "learners", "learners_trajectory", "table2", "table2_seeds")
+KINDS = ("headline", "trajectory", "seeds", "candidates", "learners", "learners_trajectory", "table2", "table2_seeds",
+         "table2_reset")
 METRIC_TITLES = {"final_mse": "MSE after all functions", "first_mse": "MSE after function 1"}
 
 
@@ -441,16 +443,70 @@ def table2_seeds(summary: dict, name: str = "summary") -> str:
     return "\n".join(lines)
 
 
+RESET = "--pln-reset"  # the evaluation flag that tells the two starts of the output layer apart
+# None: the protocol's own start, which for Table 2's 2020 protocol is "all", Kaiming-normal weights
+STARTS = {None: "Kaiming", "all": "Kaiming", "zero": "zero"}
+START_NAMES = ("Kaiming", "zero")
+
+
+def _by_start(summary: dict, name: str) -> dict:
+    """{column: {start: row}} in the paper's column order; each column needs both starts."""
+    from experiment.evaluation.table2 import COLUMNS
+    columns: dict[str, dict] = {}
+    for row in summary["rows"]:
+        start = row["settings"].get(RESET, "missing")
+        if start not in STARTS:
+            raise UserError(f"table '{name}' (table2_reset): row '{row['label']}' is not told apart by {RESET} "
+                            f"(aggregate the Kaiming and the --reset zero sweeps together)")
+        if STARTS[start] in columns.setdefault(row["method"], {}):
+            raise UserError(f"table '{name}' (table2_reset): two {STARTS[start]} rows of {row['method']}")
+        columns[row["method"]][STARTS[start]] = row
+    lacking = [f"{c} ({'/'.join(s for s in START_NAMES if s not in starts)})"
+               for c, starts in columns.items() if len(starts) < len(START_NAMES)]
+    if lacking:
+        raise UserError(f"table '{name}' (table2_reset): no row for {', '.join(lacking)}")
+    return {c: columns[c] for c in _ordered(columns, COLUMNS)}
+
+
+def _start_cell(row: dict, cell: str) -> str:
+    """Held-out %: across seeds with the t interval, or one seed's mean with the bootstrap interval over its runs."""
+    if cell not in row["cell_seeds"]:
+        return "—"
+    seeds = row["cell_seeds"][cell]
+    if len(seeds) > 1:
+        return _across_seeds(row["metrics"][f"held_out@{cell}"], len(seeds))
+    return f"{_percent(row['by_seed'][str(seeds[0])]['metrics'][f'held_out@{cell}'])}, seed {seeds[0]}"
+
+
+def table2_reset(summary: dict, name: str = "summary") -> str:
+    """Each column of Table 2 with the output layer started as the 2020 code does (Kaiming-normal
+    weights) and at zero (`--reset zero`), side by side: one row per setting and learner."""
+    from experiment.evaluation.table2 import ROW_LABELS
+    settings, learners, _ = _table2_layout(summary, name, "table2_reset")
+    columns = _by_start(summary, name)
+    lines = ["Held-out accuracy (%) with each start of the output layer: over several meta-training seeds the mean "
+             "(95% t interval across seeds); over one, that checkpoint's mean (95% bootstrap interval over its "
+             "evaluation runs, which says nothing about another seed).", "",
+             "| setting | learner | " + " | ".join(f"{c}: {s}" for c in columns for s in START_NAMES) + " |",
+             "|---|---|" + "---|" * (len(columns) * len(START_NAMES))]
+    for setting in settings:
+        for learner in learners:
+            cell = f"{setting}/{learner}"
+            shown = [_start_cell(starts[s], cell) for starts in columns.values() for s in START_NAMES]
+            lines.append(f"| {setting} | {ROW_LABELS.get(learner, learner)} | " + " | ".join(shown) + " |")
+    return "\n".join(lines)
+
+
 def render(summary: dict, kind: str, name: str = "summary") -> str:
     """The markdown of one table block; `name` (the summary's) is for error messages."""
     if kind not in KINDS:
         raise UserError(f"unknown table kind {kind!r} (choose {', '.join(KINDS)})")
     if kind.startswith("table2") != (summary.get("benchmark") == TABLE2):
         raise UserError(f"table '{name}': kind {kind!r} does not fit summaries/{name}.json (benchmark "
-                        f"{summary.get('benchmark')!r}); a Table 2 summary takes the kinds table2 and table2_seeds, "
+                        f"{summary.get('benchmark')!r}); a Table 2 summary takes the kinds table2, table2_seeds and table2_reset, "
                         "others the rest")
     if kind.startswith("table2"):
-        table = table2(summary, name) if kind == "table2" else table2_seeds(summary, name)
+        table = {"table2": table2, "table2_seeds": table2_seeds, "table2_reset": table2_reset}[kind](summary, name)
     elif kind.startswith("learners"):
         table = learners(summary, name, "trajectory" if kind == "learners_trajectory" else "held_out")
     elif kind == "seeds":

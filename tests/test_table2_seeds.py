@@ -43,12 +43,13 @@ def _result(seed: int, column: str, learners) -> dict:
 
 
 def _run(root: Path, name: str, seed: int, column: str, learners=("online", "iid", "er", "mer", "ewc"),
-         evaluation_seed=None) -> Path:
+         evaluation_seed=None, reset=None) -> Path:
     run = root / "runs" / name
     run.mkdir(parents=True)
     method = "oml" if column == "OML" else "pretraining"
     args = {"model": f"/ckpt/{method}{seed}", "learner": list(learners), "whole_network": column == "Standard",
-            "memory": 200, "seed": evaluation_seed, "runs": 50, "name": name, "device": "auto"}
+            "memory": 200, "seed": evaluation_seed, "runs": 50, "name": name, "device": "auto",
+            **({"pln_reset": reset} if reset else {})}
     (run / "config.json").write_text(json.dumps({"evaluated": {"seed": seed, "method": method, "preset": "cpu",
                                                                "steps": 10000 if method == "oml" else 2000},
                                                  "args": args}))
@@ -219,3 +220,53 @@ def test_a_kind_that_does_not_fit_the_summary_is_one_clear_error(tmp_path, capsy
         tables.render(summary, "table2", "t")
     with pytest.raises(UserError, match=r"kind 'headline' does not fit summaries/t2\.json"):
         tables.render(_summary(tmp_path), "headline", "t2")
+
+
+def _both_starts(tmp_path: Path, seeds=(1, 2, 3)) -> dict:
+    """OML, Pre-training and Standard, each with the protocol's output layer and with --reset zero (its
+    accuracies 0.05 higher), aggregated together as the Kaiming and zero sweeps are."""
+    runs = []
+    for column in ("OML", "Pre-training", "Standard"):
+        for seed in seeds:
+            runs.append(_run(tmp_path, f"{column}{seed}k", seed, column, reset="all"))
+            zero = _run(tmp_path, f"{column}{seed}z", seed, column, reset="zero")
+            result = json.loads((zero / "results.json").read_text())
+            for cells in result["table2"].values():
+                for cell in cells.values():
+                    cell["runs"]["held_out_accuracy"] = [a + 0.05 for a in cell["runs"]["held_out_accuracy"]]
+            (zero / "results.json").write_text(json.dumps(result))
+            runs.append(zero)
+    return _aggregate(tmp_path, _sweep(tmp_path, "starts", runs))
+
+
+def test_the_reset_table_sets_each_columns_two_starts_side_by_side(tmp_path, capsys):
+    summary = _both_starts(tmp_path, seeds=(1,))
+    text = tables.render(summary, "table2_reset", "starts")
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("| setting"))
+    assert header == ("| setting | learner | Standard: Kaiming | Standard: zero | OML: Kaiming | OML: zero | "
+                      "Pre-training: Kaiming | Pre-training: zero |")
+    body = [line for line in lines if line.startswith("| 1x50") or line.startswith("| 5x20")]
+    assert len(body) == 2 * 5
+    oml_online = next(line for line in body if line.startswith("| 1x50 | Online |")).split(" | ")
+    kaiming, zero = np.mean(_accuracies(1, "OML", "1x50", "online")), np.mean(_accuracies(1, "OML", "1x50", "online")) + 0.05
+    assert oml_online[4].startswith(f"{100 * kaiming:.1f} (") and oml_online[4].endswith(", seed 1")
+    assert oml_online[5].startswith(f"{100 * zero:.1f} (")  # one seed: its runs' bootstrap interval
+
+
+def test_the_reset_table_gives_the_interval_across_seeds_when_there_are_several(tmp_path, capsys):
+    summary = _both_starts(tmp_path)
+    text = tables.render(summary, "table2_reset", "starts")
+    row = next(line for line in text.splitlines() if line.startswith("| 5x20 | EWC |")).split(" | ")
+    assert all(cell.rstrip(" |").endswith("3 seeds") for cell in row[2:])
+
+
+def test_the_reset_table_refuses_rows_it_cannot_pair(tmp_path, capsys):
+    summary = _aggregate(tmp_path, _table2_sweep(tmp_path))
+    with pytest.raises(UserError, match="not told apart by --pln-reset"):
+        tables.render(summary, "table2_reset", "t2")
+    runs = [_run(tmp_path, "o1k", 1, "OML", reset="all"), _run(tmp_path, "o1z", 1, "OML", reset="zero"),
+            _run(tmp_path, "p1z", 1, "Pre-training", reset="zero")]
+    summary = _aggregate(tmp_path / "b", _sweep(tmp_path / "b", "half", runs))
+    with pytest.raises(UserError, match=r"no row for Pre-training \(Kaiming\)"):
+        tables.render(summary, "table2_reset", "half")
