@@ -350,6 +350,12 @@ def _table2_layout(summary: dict, name: str, kind: str):
     return settings, learners, columns
 
 
+def _header(lead: list[str], cells: list[str]) -> list[str]:
+    """A markdown table's header line and rule."""
+    names = [*lead, *cells]
+    return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+
+
 def _percent(stats: dict, interval: bool = True) -> str:
     mean = f"{100 * stats['mean']:.1f}"
     return f"{mean} ({100 * stats['ci_low']:.1f}–{100 * stats['ci_high']:.1f})" if interval else mean
@@ -390,8 +396,7 @@ def table2(summary: dict, name: str = "summary") -> str:
     lines = ["Held-out accuracy (%): mean over meta-training seeds (95% t interval across seeds), the number of "
              "seeds, and in parentheses the paper's mean (its Table 2: 10 runs of one trained model). Settings: "
              "classes per task x tasks.", "",
-             "| learner | " + " | ".join(f"{s}: {c}" for s in settings for c in columns) + " |",
-             "|---|" + "---|" * (len(settings) * len(columns))]
+             *_header(["learner"], [f"{s}: {c}" for s in settings for c in columns])]
     for learner in learners:
         shown = []
         for setting in settings:
@@ -487,8 +492,7 @@ def table2_reset(summary: dict, name: str = "summary") -> str:
     lines = ["Held-out accuracy (%) with each start of the output layer: over several meta-training seeds the mean "
              "(95% t interval across seeds); over one, that checkpoint's mean (95% bootstrap interval over its "
              "evaluation runs, which says nothing about another seed).", "",
-             "| setting | learner | " + " | ".join(f"{c}: {s}" for c in columns for s in START_NAMES) + " |",
-             "|---|---|" + "---|" * (len(columns) * len(START_NAMES))]
+             *_header(["setting", "learner"], [f"{c}: {s}" for c in columns for s in START_NAMES])]
     for setting in settings:
         for learner in learners:
             cell = f"{setting}/{learner}"
@@ -503,8 +507,8 @@ def render(summary: dict, kind: str, name: str = "summary") -> str:
         raise UserError(f"unknown table kind {kind!r} (choose {', '.join(KINDS)})")
     if kind.startswith("table2") != (summary.get("benchmark") == TABLE2):
         raise UserError(f"table '{name}': kind {kind!r} does not fit summaries/{name}.json (benchmark "
-                        f"{summary.get('benchmark')!r}); a Table 2 summary takes the kinds table2, table2_seeds and table2_reset, "
-                        "others the rest")
+                        f"{summary.get('benchmark')!r}); a Table 2 summary takes the kinds table2, table2_seeds and "
+                        "table2_reset, others the rest")
     if kind.startswith("table2"):
         table = {"table2": table2, "table2_seeds": table2_seeds, "table2_reset": table2_reset}[kind](summary, name)
     elif kind.startswith("learners"):
