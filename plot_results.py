@@ -174,12 +174,12 @@ def main(args):
         raise UserError("--check goes with --tables")
     if not args.results:
         raise UserError("give results files, run folders or sweep folders to plot (or --tables)")
-    given_summaries = [p for p in args.results if summaries.is_summary_file(p)]
+    given_summaries = {p: s for p in args.results if (s := summaries.read_if_summary(p)) is not None}
     if args.rows and not given_summaries:
         raise UserError("--rows picks rows of a summary file (summaries/NAME.json): none was given")
     if given_summaries and (args.table2 or args.cost_accuracy):
         raise UserError("--table2 and --cost-accuracy read results files; a summary keeps only each row's means")
-    entries = _figure_entries(args.results, args.rows)
+    entries = _figure_entries(args.results, given_summaries, args.rows)
     paths = [e for e in entries if isinstance(e, Path)]
     for path in paths:
         if not path.is_file():
@@ -203,16 +203,16 @@ def main(args):
     return out
 
 
-def _figure_entries(given, rows) -> list:
+def _figure_entries(given, given_summaries: dict, rows) -> list:
     """In the order given: results files (Paths; a run, sweep or aggregate folder expanded) and each
     summary's rows (results dicts), only those `rows` names when it is given (every name must match one
     row of the summaries given, and each is drawn in `rows`' order)."""
     entries, found = [], {}
     for item in given:
-        if not summaries.is_summary_file(item):
+        if item not in given_summaries:
             entries += [_results_file(p) for p in _expand_sweeps([item])]
             continue
-        drawn = summaries.figure_results(summaries.read_summary(item, "plot_results.py"), item)
+        drawn = summaries.figure_results(given_summaries[item], item)
         if rows is not None:
             for result in drawn:
                 if result["label"] in rows:

@@ -230,16 +230,17 @@ def keep_rows(earlier: dict, new: dict, earlier_name: str) -> dict:
 
 # --- a summary drawn as Fig. 4 -----------------------------------------------------------------------
 
-def is_summary_file(path) -> bool:
-    """Whether `path` is a summary file (this module's format) rather than a results file or folder."""
+def read_if_summary(path) -> dict | None:
+    """The summary in `path` (this module's format), or None when it is a results file or folder."""
     path = Path(path)
     if not (path.is_file() and path.suffix == ".json"):
-        return False
+        return None
     try:
         found = json.loads(path.read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(found, dict) and found.get("format") == FORMAT and isinstance(found.get("rows"), list)
+        return None
+    is_summary = isinstance(found, dict) and found.get("format") == FORMAT and isinstance(found.get("rows"), list)
+    return found if is_summary else None
 
 
 def figure_results(summary: dict, name: str) -> list[dict]:

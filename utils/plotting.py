@@ -89,12 +89,6 @@ def plot_omniglot(results: list[dict], labels: list[str], out_path, title: str |
     return out_path
 
 
-def plot_files(paths, labels, out_path, title: str | None = None) -> Path:
-    results = load_results(paths)
-    labels = labels or [r.get("label", Path(p).parent.name) for r, p in zip(results, paths)]
-    return plot_loaded(results, labels, out_path, title)
-
-
 def plot_loaded(results: list[dict], labels: list[str], out_path, title: str | None = None) -> Path:
     """Fig. 3 or Fig. 4 of results already read (results files, or a summary's rows)."""
     kinds = {r.get("benchmark") for r in results}
