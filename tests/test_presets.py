@@ -102,16 +102,16 @@ def test_the_seed_readme_regression_command_is_mrcl2019():
 
 def test_cpu_wide_is_the_cpu_preset_with_128_channels_and_twice_the_steps():
     """docs/protocols.md's row: the `cpu` preset in every field but the channels (128: 1,152
-    features into the linear PLN), the length (20,000 steps) and the inner rate (the 2020 code's
-    0.03, where `cpu` has the 0.3 its meta-validation search chose, docs/baselines.md). Both meta
-    rates are 3e-4, chosen apart: `cpu_wide`'s by the rate grid of docs/cpu_wide.md, `cpu`'s on the
-    meta-validation classes."""
+    features into the linear PLN) and the length (20,000 steps). The inner rate is `cpu`'s 0.3, which
+    the meta-validation search chose at both widths (docs/baselines.md, docs/cpu_wide.md; `cpu_wide`
+    had the 2020 code's 0.03 until 5 December 2026). Both meta rates are 3e-4, chosen apart:
+    `cpu_wide`'s by the rate grid of docs/cpu_wide.md, `cpu`'s on the meta-validation classes."""
     from experiment.omniglot_presets import build_model
     wide = _fields(_declared(OmniglotConfig, OMNIGLOT_PRESETS, "cpu_wide"))
     cpu = _fields(_declared(OmniglotConfig, OMNIGLOT_PRESETS, "cpu"))
-    assert {k for k in wide if wide[k] != cpu[k]} == {"preset", "channels", "steps", "update_lr"}
+    assert {k for k in wide if wide[k] != cpu[k]} == {"preset", "channels", "steps"}
     assert (wide["channels"], wide["steps"], cpu["steps"]) == (128, 20_000, 10_000)
-    assert (wide["meta_lr"], cpu["meta_lr"], wide["update_lr"], cpu["update_lr"]) == (3e-4, 3e-4, 0.03, 0.3)
+    assert (wide["meta_lr"], cpu["meta_lr"], wide["update_lr"], cpu["update_lr"]) == (3e-4, 3e-4, 0.3, 0.3)
     assert wide["image_size"] == 28
     resolved = _fields(oml_omniglot._config(oml_omniglot.get_args_parser().parse_args(["--preset", "cpu_wide"])))
     assert resolved == wide  # no flag given: exactly the declared preset
