@@ -15,6 +15,7 @@ import evaluate_omniglot
 import evaluate_regression
 import oml_omniglot
 from experiment.method_fields import OMNIGLOT_METHOD_FIELDS, fields_not_read
+from experiment.omniglot_presets import config_from_checkpoint
 from tests.conftest import REPO, SHARED_OMNIGLOT
 
 MODELS = REPO / "trained_models"
@@ -147,13 +148,8 @@ def test_each_shipped_omniglot_model_is_what_its_documented_command_trains(path)
     commands = _documented_commands()
     assert path.stem in commands, f"trained_models/README.md has no command row for {path.name}"
     resolved = oml_omniglot._config(oml_omniglot.get_args_parser().parse_args(commands[path.stem]))
-    recorded = torch.load(path, weights_only=True)["config"]
-    ignored = fields_not_read(recorded["method"], OMNIGLOT_METHOD_FIELDS)
-    differing = {f.name: (getattr(resolved, f.name), recorded.get(f.name)) for f in dataclasses.fields(resolved)
-                 if f.name not in ignored and f.name in recorded
-                 and _same(getattr(resolved, f.name)) != _same(recorded[f.name])}
+    recorded = config_from_checkpoint(torch.load(path, weights_only=True))
+    ignored = fields_not_read(recorded.method, OMNIGLOT_METHOD_FIELDS)
+    differing = {f.name: (getattr(resolved, f.name), getattr(recorded, f.name)) for f in dataclasses.fields(resolved)
+                 if f.name not in ignored and getattr(resolved, f.name) != getattr(recorded, f.name)}
     assert not differing, f"{path.name}: the documented command gives {differing} (today's value, the file's)"
-
-
-def _same(value):
-    return list(value) if isinstance(value, (list, tuple)) else value
