@@ -211,7 +211,8 @@ def _cells_by_learner(summary: dict, name: str, kind: str) -> dict:
 def _ordered(values, first) -> list:
     """`values` once each: those in `first` in its order, then the others in the order they came."""
     values = list(dict.fromkeys(values))
-    rank = lambda v: next((i for i, f in enumerate(first) if v == f or str(v).startswith(f"{f} (")), len(first))
+    rank = lambda v: next((i for i, f in enumerate(first) if v == f or str(v).startswith((f"{f} (", f"{f}: "))),
+                          len(first))
     return sorted(values, key=rank)
 
 
@@ -334,6 +335,18 @@ def learners(summary: dict, name: str, kind: str = "held_out") -> str:
 # --- Table 2: learners x (setting, column) (experiment/aggregate_table2.py) ------------------------
 
 TABLE2 = "omniglot_table2"
+RESET = "--pln-reset"  # the evaluation flag that tells the two starts of the output layer apart
+# None: the protocol's own start, which for Table 2's 2020 protocol is "all", Kaiming-normal weights
+STARTS = {None: "Kaiming", "all": "Kaiming", "zero": "zero"}
+START_NAMES = ("Kaiming", "zero")
+
+
+def _column_name(row: dict, methods: list[str]) -> str:
+    """The method; where two rows share it, the method and its output layer's start, else the row's label."""
+    if methods.count(row["method"]) == 1:
+        return row["method"]
+    start = row["settings"].get(RESET, "missing")
+    return f"{row['method']}: {STARTS[start]}" if start in STARTS else row["label"]
 
 
 def _table2_layout(summary: dict, name: str, kind: str):
@@ -341,8 +354,8 @@ def _table2_layout(summary: dict, name: str, kind: str):
     from experiment.evaluation.table2 import COLUMNS, LEARNER_NAMES, SETTINGS, setting_name
     if not summary["rows"]:
         raise UserError(f"table '{name}' ({kind}): summaries/{name}.json has no rows")
-    methods = [row["method"] for row in summary["rows"]]  # two rows of one column (two presets): their labels
-    columns = {row["method"] if methods.count(row["method"]) == 1 else row["label"]: row for row in summary["rows"]}
+    methods = [row["method"] for row in summary["rows"]]  # two rows of one column: told apart by start or label
+    columns = {_column_name(row, methods): row for row in summary["rows"]}
     columns = {c: columns[c] for c in _ordered(columns, COLUMNS)}
     cells = [cell for row in summary["rows"] for cell in row["cell_seeds"]]
     settings = _ordered((cell.split("/")[0] for cell in cells), [setting_name(*s) for s in SETTINGS])
@@ -414,14 +427,18 @@ def table2(summary: dict, name: str = "summary") -> str:
                     text += f" (paper {paper[2 * COLUMNS.index(column)]:.2f})"
                 shown.append(text)
         lines.append(f"| {ROW_LABELS.get(learner, learner)} | " + " | ".join(shown) + " |")
-    texts = []
-    for setting in settings:
-        by_claims: dict[str, list[str]] = {}
-        for learner in learners:
-            by_claims.setdefault(_table2_claims(columns, f"{setting}/{learner}"), []).append(ROW_LABELS.get(learner, learner))
-        said = " ".join(f"{_listed(names)}: {claims}." for claims, names in by_claims.items())
-        texts.append(f"Reading (held-out, {setting}, 95% t intervals across seeds): {said}")
+    texts = [f"Reading (held-out, {setting}, 95% t intervals across seeds): {_claims_by_learner(columns, setting, learners)}"
+             for setting in settings]
     return "\n".join(lines) + "\n\n" + "\n\n".join(texts)
+
+
+def _claims_by_learner(columns: dict, setting: str, learners: list[str]) -> str:
+    """One setting's column comparisons, learners with the same comparisons said together."""
+    from experiment.evaluation.table2 import ROW_LABELS
+    by_claims: dict[str, list[str]] = {}
+    for learner in learners:
+        by_claims.setdefault(_table2_claims(columns, f"{setting}/{learner}"), []).append(ROW_LABELS.get(learner, learner))
+    return " ".join(f"{_listed(names)}: {claims}." for claims, names in by_claims.items())
 
 
 def _hyperparameters(chosen: list[dict]) -> str:
@@ -446,12 +463,6 @@ def table2_seeds(summary: dict, name: str = "summary") -> str:
                                  f"{_percent(held_out)} | {_percent(trajectory)} | "
                                  f"{entry['runs'][cell]} | {_hyperparameters(entry['hyperparameters'][cell])} |")
     return "\n".join(lines)
-
-
-RESET = "--pln-reset"  # the evaluation flag that tells the two starts of the output layer apart
-# None: the protocol's own start, which for Table 2's 2020 protocol is "all", Kaiming-normal weights
-STARTS = {None: "Kaiming", "all": "Kaiming", "zero": "zero"}
-START_NAMES = ("Kaiming", "zero")
 
 
 def _by_start(summary: dict, name: str) -> dict:
@@ -498,7 +509,38 @@ def table2_reset(summary: dict, name: str = "summary") -> str:
             cell = f"{setting}/{learner}"
             shown = [_start_cell(starts[s], cell) for starts in columns.values() for s in START_NAMES]
             lines.append(f"| {setting} | {ROW_LABELS.get(learner, learner)} | " + " | ".join(shown) + " |")
-    return "\n".join(lines)
+    texts = []
+    for setting in settings:
+        texts.append(f"Zero against Kaiming ({setting}, held-out, 95% t intervals across seeds): "
+                     f"{_start_moves(columns, setting, learners)}.")
+        for start in START_NAMES:
+            by_start = {column: starts[start] for column, starts in columns.items()}
+            texts.append(f"With the {start} start ({setting}, held-out, 95% t intervals across seeds): "
+                         f"{_claims_by_learner(by_start, setting, learners)}")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(texts)
+
+
+def _start_moves(columns: dict, setting: str, learners: list[str]) -> str:
+    """Per column, the learners whose zero-start interval across seeds lies above, below, or across the Kaiming one."""
+    from experiment.evaluation.table2 import ROW_LABELS
+    said = []
+    for column, starts in columns.items():
+        moves: dict[str, list[str]] = {}
+        for learner in learners:
+            kaiming, zero = (_table2_cells(starts[s], f"{setting}/{learner}") for s in START_NAMES)
+            if kaiming is None or zero is None:
+                continue
+            if min(kaiming[1], zero[1]) < 2:
+                move = "one seed, not compared"
+            elif _apart(zero[0], kaiming[0], lower=False):
+                move = "higher with zero"
+            elif _apart(zero[0], kaiming[0], lower=True):
+                move = "lower with zero"
+            else:
+                move = "overlapping"
+            moves.setdefault(move, []).append(ROW_LABELS.get(learner, learner))
+        said.append(f"{column}: " + ", ".join(f"{move} for {_listed(names)}" for move, names in moves.items()))
+    return "; ".join(said)
 
 
 def render(summary: dict, kind: str, name: str = "summary") -> str:

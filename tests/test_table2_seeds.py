@@ -222,9 +222,9 @@ def test_a_kind_that_does_not_fit_the_summary_is_one_clear_error(tmp_path, capsy
         tables.render(_summary(tmp_path), "headline", "t2")
 
 
-def _both_starts(tmp_path: Path, seeds=(1, 2, 3)) -> dict:
+def _both_starts(tmp_path: Path, seeds=(1, 2, 3), shift=None) -> dict:
     """OML, Pre-training and Standard, each with the protocol's output layer and with --reset zero (its
-    accuracies 0.05 higher), aggregated together as the Kaiming and zero sweeps are."""
+    accuracies `shift[column]` higher, 0.05 unless told), aggregated together as the Kaiming and zero sweeps are."""
     runs = []
     for column in ("OML", "Pre-training", "Standard"):
         for seed in seeds:
@@ -233,7 +233,8 @@ def _both_starts(tmp_path: Path, seeds=(1, 2, 3)) -> dict:
             result = json.loads((zero / "results.json").read_text())
             for cells in result["table2"].values():
                 for cell in cells.values():
-                    cell["runs"]["held_out_accuracy"] = [a + 0.05 for a in cell["runs"]["held_out_accuracy"]]
+                    cell["runs"]["held_out_accuracy"] = [a + (shift or {}).get(column, 0.05)
+                                                         for a in cell["runs"]["held_out_accuracy"]]
             (zero / "results.json").write_text(json.dumps(result))
             runs.append(zero)
     return _aggregate(tmp_path, _sweep(tmp_path, "starts", runs))
@@ -259,6 +260,32 @@ def test_the_reset_table_gives_the_interval_across_seeds_when_there_are_several(
     text = tables.render(summary, "table2_reset", "starts")
     row = next(line for line in text.splitlines() if line.startswith("| 5x20 | EWC |")).split(" | ")
     assert all(cell.rstrip(" |").endswith("3 seeds") for cell in row[2:])
+
+
+def test_the_reset_tables_readings_compare_the_starts_and_the_columns_across_seeds(tmp_path, capsys):
+    # across seeds 1-3 a cell's half-width is 4.30 * 0.01 / sqrt(3) = 0.025: a shift of 0.3 or -0.2 is
+    # apart from the Kaiming interval, a shift of 0.01 is not
+    summary = _both_starts(tmp_path, shift={"Standard": 0.3, "OML": 0.01, "Pre-training": -0.2})
+    text = tables.render(summary, "table2_reset", "starts")
+    every = "Online, Approx IID, ER-Reservoir, MER and EWC"
+    assert (f"Zero against Kaiming (5x20, held-out, 95% t intervals across seeds): Standard: higher with zero for "
+            f"{every}; OML: overlapping for {every}; Pre-training: lower with zero for {every}.") in text
+    # Kaiming: OML .6, Pre-training .3, Standard .1; zero: OML .61, Standard .4, Pre-training .1
+    assert (f"With the Kaiming start (1x50, held-out, 95% t intervals across seeds): {every}: OML higher than "
+            "Pre-training (intervals apart); OML higher than Standard (intervals apart); Pre-training higher than "
+            "Standard (intervals apart).") in text
+    assert (f"With the zero start (1x50, held-out, 95% t intervals across seeds): {every}: OML higher than "
+            "Standard (intervals apart); OML higher than Pre-training (intervals apart); Standard higher than "
+            "Pre-training (intervals apart).") in text
+
+
+def test_the_per_seed_table_names_each_start_of_a_column(tmp_path, capsys):
+    summary = _both_starts(tmp_path, seeds=(1, 2))
+    lines = tables.render(summary, "table2_seeds", "starts").splitlines()
+    columns = list(dict.fromkeys(line.split(" | ")[0].lstrip("| ") for line in lines[2:]))
+    assert columns == ["Standard: Kaiming", "Standard: zero", "OML: Kaiming", "OML: zero",
+                       "Pre-training: Kaiming", "Pre-training: zero"]
+    assert len(lines) == 2 + 6 * 2 * 5 * 2  # header, columns x settings x learners x seeds
 
 
 def test_the_reset_table_refuses_rows_it_cannot_pair(tmp_path, capsys):
