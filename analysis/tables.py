@@ -509,9 +509,16 @@ def table2_reset(summary: dict, name: str = "summary") -> str:
             cell = f"{setting}/{learner}"
             shown = [_start_cell(starts[s], cell) for starts in columns.values() for s in START_NAMES]
             lines.append(f"| {setting} | {ROW_LABELS.get(learner, learner)} | " + " | ".join(shown) + " |")
+    lines += ["", "Zero minus Kaiming (held-out, percentage points), paired by checkpoint: the mean of the per-seed "
+              "differences (95% t interval across seeds).", "", *_header(["setting", "learner"], list(columns))]
+    for setting in settings:
+        for learner in learners:
+            differences = [_paired_difference(starts, f"{setting}/{learner}") for starts in columns.values()]
+            shown = ["—" if d is None else _points(d) for d in differences]
+            lines.append(f"| {setting} | {ROW_LABELS.get(learner, learner)} | " + " | ".join(shown) + " |")
     texts = []
     for setting in settings:
-        texts.append(f"Zero against Kaiming ({setting}, held-out, 95% t intervals across seeds): "
+        texts.append(f"Zero against Kaiming ({setting}, held-out, paired 95% t intervals across seeds): "
                      f"{_start_moves(columns, setting, learners)}.")
         for start in START_NAMES:
             by_start = {column: starts[start] for column, starts in columns.items()}
@@ -520,24 +527,44 @@ def table2_reset(summary: dict, name: str = "summary") -> str:
     return "\n".join(lines) + "\n\n" + "\n\n".join(texts)
 
 
+def _paired_difference(starts: dict, cell: str):
+    """Zero minus Kaiming held-out accuracy per checkpoint both starts evaluated, with the 95% t interval
+    across those seeds (the same checkpoints, so the pairs remove the seed-to-seed spread); None when the
+    column lacks the cell, a dict with one seed's difference (no interval) when only one pairs."""
+    from utils.stats import t_interval
+    kaiming, zero = (starts[s] for s in START_NAMES)
+    seeds = sorted(set(kaiming["cell_seeds"].get(cell, [])) & set(zero["cell_seeds"].get(cell, [])))
+    if not seeds:
+        return None
+    held_out = lambda row, seed: row["by_seed"][str(seed)]["metrics"][f"held_out@{cell}"]["mean"]
+    return {**t_interval([held_out(zero, s) - held_out(kaiming, s) for s in seeds]), "seeds": len(seeds)}
+
+
+def _points(difference: dict) -> str:
+    mean = f"{100 * difference['mean']:+.1f}"
+    if difference["seeds"] < 2:
+        return f"{mean}, one seed"
+    return f"{mean} ({100 * difference['ci_low']:+.1f} to {100 * difference['ci_high']:+.1f})"
+
+
 def _start_moves(columns: dict, setting: str, learners: list[str]) -> str:
-    """Per column, the learners whose zero-start interval across seeds lies above, below, or across the Kaiming one."""
+    """Per column, the learners whose paired zero-minus-Kaiming interval lies above zero, below it, or across it."""
     from experiment.evaluation.table2 import ROW_LABELS
     said = []
     for column, starts in columns.items():
         moves: dict[str, list[str]] = {}
         for learner in learners:
-            kaiming, zero = (_table2_cells(starts[s], f"{setting}/{learner}") for s in START_NAMES)
-            if kaiming is None or zero is None:
+            difference = _paired_difference(starts, f"{setting}/{learner}")
+            if difference is None:
                 continue
-            if min(kaiming[1], zero[1]) < 2:
+            if difference["seeds"] < 2:
                 move = "one seed, not compared"
-            elif _apart(zero[0], kaiming[0], lower=False):
+            elif difference["ci_low"] > 0:
                 move = "higher with zero"
-            elif _apart(zero[0], kaiming[0], lower=True):
+            elif difference["ci_high"] < 0:
                 move = "lower with zero"
             else:
-                move = "overlapping"
+                move = "not told apart"
             moves.setdefault(move, []).append(ROW_LABELS.get(learner, learner))
         said.append(f"{column}: " + ", ".join(f"{move} for {_listed(names)}" for move, names in moves.items()))
     return "; ".join(said)

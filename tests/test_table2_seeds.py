@@ -224,7 +224,8 @@ def test_a_kind_that_does_not_fit_the_summary_is_one_clear_error(tmp_path, capsy
 
 def _both_starts(tmp_path: Path, seeds=(1, 2, 3), shift=None) -> dict:
     """OML, Pre-training and Standard, each with the protocol's output layer and with --reset zero (its
-    accuracies `shift[column]` higher, 0.05 unless told), aggregated together as the Kaiming and zero sweeps are."""
+    accuracies `shift[column]` higher, or `shift[column][seed]`, 0.05 unless told), aggregated together as the
+    Kaiming and zero sweeps are."""
     runs = []
     for column in ("OML", "Pre-training", "Standard"):
         for seed in seeds:
@@ -233,8 +234,9 @@ def _both_starts(tmp_path: Path, seeds=(1, 2, 3), shift=None) -> dict:
             result = json.loads((zero / "results.json").read_text())
             for cells in result["table2"].values():
                 for cell in cells.values():
-                    cell["runs"]["held_out_accuracy"] = [a + (shift or {}).get(column, 0.05)
-                                                         for a in cell["runs"]["held_out_accuracy"]]
+                    moved = (shift or {}).get(column, 0.05)
+                    moved = moved[seed] if isinstance(moved, dict) else moved
+                    cell["runs"]["held_out_accuracy"] = [a + moved for a in cell["runs"]["held_out_accuracy"]]
             (zero / "results.json").write_text(json.dumps(result))
             runs.append(zero)
     return _aggregate(tmp_path, _sweep(tmp_path, "starts", runs))
@@ -243,8 +245,8 @@ def _both_starts(tmp_path: Path, seeds=(1, 2, 3), shift=None) -> dict:
 def test_the_reset_table_sets_each_columns_two_starts_side_by_side(tmp_path, capsys):
     summary = _both_starts(tmp_path, seeds=(1,))
     text = tables.render(summary, "table2_reset", "starts")
-    lines = text.splitlines()
-    header = next(line for line in lines if line.startswith("| setting"))
+    lines = next(block for block in text.split("\n\n") if block.startswith("| setting")).splitlines()
+    header = lines[0]
     assert header == ("| setting | learner | Standard: Kaiming | Standard: zero | OML: Kaiming | OML: zero | "
                       "Pre-training: Kaiming | Pre-training: zero |")
     body = [line for line in lines if line.startswith("| 1x50") or line.startswith("| 5x20")]
@@ -262,15 +264,19 @@ def test_the_reset_table_gives_the_interval_across_seeds_when_there_are_several(
     assert all(cell.rstrip(" |").endswith("3 seeds") for cell in row[2:])
 
 
-def test_the_reset_tables_readings_compare_the_starts_and_the_columns_across_seeds(tmp_path, capsys):
-    # across seeds 1-3 a cell's half-width is 4.30 * 0.01 / sqrt(3) = 0.025: a shift of 0.3 or -0.2 is
-    # apart from the Kaiming interval, a shift of 0.01 is not
-    summary = _both_starts(tmp_path, shift={"Standard": 0.3, "OML": 0.01, "Pre-training": -0.2})
+def test_the_reset_tables_readings_compare_the_starts_by_checkpoint_and_the_columns_across_seeds(tmp_path, capsys):
+    # zero minus Kaiming per seed: Standard +0.3 each, OML +0.03 / -0.03 / 0 (t interval across zero),
+    # Pre-training -0.2 / -0.1 / -0.15
+    summary = _both_starts(tmp_path, shift={"Standard": 0.3, "OML": {1: 0.03, 2: -0.03, 3: 0.0},
+                                            "Pre-training": {1: -0.2, 2: -0.1, 3: -0.15}})
     text = tables.render(summary, "table2_reset", "starts")
+    half = 100 * t_quantile_975(2) * 0.03 / np.sqrt(3)  # the OML differences' sd is 0.03
+    oml = next(line for line in text.splitlines() if line.startswith("| 1x50 | MER | +30.0 (")).split(" | ")
+    assert oml[3] == f"+0.0 ({-half:+.1f} to {half:+.1f})"
     every = "Online, Approx IID, ER-Reservoir, MER and EWC"
-    assert (f"Zero against Kaiming (5x20, held-out, 95% t intervals across seeds): Standard: higher with zero for "
-            f"{every}; OML: overlapping for {every}; Pre-training: lower with zero for {every}.") in text
-    # Kaiming: OML .6, Pre-training .3, Standard .1; zero: OML .61, Standard .4, Pre-training .1
+    assert (f"Zero against Kaiming (5x20, held-out, paired 95% t intervals across seeds): Standard: higher with zero "
+            f"for {every}; OML: not told apart for {every}; Pre-training: lower with zero for {every}.") in text
+    # Kaiming: OML .6, Pre-training .3, Standard .1 (+ .01 per seed); zero: OML .6, Standard .4, Pre-training .15
     assert (f"With the Kaiming start (1x50, held-out, 95% t intervals across seeds): {every}: OML higher than "
             "Pre-training (intervals apart); OML higher than Standard (intervals apart); Pre-training higher than "
             "Standard (intervals apart).") in text
