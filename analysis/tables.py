@@ -10,7 +10,8 @@ A table lives in a markdown file between two markers; everything between them is
     <!-- table: omniglot_cpu_learners learners_trajectory -->   the same, trajectory accuracy
     <!-- table: omniglot_cpu_table2 table2 -->   the paper's Table 2 layout, the paper's values beside
     <!-- table: omniglot_cpu_table2 table2_seeds -->   its cells per meta-training seed
-    <!-- table: NAME table2_reset -->   each column with a Kaiming-normal and a zero output layer
+    <!-- table: NAME table2_reset -->   each column with a Kaiming-normal and a zero output layer, and
+                                         zero minus Kaiming paired by checkpoint, with readings
     ...generated...
     <!-- /table -->
 
