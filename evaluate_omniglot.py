@@ -23,7 +23,8 @@ overrides either).
 `--learner` runs the paper's Table 2 instead (experiment/evaluation/table2.py; docs/table2.md): the
 continual-learning methods Online, Approx IID, ER-Reservoir, MER and EWC (model/continual/), SGD,
 batch 1, one pass, on --classes-per-task C x --n-tasks T (default the paper's 1 x 50 and 5 x 20),
-10 runs, hyperparameters searched per cell on validation trajectories; on the checkpoint's frozen
+10 runs, hyperparameters searched per cell on validation trajectories (drawn from the reported
+classes, or with --search-classes selection from the meta-validation classes); on the checkpoint's frozen
 RLN (the OML or Pre-training column), or with --whole-network on the whole network from the
 checkpoint's weights (the Standard column: give it the pretraining checkpoint).
 `--learner ncm slda gauss` runs, instead of the SGD PLN, learners that cannot forget: nearest class
@@ -158,6 +159,11 @@ def get_args_parser():
                        help="classes per task of each setting, colon-separated (default 1:5, the paper's)")
     group.add_argument("--n-tasks", dest="n_tasks", nargs="+", default=None,
                        help="tasks of each setting, one per --classes-per-task (default 50:20, the paper's)")
+    group.add_argument("--search-classes", dest="search_classes", choices=("reported", "selection"), default="reported",
+                       help="the classes of each cell's hyperparameter search: reported (the default, the paper's "
+                            "practice: validation trajectories drawn from the classes reported on) or selection (the "
+                            "97 meta-validation classes; the checkpoint must have been meta-trained with "
+                            "--selection-classes; 5 x 20 is searched on 5 x 19)")
     group.add_argument("--memory", type=int, default=table2.MEMORY_SIZE,
                        help=f"ER and MER buffer size (default {table2.MEMORY_SIZE}, the paper's)")
     group.add_argument("--mer-batches", dest="mer_batches", type=int, default=table2.Table2Protocol.mer_batches,
@@ -237,23 +243,28 @@ def _check_selection(payload, config, args, schedule=()) -> None:
     """With --selection-classes: refuse a checkpoint meta-trained on the selection classes (its
     scores there would not be validation scores), and, on the official data, a schedule beyond
     them; before any image is read. A random RLN and Scratch have no meta-training to refuse."""
-    if not args.selection_classes:
+    searched = getattr(args, "search_classes", "reported") == "selection"
+    if args.selection_classes and searched:
+        raise UserError("--search-classes selection searches on the selection classes, which --selection-classes "
+                        "already reports on: drop one")
+    if not (args.selection_classes or searched):
         return
+    flag = "--selection-classes" if args.selection_classes else "--search-classes selection"
     if payload is not None and not args.scratch and not config.hold_out_selection:
         raise UserError(f"'{args.model}' was meta-trained on the selection classes (its config has no "
                         "hold_out_selection), so its scores on them are no validation scores: meta-train with "
-                        "--selection-classes, or evaluate without --selection-classes")
+                        f"--selection-classes, or evaluate without {flag}")
     too_many = [n for n in schedule if n > OFFICIAL_SELECTION_CLASSES]
     if too_many and not args.nonstandard_data:
         raise UserError(f"--schedule asks for {max(too_many)} classes, but there are only "
                         f"{OFFICIAL_SELECTION_CLASSES} selection classes")
 
 
-def _split(args, image_size: int, progress: bool):
+def _split(args, image_size: int, progress: bool, selection: bool | None = None):
     """The classes evaluated: the evaluation split, or the selection classes of the background
-    split (--selection-classes; no evaluation image is opened then)."""
+    split (--selection-classes, or `selection`; no evaluation image is opened then)."""
     load = dict(cache_dir=args.cache_dir, progress=progress, standard=not args.nonstandard_data)
-    if args.selection_classes:
+    if args.selection_classes if selection is None else selection:
         return selection_split(load_omniglot(args.path, "background", image_size, **load), load["standard"])
     return load_omniglot(args.path, "evaluation", image_size, **load)
 
@@ -324,13 +335,21 @@ def table2_main(args, sweep):
     column = _table2_column(payload, args)
     split = _split(args, config.image_size, args.progress is not False)
     table2.check_settings(settings, split.n_classes, config.n_outputs)
-    if args.whole_network:
-        bank = EvalImages.from_split(split)
-        rep = table2.WholeNetwork(net, args.pln_reset or "all")
-    else:
-        bank = feature_bank(net.rln, split, cache_dir=False if not args.feature_cache else args.cache_dir,
+    search_split = _split(args, config.image_size, args.progress is not False, True) \
+        if args.search_classes == "selection" else None
+    if search_split is not None:
+        for setting in settings:
+            table2.search_setting(setting, search_split.n_classes)
+
+    def inputs(of_split):  # the images the whole network learns, or the frozen RLN's features
+        if args.whole_network:
+            return EvalImages.from_split(of_split)
+        return feature_bank(net.rln, of_split, cache_dir=False if not args.feature_cache else args.cache_dir,
                             progress=args.progress is not False)
-        rep = table2.FrozenRLN(net.pln, column, args.pln_reset or "all")
+    bank = inputs(split)
+    search_bank = None if search_split is None else inputs(search_split)
+    rep = (table2.WholeNetwork(net, args.pln_reset or "all") if args.whole_network
+           else table2.FrozenRLN(net.pln, column, args.pln_reset or "all"))
     label = f"Table 2, {column} ({config.preset})"
     run = Run.create({"evaluated": as_dict(config), "args": vars(args), "table2": [list(s) for s in settings],
                       "split": reported_split(split)},
@@ -346,7 +365,9 @@ def table2_main(args, sweep):
         seconds[f"{setting}/{learner}"] = round(spent, 1)
 
     start, cpu = time.perf_counter(), time.process_time()
-    result = table2.evaluate_table2(rep, bank, tuple(args.learner), settings, protocol, report=report)
+    searched = "the reported classes" if search_split is None else f"the {reported_split(search_split)} classes"
+    result = table2.evaluate_table2(rep, bank, tuple(args.learner), settings, protocol, report=report,
+                                    search_bank=search_bank, search_split=searched)
     result = {"benchmark": "omniglot_table2", "label": label, "split": reported_split(split),
               "model": checkpoint_identity(payload, as_dict(config)), **result}
     run.write_json("results.json", result)
@@ -419,7 +440,8 @@ def main(args):
     if args.learner:
         return table2_main(args, sweep)
     defaults = get_args_parser()
-    for flag in ("whole_network", "classes_per_task", "n_tasks", "memory", "mer_batches", "mer_batch_size", "mer_gamma"):
+    for flag in ("whole_network", "classes_per_task", "n_tasks", "search_classes", "memory", "mer_batches",
+                 "mer_batch_size", "mer_gamma"):
         if getattr(args, flag) != defaults.get_default(flag):
             raise UserError(f"--{flag.replace('_', '-')} is a Table 2 flag: give --learner too")
     if args.schedule:

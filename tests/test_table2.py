@@ -14,6 +14,7 @@ from experiment.evaluation.omniglot import run_specs
 from experiment.evaluation.scratch import EvalImages
 from tests.omniglot_fixtures import tiny_network_and_tree
 from utils.cli import run_main
+from utils.errors import UserError
 
 TINY = {"image_size": 12, "channels": 16, "strides": (2, 2), "n_outputs": 16, "n_classes": 10, "class_split": 5}
 SMALL_GRIDS = {"features": {"lr": (1.0, 0.1, 0.01), "er": {"replay": (2,)}, "mer": {"beta": (1.0, 0.5)},
@@ -221,3 +222,94 @@ def test_a_zero_output_layer_starts_every_column_from_zeros_and_is_recorded(tiny
     default = _cli(tiny, tmp_path / "k", "--model", str(tiny["ckpt"]), *argv)
     assert "zero output layer" in json.loads((zero / "results.json").read_text())["protocol"]["pln_initialisation"]
     assert "Kaiming" in json.loads((default / "results.json").read_text())["protocol"]["pln_initialisation"]
+
+
+def test_a_search_setting_keeps_the_classes_per_task_and_the_tasks_the_split_has_classes_for():
+    assert table2.search_setting((5, 20), 659) == (5, 20)
+    assert table2.search_setting((5, 20), 97) == (5, 19)  # the meta-validation split
+    assert table2.search_setting((1, 50), 97) == (1, 50)
+    with pytest.raises(UserError, match="needs 5 classes per task, but the search split has 3"):
+        table2.search_setting((5, 20), 3)
+
+
+def test_a_search_on_another_split_never_reads_the_reported_images():
+    gen = torch.Generator().manual_seed(1)
+
+    def features(n_classes):  # class structure, so that the combinations score apart
+        prototypes = torch.relu(torch.randn(n_classes, 1, 24, generator=gen))
+        return FeatureBank(*(torch.relu(prototypes + 0.3 * torch.randn(n_classes, k, 24, generator=gen))
+                             for k in (15, 5)), "synthetic")
+    reported, selection = features(8), features(6)
+    poisoned = FeatureBank(torch.full_like(reported.train, float("nan")), reported.test, "synthetic")
+    rep = table2.FrozenRLN(torch.nn.Sequential(torch.nn.Linear(24, 16)), "OML")
+    protocol = table2.Table2Protocol(runs=2, search_runs=2, seed=5)
+    searched = table2.evaluate_cell(rep, "online", (2, 4), reported, protocol, SMALL_GRIDS, selection.train)
+    blind = table2.evaluate_cell(rep, "online", (2, 4), poisoned, protocol, SMALL_GRIDS, selection.train)
+    assert searched["search"] == blind["search"]  # NaN reported images: the search did not read them
+    assert blind["runs"]["held_out_accuracy"] != searched["runs"]["held_out_accuracy"]  # the runs did read them
+    assert all(len(c) == 6 and max(c) < 6 for c in searched["search"]["classes"])  # 2 x 3 of the 6 selection classes
+    assert len(np.unique(searched["search"]["scores"])) > 1
+    own = table2.evaluate_cell(rep, "online", (2, 4), reported, protocol, SMALL_GRIDS)
+    assert own["search"]["classes"] != searched["search"]["classes"]
+
+
+@pytest.fixture(scope="module")
+def held_out_selection(tmp_path_factory):
+    """A tree whose background split has 3 selection classes, and a tiny checkpoint meta-trained without them."""
+    from experiment.checkpoint import save_checkpoint
+    from experiment.config import as_dict, resolve
+    from experiment.omniglot_presets import OMNIGLOT_PRESETS, OmniglotConfig, build_model
+    from tests.omniglot_fixtures import write_fake_both
+
+    root = tmp_path_factory.mktemp("table2_selection")
+    data = write_fake_both(root / "data", n_alphabets=6, chars_per_alphabet=3, size=24)
+    ckpts = {}
+    for held_out in (True, False):
+        cfg = resolve(OmniglotConfig, OMNIGLOT_PRESETS, "cpu", {**TINY, "n_outputs": 32, "n_classes": 18,
+                                                                "class_split": 14, "hold_out_selection": held_out})
+        torch.manual_seed(0)
+        ckpts[held_out] = root / f"held_out_{held_out}.pt"
+        save_checkpoint(ckpts[held_out], benchmark="omniglot", config=as_dict(cfg), model=build_model(cfg), step=0)
+    return {"data": data, "cache": root / "cache", "ckpt": ckpts[True], "trained_on_them": ckpts[False]}
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_search_classes_selection_searches_there_and_reports_on_the_evaluation_classes(held_out_selection, tmp_path,
+                                                                                      monkeypatch, whole):
+    monkeypatch.setattr(table2, "GRIDS", SMALL_GRIDS)
+    argv = ["--model", str(held_out_selection["ckpt"]), "--learner", "online", "--classes-per-task", "1:2",
+            "--n-tasks", "4:2", "--runs", "2", "--search-runs", "1", *(["--whole-network"] if whole else [])]
+    selected = _cli(held_out_selection, tmp_path / "s", *argv, "--search-classes", "selection")
+    default = _cli(held_out_selection, tmp_path / "d", *argv)
+    result, plain = (json.loads((run / "results.json").read_text()) for run in (selected, default))
+    assert result["split"] == "test" and result["protocol"]["search_classes"] == "the selection classes"
+    assert result["protocol"]["search_settings"] == ["1x3", "2x1"]  # 3 selection classes: 3 tasks of 1, 1 task of 2
+    assert plain["protocol"]["search_classes"] == "the reported classes"
+    assert plain["protocol"]["search_settings"] == ["1x4", "2x2"]
+    cell = result["table2"]["1x4"]["online"]
+    assert [len(c) for c in cell["search"]["classes"]] == [3] and [len(c) for c in cell["runs"]["classes"]] == [4, 4]
+    assert cell["runs"]["classes"] == plain["table2"]["1x4"]["online"]["runs"]["classes"]  # the same reported runs
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--search-classes", "selection"), "give --learner"),
+    (("--learner", "ncm", "--search-classes", "selection"), "--search-classes does not apply"),
+    (("--learner", "er", "--search-classes", "selection", "--selection-classes"), "drop one"),
+    (("--learner", "er", "--search-classes", "selection", "--classes-per-task", "4", "--n-tasks", "1"),
+     "needs 4 classes per task, but the search split has 3"),
+])
+def test_search_classes_flags_are_checked(held_out_selection, tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli(held_out_selection, tmp_path, "--model", str(held_out_selection["ckpt"]), *flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not any(tmp_path.rglob("results.json"))
+
+
+def test_search_classes_selection_refuses_a_checkpoint_meta_trained_on_them(held_out_selection, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _cli(held_out_selection, tmp_path, "--model", str(held_out_selection["trained_on_them"]), "--learner", "er",
+             "--search-classes", "selection")
+    err = capsys.readouterr().err
+    assert "no validation scores" in err and "without --search-classes selection" in err

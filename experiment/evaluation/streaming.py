@@ -57,8 +57,8 @@ SCORE_CHUNK = 16384  # images scored at once: a whole run's images (SLDA and Gau
 
 # The Fig. 4 protocol's flags that mean nothing to a closed-form learner (and Table 2's).
 NOT_FOR_STREAMING = ("protocol", "lr", "optimizer", "iid", "epochs", "pln_reset", "run_batch", "engine",
-                     "whole_network", "classes_per_task", "n_tasks", "memory", "mer_batches", "mer_batch_size",
-                     "mer_gamma")
+                     "whole_network", "classes_per_task", "n_tasks", "search_classes", "memory", "mer_batches",
+                     "mer_batch_size", "mer_gamma")
 
 
 def split_learners(names) -> tuple[str, ...]:

@@ -15,7 +15,10 @@ Approx IID is the paper's "random shuffling of the trajectory": the whole stream
 do not matter to it; EWC adds a penalty at the end of every task but the last.
 
 Hyperparameters are searched per cell (learner x representation x setting) on `search_runs`
-validation trajectories drawn from their own stream ('lr_search', as the Fig. 4 rate search),
+validation trajectories drawn from their own stream ('lr_search', as the Fig. 4 rate search), from
+the reported classes (the paper's practice) or from another split's (`search_train`: the
+meta-validation classes, which leave the reported classes to be read only to report; a setting
+longer than that split has classes for is searched with fewer tasks, `search_setting`),
 judged on trajectory (training-image) accuracy only, with the evaluation's rule
 (experiment.evaluation.rate_search.choose_lr) over the grid of combinations. Reported: held-out
 accuracy on the 5 test images of every class seen, and trajectory accuracy, over `runs` runs: mean,
@@ -271,13 +274,24 @@ def summary(values) -> dict:
 
 # --- a cell ----------------------------------------------------------------------------------------------
 
+def search_setting(setting: tuple[int, int], n_classes: int) -> tuple[int, int]:
+    """The setting a search runs on a split of `n_classes`: the same classes per task, and as many of
+    the setting's tasks as the split has classes for (5 x 20 on the 97 meta-validation classes: 5 x 19)."""
+    classes_per_task, tasks = setting
+    if classes_per_task > n_classes:
+        raise UserError(f"the setting {setting_name(*setting)} needs {classes_per_task} classes per task, but the "
+                        f"search split has {n_classes}")
+    return classes_per_task, min(tasks, n_classes // classes_per_task)
+
+
 def search(rep, learner: str, setting: tuple[int, int], train: torch.Tensor, protocol: Table2Protocol,
            grids=None) -> dict:
     """The cell's hyperparameters, chosen on validation trajectories by their trajectory accuracy.
-    It is handed the training images (or features) only."""
+    It is handed training images (or features) only: the reported classes', or another split's."""
     combos = grid(rep.kind, learner, grids)
     count = protocol.search_runs or SEARCH_RUNS[rep.kind]
-    runs = task_runs(protocol.seed, "lr_search", *setting, count, train.shape[0], learner == "iid")
+    runs = task_runs(protocol.seed, "lr_search", *search_setting(setting, train.shape[0]), count, train.shape[0],
+                     learner == "iid")
     scores = np.zeros((len(runs), len(combos)))
     for j, hp in enumerate(combos):
         for r, run in enumerate(runs):
@@ -287,9 +301,11 @@ def search(rep, learner: str, setting: tuple[int, int], train: torch.Tensor, pro
             "scores": np.round(scores, 8).tolist(), "classes": [r.classes.tolist() for r in runs]}
 
 
-def evaluate_cell(rep, learner: str, setting: tuple[int, int], bank, protocol: Table2Protocol, grids=None) -> dict:
-    """Search (training data only), then `runs` runs scored on their trajectory and held-out images."""
-    found = search(rep, learner, setting, bank.train, protocol, grids)
+def evaluate_cell(rep, learner: str, setting: tuple[int, int], bank, protocol: Table2Protocol, grids=None,
+                  search_train: torch.Tensor | None = None) -> dict:
+    """Search (training data only: `bank`'s, or `search_train`, another split's), then `runs` runs
+    scored on their trajectory and held-out images."""
+    found = search(rep, learner, setting, bank.train if search_train is None else search_train, protocol, grids)
     hp = found["chosen"]
     runs = task_runs(protocol.seed, "eval", *setting, protocol.runs, bank.n_classes, learner == "iid")
     finals = [train_run(rep, learner, hp, run, bank.train, protocol) for run in runs]
@@ -311,17 +327,22 @@ def check_settings(settings, n_classes: int, n_outputs: int) -> None:
         raise UserError(f"the network has {n_outputs} outputs, fewer than the {n_classes} evaluation classes")
 
 
-def evaluate_table2(rep, bank, learners, settings, protocol: Table2Protocol, *, grids=None, report=None) -> dict:
-    """Every (setting, learner) cell of one column. `report(setting, learner, entry, seconds)` after each."""
+def evaluate_table2(rep, bank, learners, settings, protocol: Table2Protocol, *, grids=None, report=None,
+                    search_bank=None, search_split: str = "the reported classes") -> dict:
+    """Every (setting, learner) cell of one column. `report(setting, learner, entry, seconds)` after each.
+    `search_bank`: the split the hyperparameters are searched on (None: `bank`, the reported classes)."""
     protocol.validate()
     check_settings(settings, bank.n_classes, rep.n_outputs)
+    searched = bank if search_bank is None else search_bank
+    search_settings = [setting_name(*search_setting(s, searched.n_classes)) for s in settings]
     cells = {}
     for setting in settings:
         name = setting_name(*setting)
         cells[name] = {}
         for learner in learners:
             start = time.perf_counter()
-            cells[name][learner] = evaluate_cell(rep, learner, setting, bank, protocol, grids)
+            cells[name][learner] = evaluate_cell(rep, learner, setting, bank, protocol, grids,
+                                                 None if search_bank is None else search_bank.train)
             if report is not None:
                 report(name, learner, cells[name][learner], time.perf_counter() - start)
     return {"column": rep.column, "settings": [setting_name(*s) for s in settings], "learners": list(learners),
@@ -332,6 +353,7 @@ def evaluate_table2(rep, bank, learners, settings, protocol: Table2Protocol, *, 
                          "stream": "task t = classes tC..tC+C-1 of the run's sorted draw, its 15C images shuffled "
                                    "within the task; Approx IID: the whole trajectory shuffled",
                          "hyperparameters_judged_on": "trajectory (training-image) accuracy of the search runs only",
+                         "search_classes": search_split, "search_settings": search_settings,
                          "choice_rule": "per search run the first best combination in grid order; then the most "
                                         "frequent; ties -> higher mean search accuracy -> earlier in the grid",
                          "labels": "evaluation class ids; cross-entropy over all outputs",
