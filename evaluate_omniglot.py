@@ -164,6 +164,11 @@ def get_args_parser():
                             "practice: validation trajectories drawn from the classes reported on) or selection (the "
                             "97 meta-validation classes; the checkpoint must have been meta-trained with "
                             "--selection-classes; 5 x 20 is searched on 5 x 19)")
+    group.add_argument("--hyperparameters-from", dest="hyperparameters_from", nargs="+", default=None,
+                       metavar="RUN", help="no search: every cell takes the hyperparameters chosen by the one of these "
+                                           "Table 2 runs that evaluated a checkpoint of this checkpoint's method and "
+                                           "seed in this column (e.g. its twin meta-trained with --selection-classes, "
+                                           "searched with --search-classes selection)")
     group.add_argument("--memory", type=int, default=table2.MEMORY_SIZE,
                        help=f"ER and MER buffer size (default {table2.MEMORY_SIZE}, the paper's)")
     group.add_argument("--mer-batches", dest="mer_batches", type=int, default=table2.Table2Protocol.mer_batches,
@@ -283,6 +288,9 @@ def _table2_flags(args):
     given = {dest for dest, value in vars(args).items() if value != defaults.get_default(dest)}
     unused = sorted(given & {"scratch", "protocol", "lr", "optimizer", "iid", "epochs", "run_batch",
                              "engine", "schedule"})
+    if args.hyperparameters_from and given & {"search_classes", "search_runs"}:
+        raise UserError("--hyperparameters-from takes every cell's hyperparameters from earlier runs: there is no "
+                        "search for --search-classes or --search-runs")
     if unused:
         flags = ", ".join("--" + name.replace("_", "-") for name in unused)
         raise UserError(f"{flags} belong to the Fig. 4 protocol; Table 2 (--learner) is SGD, batch 1, one pass, "
@@ -335,6 +343,8 @@ def table2_main(args, sweep):
     column = _table2_column(payload, args)
     split = _split(args, config.image_size, args.progress is not False)
     table2.check_settings(settings, split.n_classes, config.n_outputs)
+    chosen = None if not args.hyperparameters_from else table2.chosen_from(
+        args.hyperparameters_from, config.method, config.seed, column, settings, args.learner)
     search_split = _split(args, config.image_size, args.progress is not False, True) \
         if args.search_classes == "selection" else None
     if search_split is not None:
@@ -367,7 +377,7 @@ def table2_main(args, sweep):
     start, cpu = time.perf_counter(), time.process_time()
     searched = "the reported classes" if search_split is None else f"the {reported_split(search_split)} classes"
     result = table2.evaluate_table2(rep, bank, tuple(args.learner), settings, protocol, report=report,
-                                    search_bank=search_bank, search_split=searched)
+                                    search_bank=search_bank, search_split=searched, chosen=chosen)
     result = {"benchmark": "omniglot_table2", "label": label, "split": reported_split(split),
               "model": checkpoint_identity(payload, as_dict(config)), **result}
     run.write_json("results.json", result)
@@ -440,8 +450,7 @@ def main(args):
     if args.learner:
         return table2_main(args, sweep)
     defaults = get_args_parser()
-    for flag in ("whole_network", "classes_per_task", "n_tasks", "search_classes", "memory", "mer_batches",
-                 "mer_batch_size", "mer_gamma"):
+    for flag in table2.FLAGS:
         if getattr(args, flag) != defaults.get_default(flag):
             raise UserError(f"--{flag.replace('_', '-')} is a Table 2 flag: give --learner too")
     if args.schedule:

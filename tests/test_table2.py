@@ -313,3 +313,36 @@ def test_search_classes_selection_refuses_a_checkpoint_meta_trained_on_them(held
              "--search-classes", "selection")
     err = capsys.readouterr().err
     assert "no validation scores" in err and "without --search-classes selection" in err
+
+
+def test_hyperparameters_from_takes_each_cell_from_the_twin_checkpoints_search(held_out_selection, tmp_path, capsys,
+                                                                              monkeypatch):
+    monkeypatch.setattr(table2, "GRIDS", SMALL_GRIDS)
+    argv = ["--learner", "online", "mer", "--classes-per-task", "1:2", "--n-tasks", "4:2", "--runs", "2"]
+    twin = _cli(held_out_selection, tmp_path / "twin", "--model", str(held_out_selection["ckpt"]), *argv,
+                "--search-runs", "1", "--search-classes", "selection")
+    whole = _cli(held_out_selection, tmp_path / "whole", "--model", str(held_out_selection["ckpt"]), "--whole-network",
+                 "--learner", "online", "--classes-per-task", "1", "--n-tasks", "4", "--runs", "1", "--search-runs", "1",
+                 "--search-classes", "selection")
+    full = held_out_selection["trained_on_them"]  # the same method and seed, meta-trained on every class
+    taken = _cli(held_out_selection, tmp_path / "taken", "--model", str(full), *argv,
+                 "--hyperparameters-from", str(whole), str(twin))
+    source, result = (json.loads((run / "results.json").read_text()) for run in (twin, taken))
+    for setting in ("1x4", "2x2"):
+        for learner in ("online", "mer"):
+            cell = result["table2"][setting][learner]
+            assert cell["hyperparameters"] == source["table2"][setting][learner]["hyperparameters"]
+            assert cell["search"] == {"chosen": cell["hyperparameters"], "taken_from_an_earlier_search": True}
+    assert result["protocol"]["hyperparameters_from"] == str(twin)
+    assert result["protocol"]["search_classes"] == f"the selection classes, in the search of {twin}"
+    assert result["protocol"]["search_settings"] == ["1x3", "2x1"]
+    capsys.readouterr()
+    for flags, message in ((["--hyperparameters-from", str(whole)], "0 of the 1 runs"),
+                           (["--hyperparameters-from", str(twin), "--learner", "er"], "has no 1x4/er cell"),
+                           (["--hyperparameters-from", str(twin), "--search-runs", "2"], "there is no search"),
+                           (["--hyperparameters-from", str(twin), "--learner", "slda"], "--hyperparameters-from, --n-tasks do not apply")):
+        with pytest.raises(SystemExit):
+            _cli(held_out_selection, tmp_path / "bad", "--model", str(full), *argv, *flags)
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").rglob("results.json"))

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from datasets.omniglot import TRAIN_DRAWERS, to_float
+from experiment.evaluation import table2
 from experiment.evaluation.omniglot import EVAL_SEED, SEARCH_RUNS, RunSpec, run_specs
 from experiment.evaluation.rate_search import choose_lr
 from experiment.evaluation.scratch import fresh_params
@@ -56,9 +57,7 @@ SEARCH_TRAIN_DRAWERS = 10  # shrinkage search: learn drawers 1-10, score on draw
 SCORE_CHUNK = 16384  # images scored at once: a whole run's images (SLDA and Gauss solve once per call)
 
 # The Fig. 4 protocol's flags that mean nothing to a closed-form learner (and Table 2's).
-NOT_FOR_STREAMING = ("protocol", "lr", "optimizer", "iid", "epochs", "pln_reset", "run_batch", "engine",
-                     "whole_network", "classes_per_task", "n_tasks", "search_classes", "memory", "mer_batches",
-                     "mer_batch_size", "mer_gamma")
+NOT_FOR_STREAMING = ("protocol", "lr", "optimizer", "iid", "epochs", "pln_reset", "run_batch", "engine", *table2.FLAGS)
 
 
 def split_learners(names) -> tuple[str, ...]:

@@ -76,6 +76,9 @@ GRIDS = {
                 "mer": {"beta": (1.0, 0.1)},
                 "ewc": {"lam": (0.01, 1.0)}},
 }
+# evaluate_omniglot.py's flags that only Table 2 reads (refused by the Fig. 4 protocol and the streaming learners)
+FLAGS = ("whole_network", "classes_per_task", "n_tasks", "search_classes", "hyperparameters_from", "memory",
+         "mer_batches", "mer_batch_size", "mer_gamma")
 SEARCH_RUNS = {"features": 2, "network": 1}  # validation trajectories per cell (cost: docs/table2.md)
 MAX_MEMORY = 10_000   # above every trajectory's length (659 evaluation classes x 15 images)
 MAX_MER_STEPS = 100   # MER's s and k (defaults 2 and 3): every sample costs s x k SGD steps
@@ -302,10 +305,13 @@ def search(rep, learner: str, setting: tuple[int, int], train: torch.Tensor, pro
 
 
 def evaluate_cell(rep, learner: str, setting: tuple[int, int], bank, protocol: Table2Protocol, grids=None,
-                  search_train: torch.Tensor | None = None) -> dict:
-    """Search (training data only: `bank`'s, or `search_train`, another split's), then `runs` runs
-    scored on their trajectory and held-out images."""
-    found = search(rep, learner, setting, bank.train if search_train is None else search_train, protocol, grids)
+                  search_train: torch.Tensor | None = None, chosen: dict | None = None) -> dict:
+    """Search (training data only: `bank`'s, or `search_train`, another split's), or take `chosen`, an
+    earlier search's choice; then `runs` runs scored on their trajectory and held-out images."""
+    if chosen is not None:
+        found = {"chosen": dict(chosen), "taken_from_an_earlier_search": True}
+    else:
+        found = search(rep, learner, setting, bank.train if search_train is None else search_train, protocol, grids)
     hp = found["chosen"]
     runs = task_runs(protocol.seed, "eval", *setting, protocol.runs, bank.n_classes, learner == "iid")
     finals = [train_run(rep, learner, hp, run, bank.train, protocol) for run in runs]
@@ -328,13 +334,16 @@ def check_settings(settings, n_classes: int, n_outputs: int) -> None:
 
 
 def evaluate_table2(rep, bank, learners, settings, protocol: Table2Protocol, *, grids=None, report=None,
-                    search_bank=None, search_split: str = "the reported classes") -> dict:
+                    search_bank=None, search_split: str = "the reported classes", chosen=None) -> dict:
     """Every (setting, learner) cell of one column. `report(setting, learner, entry, seconds)` after each.
-    `search_bank`: the split the hyperparameters are searched on (None: `bank`, the reported classes)."""
+    `search_bank`: the split the hyperparameters are searched on (None: `bank`, the reported classes);
+    `chosen` (from `chosen_from`): every cell's hyperparameters taken from an earlier search instead."""
     protocol.validate()
     check_settings(settings, bank.n_classes, rep.n_outputs)
     searched = bank if search_bank is None else search_bank
     search_settings = [setting_name(*search_setting(s, searched.n_classes)) for s in settings]
+    if chosen is not None:
+        search_split, search_settings = chosen["search_classes"], chosen["search_settings"]
     cells = {}
     for setting in settings:
         name = setting_name(*setting)
@@ -342,7 +351,8 @@ def evaluate_table2(rep, bank, learners, settings, protocol: Table2Protocol, *, 
         for learner in learners:
             start = time.perf_counter()
             cells[name][learner] = evaluate_cell(rep, learner, setting, bank, protocol, grids,
-                                                 None if search_bank is None else search_bank.train)
+                                                 None if search_bank is None else search_bank.train,
+                                                 None if chosen is None else chosen["cells"][f"{name}/{learner}"])
             if report is not None:
                 report(name, learner, cells[name][learner], time.perf_counter() - start)
     return {"column": rep.column, "settings": [setting_name(*s) for s in settings], "learners": list(learners),
@@ -354,6 +364,7 @@ def evaluate_table2(rep, bank, learners, settings, protocol: Table2Protocol, *, 
                                    "within the task; Approx IID: the whole trajectory shuffled",
                          "hyperparameters_judged_on": "trajectory (training-image) accuracy of the search runs only",
                          "search_classes": search_split, "search_settings": search_settings,
+                         "hyperparameters_from": None if chosen is None else chosen["run"],
                          "choice_rule": "per search run the first best combination in grid order; then the most "
                                         "frequent; ties -> higher mean search accuracy -> earlier in the grid",
                          "labels": "evaluation class ids; cross-entropy over all outputs",
@@ -369,6 +380,38 @@ def headline(setting: str, learner: str, entry: dict, seconds: float | None = No
 
 
 # --- the table -----------------------------------------------------------------------------------------
+
+def chosen_from(paths, method: str, seed: int, column: str, settings, learners) -> dict:
+    """Every cell's hyperparameters as chosen by the one Table 2 run among `paths` that evaluated a
+    checkpoint of this `method` and `seed` in this `column` (e.g. its twin meta-trained without the
+    selection classes, searched with --search-classes selection); a one-line error otherwise."""
+    matches = []
+    for path in paths:
+        result = read_table2(path)
+        run = Path(path) if Path(path).is_dir() else Path(path).parent
+        try:
+            evaluated = json.loads((run / "config.json").read_text())["evaluated"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"'{run}' has no readable config.json with the evaluated checkpoint's config") from None
+        if (evaluated.get("method"), evaluated.get("seed"), result.get("column")) == (method, seed, column):
+            matches.append((run, result))
+    if len(matches) != 1:
+        raise UserError(f"--hyperparameters-from: {len(matches)} of the {len(paths)} runs given evaluated a {method} "
+                        f"checkpoint of seed {seed} in the {column} column; exactly one must")
+    run, result = matches[0]
+    cells = {}
+    for setting in settings:
+        for learner in learners:
+            cell = f"{setting_name(*setting)}/{learner}"
+            try:
+                cells[cell] = result["table2"][setting_name(*setting)][learner]["hyperparameters"]
+            except (KeyError, TypeError):
+                raise UserError(f"--hyperparameters-from: '{run}' has no {cell} cell") from None
+    protocol = result.get("protocol", {})
+    searched = protocol.get("search_classes", "the reported classes")
+    return {"run": str(run), "cells": cells, "search_classes": f"{searched}, in the search of {run}",
+            "search_settings": protocol.get("search_settings")}
+
 
 def read_table2(path) -> dict:
     """A Table 2 results.json (evaluate_omniglot.py --learner), with a one-line error otherwise."""
