@@ -12,6 +12,8 @@ A table lives in a markdown file between two markers; everything between them is
     <!-- table: omniglot_cpu_table2 table2_seeds -->   its cells per meta-training seed
     <!-- table: NAME table2_reset -->   each column with a Kaiming-normal and a zero output layer, and
                                          zero minus Kaiming paired by checkpoint, with readings
+    <!-- table: NAME table2_search -->  the same for each column's own hyperparameter search against its
+                                         twin's (--hyperparameters-from)
     ...generated...
     <!-- /table -->
 
@@ -20,13 +22,15 @@ tests/test_tables.py fails when a committed block differs from what its summary 
 """
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from utils.errors import UserError
 
 BLOCK = re.compile(r"(<!-- table: *([\w.-]+)(?: +(\w+))? *-->\n)(.*?)(<!-- /table -->)", re.S)
 KINDS = ("headline", "trajectory", "seeds", "candidates", "learners", "learners_trajectory", "table2", "table2_seeds",
-         "table2_reset")
+         "table2_reset", "table2_search")
 METRIC_TITLES = {"final_mse": "MSE after all functions", "first_mse": "MSE after function 1"}
 
 
@@ -339,15 +343,39 @@ TABLE2 = "omniglot_table2"
 RESET = "--pln-reset"  # the evaluation flag that tells the two starts of the output layer apart
 # None: the protocol's own start, which for Table 2's 2020 protocol is "all", Kaiming-normal weights
 STARTS = {None: "Kaiming", "all": "Kaiming", "zero": "zero"}
-START_NAMES = ("Kaiming", "zero")
+
+
+@dataclass(frozen=True)
+class Variants:
+    """Two evaluations of every Table 2 column, told apart by one evaluation flag: the protocol's
+    (first) and the other, compared side by side and paired by checkpoint."""
+    kind: str                   # the table kind that shows them
+    flag: str                   # the row setting that tells them apart
+    names: tuple[str, str]      # (the protocol's, the other)
+    name_of: Callable           # the flag's value -> one of `names`, None for a value it does not know
+    what: str                   # "each {what}"
+    each: str                   # "With {each.format(name)}"
+    aggregate: str              # how to aggregate the two together
+
+
+VARIANTS = (
+    Variants("table2_reset", RESET, ("Kaiming", "zero"), lambda value: STARTS.get(value), "start of the output layer",
+             "the {} start", "aggregate the Kaiming and the --reset zero sweeps together"),
+    Variants("table2_search", "--hyperparameters-from", ("own search", "twin's search"),
+             lambda value: "own search" if value is None else "twin's search",
+             "search of the hyperparameters (the checkpoint's own, or its twin's through --hyperparameters-from)",
+             "the {}", "aggregate the searched and the --hyperparameters-from sweeps together"),
+)
 
 
 def _column_name(row: dict, methods: list[str]) -> str:
-    """The method; where two rows share it, the method and its output layer's start, else the row's label."""
+    """The method; where two rows share it, the method and its variant (start, search), else the row's label."""
     if methods.count(row["method"]) == 1:
         return row["method"]
-    start = row["settings"].get(RESET, "missing")
-    return f"{row['method']}: {STARTS[start]}" if start in STARTS else row["label"]
+    for variants in VARIANTS:
+        if variants.flag in row["settings"] and variants.name_of(row["settings"][variants.flag]) is not None:
+            return f"{row['method']}: {variants.name_of(row['settings'][variants.flag])}"
+    return row["label"]
 
 
 def _table2_layout(summary: dict, name: str, kind: str):
@@ -466,26 +494,26 @@ def table2_seeds(summary: dict, name: str = "summary") -> str:
     return "\n".join(lines)
 
 
-def _by_start(summary: dict, name: str) -> dict:
-    """{column: {start: row}} in the paper's column order; each column needs both starts."""
+def _by_variant(summary: dict, name: str, variants: Variants) -> dict:
+    """{column: {variant: row}} in the paper's column order; each column needs both variants."""
     from experiment.evaluation.table2 import COLUMNS
     columns: dict[str, dict] = {}
     for row in summary["rows"]:
-        start = row["settings"].get(RESET, "missing")
-        if start not in STARTS:
-            raise UserError(f"table '{name}' (table2_reset): row '{row['label']}' is not told apart by {RESET} "
-                            f"(aggregate the Kaiming and the --reset zero sweeps together)")
-        if STARTS[start] in columns.setdefault(row["method"], {}):
-            raise UserError(f"table '{name}' (table2_reset): two {STARTS[start]} rows of {row['method']}")
-        columns[row["method"]][STARTS[start]] = row
-    lacking = [f"{c} ({'/'.join(s for s in START_NAMES if s not in starts)})"
-               for c, starts in columns.items() if len(starts) < len(START_NAMES)]
+        variant = variants.name_of(row["settings"][variants.flag]) if variants.flag in row["settings"] else None
+        if variant is None:
+            raise UserError(f"table '{name}' ({variants.kind}): row '{row['label']}' is not told apart by "
+                            f"{variants.flag} ({variants.aggregate})")
+        if variant in columns.setdefault(row["method"], {}):
+            raise UserError(f"table '{name}' ({variants.kind}): two {variant} rows of {row['method']}")
+        columns[row["method"]][variant] = row
+    lacking = [f"{c} ({'/'.join(v for v in variants.names if v not in found)})"
+               for c, found in columns.items() if len(found) < len(variants.names)]
     if lacking:
-        raise UserError(f"table '{name}' (table2_reset): no row for {', '.join(lacking)}")
+        raise UserError(f"table '{name}' ({variants.kind}): no row for {', '.join(lacking)}")
     return {c: columns[c] for c in _ordered(columns, COLUMNS)}
 
 
-def _start_cell(row: dict, cell: str) -> str:
+def _variant_cell(row: dict, cell: str) -> str:
     """Held-out %: across seeds with the t interval, or one seed's mean with the bootstrap interval over its runs."""
     if cell not in row["cell_seeds"]:
         return "—"
@@ -495,50 +523,53 @@ def _start_cell(row: dict, cell: str) -> str:
     return f"{_percent(row['by_seed'][str(seeds[0])]['metrics'][f'held_out@{cell}'])}, seed {seeds[0]}"
 
 
-def table2_reset(summary: dict, name: str = "summary") -> str:
-    """Each column of Table 2 with the output layer started as the 2020 code does (Kaiming-normal
-    weights) and at zero (`--reset zero`), side by side: one row per setting and learner."""
+def table2_variants(summary: dict, name: str, variants: Variants) -> str:
+    """Each column of Table 2 in its two variants side by side (one row per setting and learner), the
+    other minus the protocol's paired by checkpoint, and the readings from the intervals across seeds."""
     from experiment.evaluation.table2 import ROW_LABELS
-    settings, learners, _ = _table2_layout(summary, name, "table2_reset")
-    columns = _by_start(summary, name)
-    lines = ["Held-out accuracy (%) with each start of the output layer: over several meta-training seeds the mean "
+    settings, learners, _ = _table2_layout(summary, name, variants.kind)
+    columns = _by_variant(summary, name, variants)
+    first, other = variants.names
+    lines = [f"Held-out accuracy (%) with each {variants.what}: over several meta-training seeds the mean "
              "(95% t interval across seeds); over one, that checkpoint's mean (95% bootstrap interval over its "
              "evaluation runs, which says nothing about another seed).", "",
-             *_header(["setting", "learner"], [f"{c}: {s}" for c in columns for s in START_NAMES])]
+             *_header(["setting", "learner"], [f"{c}: {v}" for c in columns for v in variants.names])]
     for setting in settings:
         for learner in learners:
             cell = f"{setting}/{learner}"
-            shown = [_start_cell(starts[s], cell) for starts in columns.values() for s in START_NAMES]
+            shown = [_variant_cell(found[v], cell) for found in columns.values() for v in variants.names]
             lines.append(f"| {setting} | {ROW_LABELS.get(learner, learner)} | " + " | ".join(shown) + " |")
-    lines += ["", "Zero minus Kaiming (held-out, percentage points), paired by checkpoint: the mean of the per-seed "
-              "differences (95% t interval across seeds).", "", *_header(["setting", "learner"], list(columns))]
+    lines += ["", f"{other.capitalize()} minus {first} (held-out, percentage points), paired by checkpoint: the mean "
+              "of the per-seed differences (95% t interval across seeds).", "",
+              *_header(["setting", "learner"], list(columns))]
     for setting in settings:
         for learner in learners:
-            differences = [_paired_difference(starts, f"{setting}/{learner}") for starts in columns.values()]
+            differences = [_paired_difference(found, f"{setting}/{learner}", variants) for found in columns.values()]
             shown = ["—" if d is None else _points(d) for d in differences]
             lines.append(f"| {setting} | {ROW_LABELS.get(learner, learner)} | " + " | ".join(shown) + " |")
     texts = []
     for setting in settings:
-        texts.append(f"Zero against Kaiming ({setting}, held-out, paired 95% t intervals across seeds): "
-                     f"{_start_moves(columns, setting, learners)}.")
-        for start in START_NAMES:
-            by_start = {column: starts[start] for column, starts in columns.items()}
-            texts.append(f"With the {start} start ({setting}, held-out, 95% t intervals across seeds): "
-                         f"{_claims_by_learner(by_start, setting, learners)}")
+        texts.append(f"{other.capitalize()} against {first} ({setting}, held-out, paired 95% t intervals across "
+                     f"seeds): {_variant_moves(columns, setting, learners, variants)}.")
+        for variant in variants.names:
+            by_variant = {column: found[variant] for column, found in columns.items()}
+            texts.append(f"With {variants.each.format(variant)} ({setting}, held-out, 95% t intervals across seeds): "
+                         f"{_claims_by_learner(by_variant, setting, learners)}")
     return "\n".join(lines) + "\n\n" + "\n\n".join(texts)
 
 
-def _paired_difference(starts: dict, cell: str):
-    """Zero minus Kaiming held-out accuracy per checkpoint both starts evaluated, with the 95% t interval
-    across those seeds (the same checkpoints, so the pairs remove the seed-to-seed spread); None when the
-    column lacks the cell, a dict with one seed's difference (no interval) when only one pairs."""
+def _paired_difference(found: dict, cell: str, variants: Variants):
+    """The other variant minus the protocol's held-out accuracy per checkpoint both evaluated, with the
+    95% t interval across those seeds (the same checkpoints, so the pairs remove the seed-to-seed
+    spread); None when the column lacks the cell, a dict with one seed's difference (no interval)
+    when only one pairs."""
     from utils.stats import t_interval
-    kaiming, zero = (starts[s] for s in START_NAMES)
-    seeds = sorted(set(kaiming["cell_seeds"].get(cell, [])) & set(zero["cell_seeds"].get(cell, [])))
+    first, other = (found[v] for v in variants.names)
+    seeds = sorted(set(first["cell_seeds"].get(cell, [])) & set(other["cell_seeds"].get(cell, [])))
     if not seeds:
         return None
     held_out = lambda row, seed: row["by_seed"][str(seed)]["metrics"][f"held_out@{cell}"]["mean"]
-    return {**t_interval([held_out(zero, s) - held_out(kaiming, s) for s in seeds]), "seeds": len(seeds)}
+    return {**t_interval([held_out(other, s) - held_out(first, s) for s in seeds]), "seeds": len(seeds)}
 
 
 def _points(difference: dict) -> str:
@@ -548,22 +579,22 @@ def _points(difference: dict) -> str:
     return f"{mean} ({100 * difference['ci_low']:+.1f} to {100 * difference['ci_high']:+.1f})"
 
 
-def _start_moves(columns: dict, setting: str, learners: list[str]) -> str:
-    """Per column, the learners whose paired zero-minus-Kaiming interval lies above zero, below it, or across it."""
+def _variant_moves(columns: dict, setting: str, learners: list[str], variants: Variants) -> str:
+    """Per column, the learners whose paired difference interval lies above zero, below it, or across it."""
     from experiment.evaluation.table2 import ROW_LABELS
     said = []
-    for column, starts in columns.items():
+    for column, found in columns.items():
         moves: dict[str, list[str]] = {}
         for learner in learners:
-            difference = _paired_difference(starts, f"{setting}/{learner}")
+            difference = _paired_difference(found, f"{setting}/{learner}", variants)
             if difference is None:
                 continue
             if difference["seeds"] < 2:
                 move = "one seed, not compared"
             elif difference["ci_low"] > 0:
-                move = "higher with zero"
+                move = f"higher with {variants.names[1]}"
             elif difference["ci_high"] < 0:
-                move = "lower with zero"
+                move = f"lower with {variants.names[1]}"
             else:
                 move = "not told apart"
             moves.setdefault(move, []).append(ROW_LABELS.get(learner, learner))
@@ -577,10 +608,12 @@ def render(summary: dict, kind: str, name: str = "summary") -> str:
         raise UserError(f"unknown table kind {kind!r} (choose {', '.join(KINDS)})")
     if kind.startswith("table2") != (summary.get("benchmark") == TABLE2):
         raise UserError(f"table '{name}': kind {kind!r} does not fit summaries/{name}.json (benchmark "
-                        f"{summary.get('benchmark')!r}); a Table 2 summary takes the kinds table2, table2_seeds and "
-                        "table2_reset, others the rest")
+                        f"{summary.get('benchmark')!r}); a Table 2 summary takes the kinds table2, table2_seeds, "
+                        "table2_reset and table2_search, others the rest")
     if kind.startswith("table2"):
-        table = {"table2": table2, "table2_seeds": table2_seeds, "table2_reset": table2_reset}[kind](summary, name)
+        variants = {v.kind: v for v in VARIANTS}
+        table = (table2_variants(summary, name, variants[kind]) if kind in variants
+                 else {"table2": table2, "table2_seeds": table2_seeds}[kind](summary, name))
     elif kind.startswith("learners"):
         table = learners(summary, name, "trajectory" if kind == "learners_trajectory" else "held_out")
     elif kind == "seeds":

@@ -43,13 +43,14 @@ def _result(seed: int, column: str, learners) -> dict:
 
 
 def _run(root: Path, name: str, seed: int, column: str, learners=("online", "iid", "er", "mer", "ewc"),
-         evaluation_seed=None, reset=None) -> Path:
+         evaluation_seed=None, reset=None, hyperparameters_from=None) -> Path:
     run = root / "runs" / name
     run.mkdir(parents=True)
     method = "oml" if column == "OML" else "pretraining"
     args = {"model": f"/ckpt/{method}{seed}", "learner": list(learners), "whole_network": column == "Standard",
             "memory": 200, "seed": evaluation_seed, "runs": 50, "name": name, "device": "auto",
-            **({"pln_reset": reset} if reset else {})}
+            **({"pln_reset": reset} if reset else {}),
+            **({"hyperparameters_from": hyperparameters_from} if hyperparameters_from else {})}
     (run / "config.json").write_text(json.dumps({"evaluated": {"seed": seed, "method": method, "preset": "cpu",
                                                                "steps": 10000 if method == "oml" else 2000},
                                                  "args": args}))
@@ -303,3 +304,31 @@ def test_the_reset_table_refuses_rows_it_cannot_pair(tmp_path, capsys):
     summary = _aggregate(tmp_path / "b", _sweep(tmp_path / "b", "half", runs))
     with pytest.raises(UserError, match=r"no row for Pre-training \(Kaiming\)"):
         tables.render(summary, "table2_reset", "half")
+
+
+def test_the_search_table_pairs_each_columns_own_search_with_its_twins(tmp_path, capsys):
+    runs = []
+    for column in ("OML", "Pre-training"):
+        for seed in (1, 2, 3):
+            runs.append(_run(tmp_path, f"{column}{seed}own", seed, column))
+            twins = [f"/twin/{c}{s}" for c in ("OML", "Pre-training") for s in (1, 2, 3)]  # one list, as a sweep gives
+            twin = _run(tmp_path, f"{column}{seed}twin", seed, column, hyperparameters_from=twins)
+            result = json.loads((twin / "results.json").read_text())
+            for cells in result["table2"].values():
+                for cell in cells.values():  # the twin's choice: 0.02 / 0.0 / -0.02 (OML), 0.1 lower (Pre-training)
+                    moved = {1: 0.02, 2: 0.0, 3: -0.02}[seed] if column == "OML" else -0.1
+                    cell["runs"]["held_out_accuracy"] = [a + moved for a in cell["runs"]["held_out_accuracy"]]
+            (twin / "results.json").write_text(json.dumps(result))
+            runs.append(twin)
+    summary = _aggregate(tmp_path, _sweep(tmp_path, "search", runs))
+    text = tables.render(summary, "table2_search", "search")
+    assert ("| setting | learner | OML: own search | OML: twin's search | Pre-training: own search | "
+            "Pre-training: twin's search |") in text
+    every = "Online, Approx IID, ER-Reservoir, MER and EWC"
+    assert (f"Twin's search against own search (1x50, held-out, paired 95% t intervals across seeds): OML: not told "
+            f"apart for {every}; Pre-training: lower with twin's search for {every}.") in text
+    assert f"With the twin's search (5x20, held-out, 95% t intervals across seeds): {every}: OML higher than " in text
+    columns = {line.split(" | ")[0].lstrip("| ") for line in tables.render(summary, "table2_seeds", "search").splitlines()[2:]}
+    assert columns == {"OML: own search", "OML: twin's search", "Pre-training: own search", "Pre-training: twin's search"}
+    with pytest.raises(UserError, match="not told apart by --hyperparameters-from"):
+        tables.render(_aggregate(tmp_path / "t", _table2_sweep(tmp_path / "t")), "table2_search", "t2")
