@@ -344,9 +344,13 @@ def test_numba_without_its_jit_is_said(monkeypatch, capsys):
     """NUMBA_DISABLE_JIT=1 made the evaluation ~1500x slower without a word."""
     import numba
 
-    # Imported with the JIT on first: a first import under DISABLE_JIT would leave plain Python
-    # functions in sys.modules for every later test of this process (~1500x slower evaluations).
+    # Imported and compiled with the JIT on first: a first import under DISABLE_JIT would leave plain
+    # Python functions in sys.modules for every later test of this process (~1500x slower evaluations),
+    # and a first compile under it fails (it did in a fresh checkout, with no numba cache beside the source).
     from experiment.evaluation import oml_online  # noqa: F401
+    monkeypatch.setattr(native, "_KERNEL", None)
+    assert native.kernel() is not None
+    capsys.readouterr()
     monkeypatch.setattr(native, "_KERNEL", None)
     monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
     capsys.readouterr()
