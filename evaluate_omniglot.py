@@ -166,8 +166,8 @@ def get_args_parser():
                             "--selection-classes; 5 x 20 is searched on 5 x 19)")
     group.add_argument("--hyperparameters-from", dest="hyperparameters_from", nargs="+", default=None,
                        metavar="RUN", help="no search: every cell takes the hyperparameters chosen by the one of these "
-                                           "Table 2 runs that evaluated a checkpoint of this checkpoint's method and "
-                                           "seed in this column (e.g. its twin meta-trained with --selection-classes, "
+                                           "Table 2 runs that evaluated a checkpoint of this checkpoint's method, "
+                                           "preset and seed in this column (e.g. its twin meta-trained with --selection-classes, "
                                            "searched with --search-classes selection)")
     group.add_argument("--memory", type=int, default=table2.MEMORY_SIZE,
                        help=f"ER and MER buffer size (default {table2.MEMORY_SIZE}, the paper's)")
@@ -344,10 +344,10 @@ def table2_main(args, sweep):
     split = _split(args, config.image_size, args.progress is not False)
     table2.check_settings(settings, split.n_classes, config.n_outputs)
     chosen = None if not args.hyperparameters_from else table2.chosen_from(
-        args.hyperparameters_from, config.method, config.seed, column, settings, args.learner)
+        args.hyperparameters_from, (config.method, config.preset, config.seed), column, settings, args.learner)
     search_split = _split(args, config.image_size, args.progress is not False, True) \
         if args.search_classes == "selection" else None
-    if search_split is not None:
+    if search_split is not None:  # a setting the search split cannot hold is refused before a folder is written
         for setting in settings:
             table2.search_setting(setting, search_split.n_classes)
 

@@ -381,10 +381,11 @@ def headline(setting: str, learner: str, entry: dict, seconds: float | None = No
 
 # --- the table -----------------------------------------------------------------------------------------
 
-def chosen_from(paths, method: str, seed: int, column: str, settings, learners) -> dict:
+def chosen_from(paths, twin: tuple, column: str, settings, learners) -> dict:
     """Every cell's hyperparameters as chosen by the one Table 2 run among `paths` that evaluated a
-    checkpoint of this `method` and `seed` in this `column` (e.g. its twin meta-trained without the
-    selection classes, searched with --search-classes selection); a one-line error otherwise."""
+    checkpoint of this (method, preset, seed) `twin` in this `column` (e.g. the twin meta-trained without
+    the selection classes, searched with --search-classes selection); a one-line error otherwise."""
+    method, preset, seed = twin
     matches = []
     for path in paths:
         result = read_table2(path)
@@ -393,11 +394,12 @@ def chosen_from(paths, method: str, seed: int, column: str, settings, learners) 
             evaluated = json.loads((run / "config.json").read_text())["evaluated"]
         except (OSError, ValueError, KeyError, TypeError):
             raise UserError(f"'{run}' has no readable config.json with the evaluated checkpoint's config") from None
-        if (evaluated.get("method"), evaluated.get("seed"), result.get("column")) == (method, seed, column):
+        if (evaluated.get("method"), evaluated.get("preset"), evaluated.get("seed"), result.get("column")) == \
+                (method, preset, seed, column):
             matches.append((run, result))
     if len(matches) != 1:
         raise UserError(f"--hyperparameters-from: {len(matches)} of the {len(paths)} runs given evaluated a {method} "
-                        f"checkpoint of seed {seed} in the {column} column; exactly one must")
+                        f"checkpoint of preset {preset} and seed {seed} in the {column} column; exactly one must")
     run, result = matches[0]
     cells = {}
     for setting in settings:
