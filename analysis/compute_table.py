@@ -1,17 +1,18 @@
 """docs/compute.md's table: what each committed summary's sweeps cost, and the commands that rerun them.
 
-Reads every summaries/*.json (its `compute` entry, experiment/summaries.py): per summary, the
-sweeps it aggregates and the training sweeps they evaluate, with their jobs, wall hours and CPU
-hours, the summary's total, and one total over all summaries that counts a sweep shared by
-several summaries once. Then, per summary, its commands in the order they must run: each
-training sweep, each evaluation sweep, the aggregate (with a comment naming the rows it keeps from
-the summary itself, for a summary made with --keep-rows). analysis/tables.py puts it between the
-markers `<!-- table: compute -->` and `<!-- /table -->`.
+Reads every summaries/*.json (its `compute` entry, experiment/summaries.py): per summary, the sweeps
+it aggregates and those they rest on (the training sweeps they evaluate, the sweeps whose runs chose
+their hyperparameters), with their jobs, wall hours and CPU hours, the summary's total, and one
+total over all summaries that counts a sweep shared by several summaries once. Then, per summary,
+its commands in the order they must run: each training sweep, each evaluation sweep after the sweeps
+it rests on, the aggregate (with a comment naming the rows it keeps from the summary itself, for a
+summary made with --keep-rows). analysis/tables.py puts it between the markers
+`<!-- table: compute -->` and `<!-- /table -->`.
 """
 import json
 from pathlib import Path
 
-from experiment.sweep_compute import total
+from experiment.sweep_compute import NAMED, total
 from utils.errors import UserError
 
 ROLES = ("training", "evaluation")  # the order the sweeps run in: a training sweep before its evaluations
@@ -32,8 +33,18 @@ def _hours(value) -> str:
 
 
 def in_order(compute: dict) -> list[dict]:
-    """The summary's sweeps, training sweeps first (they run first), each role in its recorded order."""
-    return sorted(compute["sweeps"], key=lambda s: ROLES.index(s["role"]) if s["role"] in ROLES else len(ROLES))
+    """The summary's sweeps in an order they can run in: each after the sweeps it rests on (NAMED: the
+    training sweeps it evaluates, the sweeps whose runs chose its hyperparameters); otherwise training
+    sweeps first, each role in its recorded order."""
+    left = sorted(compute["sweeps"], key=lambda s: ROLES.index(s["role"]) if s["role"] in ROLES else len(ROLES))
+    present = {s["name"] for s in left}
+    ordered, done = [], set()
+    while left:
+        ready = next((s for s in left if {n for key in NAMED for n in s.get(key) or []} & present <= done), left[0])
+        ordered.append(ready)
+        done.add(ready["name"])
+        left.remove(ready)
+    return ordered
 
 
 def _line(*cells) -> str:

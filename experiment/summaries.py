@@ -28,7 +28,7 @@ import json
 from pathlib import Path
 
 from experiment import aggregate_table2
-from experiment.sweep_compute import as_list, rerun_aggregate, sweeps_cost, total
+from experiment.sweep_compute import NAMED, as_list, rerun_aggregate, sweeps_cost, total
 from utils.errors import UserError
 
 FORMAT = 1
@@ -155,7 +155,8 @@ def _sweep_of(job: str) -> str:
 
 
 def _standing_behind(costs: list[dict], names: set) -> list[dict]:
-    """The cost entries of the sweeps named and of the training sweeps they evaluate, transitively."""
+    """The cost entries of the sweeps named and of the sweeps they rest on (the training sweeps they
+    evaluate, the sweeps whose runs chose their hyperparameters), transitively."""
     by_name = {c["name"]: c for c in costs}
     wanted, queue = set(), list(names)
     while queue:
@@ -163,7 +164,7 @@ def _standing_behind(costs: list[dict], names: set) -> list[dict]:
         if name in wanted or name not in by_name:
             continue
         wanted.add(name)
-        queue += by_name[name].get("models_from") or []
+        queue += [named for key in NAMED for named in by_name[name].get(key) or []]
     return [c for c in costs if c["name"] in wanted]
 
 

@@ -6,7 +6,9 @@ counted apart), and the CPU hours of their scripts (the `cpu_s` each attempt rec
 evening of 3 December 2026, experiment/sweep_job.py). A sweep with any ended attempt that records
 no CPU time has CPU hours null, never a partial sum. An evaluation sweep's training sweeps (sweep.json's
 models_from) are looked up by name next to it, in the same sweeps folder, else at the path it
-recorded (a training sweep of another day's folder), and counted with it.
+recorded (a training sweep of another day's folder), and counted with it; so are the sweeps whose runs
+it read (sweep.json's hyperparameters_from: the runs that chose a Table 2 cell's hyperparameters, and
+the training sweep of the checkpoints they evaluated), found the same way.
 
 A sweep's role is what its script does: "training" for a script that trains (sweep.json's `training`,
 the script having --resume), "evaluation" otherwise, whether it evaluates trained runs (--models-from,
@@ -113,12 +115,13 @@ def sweep_cost(sweep_dir, role_if_unread: str = "training") -> dict:
             "executor": sweep.get("executor"),
             "max_parallel": options.get("max_parallel") or (1 if sweep.get("executor") == "local" else None),
             "models_from": [Path(p).name for p in as_list(sweep.get("models_from"))],
+            "hyperparameters_from": [Path(p).name for p in as_list(sweep.get("hyperparameters_from"))],
             "folder": os.path.relpath(sweep_dir.resolve(), sweep.get("cwd") or "."), "rerun": rerun_command(sweep)}
 
 
 def sweeps_cost(sweep_dirs) -> list[dict]:
-    """The cost of each sweep given and of each training sweep they name (models_from, training_folders);
-    every sweep once."""
+    """The cost of each sweep given and of each sweep they name (models_from, hyperparameters_from:
+    recorded_folders), and so on; every sweep once."""
     costs, seen = [], set()
     queue = [Path(d) for d in sweep_dirs]
     while queue:
@@ -127,17 +130,26 @@ def sweeps_cost(sweep_dirs) -> list[dict]:
             continue
         seen.add(folder.name)
         cost = sweep_cost(folder)
-        queue += training_folders(folder) if cost.get("models_from") else []
+        for key in NAMED:
+            queue += recorded_folders(folder, key) if cost.get(key) else []
         costs.append(cost)
     return costs
 
 
+NAMED = ("models_from", "hyperparameters_from")  # sweep.json's keys that name the sweeps a sweep rests on
+
+
 def training_folders(sweep_dir: Path) -> list[Path]:
-    """The training sweeps an evaluation sweep names: next to it by name (a results tree moved as a
-    whole), else where sweep.json recorded them (a training sweep of another day's folder)."""
+    """The training sweeps an evaluation sweep evaluates (models_from)."""
+    return recorded_folders(sweep_dir, "models_from")
+
+
+def recorded_folders(sweep_dir: Path, key: str) -> list[Path]:
+    """The sweeps sweep.json names under `key`: next to it by name (a results tree moved as a whole),
+    else where sweep.json recorded them (a sweep of another day's folder)."""
     sweep = read_sweep(sweep_dir)
     folders = []
-    for recorded in as_list(sweep.get("models_from")):
+    for recorded in as_list(sweep.get(key)):
         beside = sweep_dir.parent / Path(recorded).name
         where = Path(sweep.get("cwd") or ".", recorded)  # an absolute path stays as it is
         folders.append(beside if beside.is_dir() or not where.is_dir() else where)

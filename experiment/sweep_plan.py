@@ -4,7 +4,10 @@ Every flag the script lets take several values (experiment/grid.py) spans the gr
 user's command unchanged plus `--rank i` (plus `--name <sweep>_r<i>` and an absolute `--results-dir`).
 `--models-from SWEEP_DIR` adds one job per finished training run of that sweep (`--model RUN_DIR`),
 `--models-where KEY=VALUE` keeping the runs whose config.json has those values; `--models PATH ...`
-one job per run folder or checkpoint file given (`--model <its absolute path>`).
+one job per run folder or checkpoint file given (`--model <its absolute path>`). A flag whose values are
+earlier runs the script reads (evaluate_omniglot.py's --hyperparameters-from, RUNS_READ) has the sweeps
+that made those runs recorded beside models_from (`hyperparameters_from`), so that their cost is counted
+with this sweep's (experiment/sweep_compute.py).
 """
 import argparse
 import ast
@@ -15,18 +18,22 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
 from experiment import grid
 from experiment.checkpoint import resolve_checkpoint_path
-from experiment.sweep_records import excluded_by, job_states, value_matches
+from experiment.sweep_records import excluded_by, find_sweep, job_states, value_matches
 from utils import bounds
 from utils.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 # Flags the sweep sets for every job; in the script's command they would contradict it.
 RESERVED = ("--rank", "--resume", "--model")
+# Script flags whose values are earlier run folders the script reads, not evaluates: Table 2's cells
+# take their hyperparameters from the runs that searched them (evaluate_omniglot.py).
+RUNS_READ = ("hyperparameters_from",)
 
 
 def _sweepable(path: Path) -> bool:
@@ -152,6 +159,7 @@ def plan(args, script_argv: list) -> dict:
         if not models:
             raise UserError(f"--models-where {' '.join(args.models_where)}: no finished run of --models-from matches")
     training = is_training(parser)
+    read_from = sweeps_read(parser, script_argv)
     results_dir = Path(args.results_dir).resolve()
     described = json.dumps([path.name, script_argv, [str(m) for m in models]])
     name = args.name if args.name is not None else f"{path.stem}_{hashlib.sha256(described.encode()).hexdigest()[:8]}"
@@ -172,7 +180,31 @@ def plan(args, script_argv: list) -> dict:
             "models_from": [str(Path(d).resolve()) for d in args.models_from] if args.models_from else None,
             "models_where": parse_where(args.models_where),
             "models": [str(m) for m in models] if args.models else None,
+            "hyperparameters_from": [str(folder) for folder in read_from] or None,
             "results_dir": str(results_dir), "cwd": os.getcwd(), "training": training, "jobs": jobs}
+
+
+def sweep_of_run(run) -> Path | None:
+    """The folder of the sweep whose job made the run folder `run`, or None for a run no sweep made. A
+    sweep job's run is <results-dir>/<date>/<dataset>/<sweep>_r<i>_<n>, and its job record names it."""
+    run = Path(run).resolve()
+    named = re.fullmatch(r"(.+)_r\d+_\d+", run.name)
+    folder = find_sweep(run.parents[2], named[1]) if named and len(run.parents) > 2 else None
+    if folder is None:
+        return None
+    made = {Path(s["run_dir"]).resolve() for s in job_states(folder) if s.get("run_dir")}
+    return folder if run in made else None
+
+
+def sweeps_read(parser, argv: list) -> list[Path]:
+    """The sweeps that made the runs named by the script's RUNS_READ flags, each once, in the order named."""
+    args = vars(parser.parse_args(argv))  # script_grid parsed it already: no error here
+    runs = [run for dest in RUNS_READ for run in (args.get(dest) or [])]
+    folders = []
+    for folder in map(sweep_of_run, runs):
+        if folder is not None and folder not in folders:
+            folders.append(folder)
+    return folders
 
 
 def given_models(paths: list[str]) -> list[Path]:

@@ -212,3 +212,52 @@ def test_a_sweeps_rerun_command_plans_the_same_jobs(tmp_path):
         rerun = shlex.split(sweep_compute.rerun_command(first))
         assert rerun[:3] == ["python", "-m", "experiment.sweep"]
         assert [j["command"] for j in _planned(rerun[3:])["jobs"]] == [j["command"] for j in first["jobs"]]
+
+
+# --- sweeps whose runs chose another sweep's hyperparameters (--hyperparameters-from) ---------------
+
+def _hand_sweep(results: Path, name: str, script: str, attempt_hours: float, cpu_s: float, **recorded) -> Path:
+    """A finished one-job sweep in results/06December2026/sweeps/<name>, its run made where a job makes it."""
+    folder = results / "06December2026" / "sweeps" / name
+    run = results / "06December2026" / "omniglot_table2" / f"{name}_r0_1"
+    (folder / "jobs").mkdir(parents=True)
+    run.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps({
+        "name": name, "script": script, "argv": [], "cwd": str(results.parent), "results_dir": str(results),
+        "executor": "local", "executor_options": {"max_parallel": 1}, **recorded,
+        "jobs": [{"rank": 0, "run_name": f"{name}_r0", "command": ["python", script]}]}))
+    (folder / "jobs" / "r0.json").write_text(json.dumps({"state": "finished", "run_dir": str(run)}))
+    _record(folder, 0, _attempt("01:00:00", attempt_hours, cpu_s))
+    return folder
+
+
+def test_a_sweep_records_the_sweeps_whose_runs_its_hyperparameters_come_from(tmp_path):
+    results = tmp_path / "results"
+    search = _hand_sweep(results, "srch", "evaluate_omniglot.py", 0.5, 1800)
+    by_hand = results / "06December2026" / "omniglot_table2" / "mine_1"  # a run no sweep made: no sweep to count
+    by_hand.mkdir()
+    run = search.parents[1] / "omniglot_table2" / "srch_r0_1"
+    assert sweep_plan.sweep_of_run(run) == search and sweep_plan.sweep_of_run(by_hand) is None
+    planned = _planned(["evaluate_omniglot.py", "--learner", "online", "--hyperparameters-from", str(run), str(run),
+                        str(by_hand), "--name", "hp", "--results-dir", str(results)])
+    assert planned["hyperparameters_from"] == [str(search)]
+    assert _planned(["evaluate_omniglot.py", "--learner", "online", "--name", "own",
+                     "--results-dir", str(results)])["hyperparameters_from"] is None
+
+
+def test_a_summarys_compute_counts_the_sweeps_that_chose_its_hyperparameters_and_their_training(tmp_path):
+    results = tmp_path / "results"
+    twins = _hand_sweep(results, "twins", "oml_omniglot.py", 1.0, 3600, training=True)
+    search = _hand_sweep(results, "srch", "evaluate_omniglot.py", 0.5, 1800, models_from=[str(twins)])
+    seeds = _hand_sweep(results, "seeds", "oml_omniglot.py", 1.0, 3600, training=True)
+    chosen = _hand_sweep(results, "hp", "evaluate_omniglot.py", 0.25, 900, models_from=[str(seeds)],
+                         hyperparameters_from=[str(search)])
+    own = _hand_sweep(results, "own", "evaluate_omniglot.py", 0.75, 2700, models_from=[str(seeds)])
+    compute = summaries.compute_of([own, chosen], "python -m experiment.aggregate own hp --summary s.json")
+    assert [c["name"] for c in compute["sweeps"]] == ["own", "hp", "seeds", "srch", "twins"]  # each once
+    assert compute["sweeps"][1]["hyperparameters_from"] == ["srch"]
+    assert compute["total"] == {"sweeps": 5, "jobs": 5, "wall_hours": 3.5, "cpu_hours": 3.5}
+    # the commands run in an order that works: the search before the sweep that takes its choices
+    assert [c["name"] for c in compute_table.in_order(compute)] == ["seeds", "twins", "own", "srch", "hp"]
+    # a summary that keeps hp's rows keeps the cost of everything standing behind them
+    assert {c["name"] for c in summaries._standing_behind(compute["sweeps"], {"hp"})} == {"hp", "seeds", "srch", "twins"}
