@@ -547,15 +547,31 @@ def table2_variants(summary: dict, name: str, variants: Variants) -> str:
             differences = [_paired_difference(found, f"{setting}/{learner}", variants) for found in columns.values()]
             shown = ["—" if d is None else _points(d) for d in differences]
             lines.append(f"| {setting} | {ROW_LABELS.get(learner, learner)} | " + " | ".join(shown) + " |")
-    texts = []
+    texts = [_same_choices(columns, [f"{s}/{learner}" for s in settings for learner in learners], variants)]
     for setting in settings:
         texts.append(f"{other.capitalize()} against {first} ({setting}, held-out, paired 95% t intervals across "
                      f"seeds): {_variant_moves(columns, setting, learners, variants)}.")
-        for variant in variants.names:
+        for variant in variants.names if len(columns) > 1 else ():  # one column: nothing to compare it with
             by_variant = {column: found[variant] for column, found in columns.items()}
             texts.append(f"With {variants.each.format(variant)} ({setting}, held-out, 95% t intervals across seeds): "
                          f"{_claims_by_learner(by_variant, setting, learners)}")
     return "\n".join(lines) + "\n\n" + "\n\n".join(texts)
+
+
+def _same_choices(columns: dict, cells: list[str], variants: Variants) -> str:
+    """In how many of the cells both variants evaluated, per checkpoint, they used the same hyperparameters."""
+    counts = {}
+    for column, found in columns.items():
+        first, other = (found[v] for v in variants.names)
+        pairs = [(cell, seed) for cell in cells
+                 for seed in sorted(set(first["cell_seeds"].get(cell, [])) & set(other["cell_seeds"].get(cell, [])))]
+        chosen = lambda row, cell, seed: row["by_seed"][str(seed)]["hyperparameters"][cell]
+        counts[column] = (sum(chosen(first, *pair) == chosen(other, *pair) for pair in pairs), len(pairs))
+    same, cells_in_all = (sum(count[i] for count in counts.values()) for i in (0, 1))
+    per_column = f" ({', '.join(f'{c} {n} of {m}' for c, (n, m) in counts.items())})" if len(counts) > 1 else ""
+    first, other = (variants.each.format(name) for name in variants.names)
+    return (f"The same hyperparameters chosen with {first} and with {other}: in {same} of the {cells_in_all} "
+            f"cells of a checkpoint{per_column}.")
 
 
 def _paired_difference(found: dict, cell: str, variants: Variants):

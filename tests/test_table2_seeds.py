@@ -306,21 +306,30 @@ def test_the_reset_table_refuses_rows_it_cannot_pair(tmp_path, capsys):
         tables.render(summary, "table2_reset", "half")
 
 
-def test_the_search_table_pairs_each_columns_own_search_with_its_twins(tmp_path, capsys):
+def _own_and_twins(tmp_path: Path, columns=("OML", "Pre-training")) -> dict:
+    """Each column's three checkpoints evaluated with their own search and with their twin's choices:
+    the twin's choice is the own one for OML (0.02 / 0.0 / -0.02 off by seed), another rate for
+    Pre-training and Standard in every cell (0.1 lower), aggregated together as the two sweeps are."""
     runs = []
-    for column in ("OML", "Pre-training"):
+    for column in columns:
         for seed in (1, 2, 3):
             runs.append(_run(tmp_path, f"{column}{seed}own", seed, column))
-            twins = [f"/twin/{c}{s}" for c in ("OML", "Pre-training") for s in (1, 2, 3)]  # one list, as a sweep gives
+            twins = [f"/twin/{c}{s}" for c in columns for s in (1, 2, 3)]  # one list, as a sweep gives
             twin = _run(tmp_path, f"{column}{seed}twin", seed, column, hyperparameters_from=twins)
             result = json.loads((twin / "results.json").read_text())
             for cells in result["table2"].values():
-                for cell in cells.values():  # the twin's choice: 0.02 / 0.0 / -0.02 (OML), 0.1 lower (Pre-training)
+                for cell in cells.values():
                     moved = {1: 0.02, 2: 0.0, 3: -0.02}[seed] if column == "OML" else -0.1
                     cell["runs"]["held_out_accuracy"] = [a + moved for a in cell["runs"]["held_out_accuracy"]]
+                    if column != "OML":
+                        cell["hyperparameters"]["lr"] *= 3
             (twin / "results.json").write_text(json.dumps(result))
             runs.append(twin)
-    summary = _aggregate(tmp_path, _sweep(tmp_path, "search", runs))
+    return _aggregate(tmp_path, _sweep(tmp_path, "search", runs))
+
+
+def test_the_search_table_pairs_each_columns_own_search_with_its_twins(tmp_path, capsys):
+    summary = _own_and_twins(tmp_path)
     text = tables.render(summary, "table2_search", "search")
     assert ("| setting | learner | OML: own search | OML: twin's search | Pre-training: own search | "
             "Pre-training: twin's search |") in text
@@ -328,7 +337,21 @@ def test_the_search_table_pairs_each_columns_own_search_with_its_twins(tmp_path,
     assert (f"Twin's search against own search (1x50, held-out, paired 95% t intervals across seeds): OML: not told "
             f"apart for {every}; Pre-training: lower with twin's search for {every}.") in text
     assert f"With the twin's search (5x20, held-out, 95% t intervals across seeds): {every}: OML higher than " in text
+    assert ("The same hyperparameters chosen with the own search and with the twin's search: in 30 of the 60 cells of "
+            "a checkpoint (OML 30 of 30, Pre-training 0 of 30).") in text
     columns = {line.split(" | ")[0].lstrip("| ") for line in tables.render(summary, "table2_seeds", "search").splitlines()[2:]}
     assert columns == {"OML: own search", "OML: twin's search", "Pre-training: own search", "Pre-training: twin's search"}
     with pytest.raises(UserError, match="not told apart by --hyperparameters-from"):
         tables.render(_aggregate(tmp_path / "t", _table2_sweep(tmp_path / "t")), "table2_search", "t2")
+
+
+def test_the_search_table_of_one_column_pairs_it_and_compares_it_with_no_other(tmp_path, capsys):
+    summary = _own_and_twins(tmp_path, columns=("Standard",))
+    text = tables.render(summary, "table2_search", "standard")
+    assert "| setting | learner | Standard: own search | Standard: twin's search |" in text
+    every = "Online, Approx IID, ER-Reservoir, MER and EWC"
+    assert (f"Twin's search against own search (5x20, held-out, paired 95% t intervals across seeds): Standard: lower "
+            f"with twin's search for {every}.") in text
+    assert "The same hyperparameters chosen with the own search and with the twin's search: in 0 of the 30 cells of a " \
+           "checkpoint." in text
+    assert "With the" not in text  # no other column to compare with
