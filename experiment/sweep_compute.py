@@ -26,6 +26,7 @@ from utils.errors import UserError
 
 DEFAULT_RESULTS_DIR = "../results"  # experiment/sweep.py's default --results-dir
 HOURS = 4  # decimals kept: 0.36 s; the timestamps are to the second
+NAMED = ("models_from", "hyperparameters_from")  # sweep.json's keys that name the sweeps a sweep rests on
 
 
 def as_list(value) -> list:
@@ -134,9 +135,6 @@ def sweeps_cost(sweep_dirs) -> list[dict]:
             queue += recorded_folders(folder, key) if cost.get(key) else []
         costs.append(cost)
     return costs
-
-
-NAMED = ("models_from", "hyperparameters_from")  # sweep.json's keys that name the sweeps a sweep rests on
 
 
 def training_folders(sweep_dir: Path) -> list[Path]:
