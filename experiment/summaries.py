@@ -1,4 +1,4 @@
-"""The small summary of an aggregate that the repository keeps (summaries/<table>.json, 3-30 KB):
+"""The small summary of an aggregate that the repository keeps (summaries/<table>.json, 5-190 KB):
 the numbers behind one table of the README or docs, and the commands that made them.
 
     python -m experiment.aggregate SWEEP_A SWEEP_B --out DIR --summary summaries/sine_quick.json
