@@ -38,6 +38,14 @@ def _cli(tiny, tmp_path, *argv):
     return run_main(evaluate_omniglot.main, evaluate_omniglot.get_args_parser(), [*argv, *base])
 
 
+def _refusal(data, tmp_path, capsys, *flags) -> str:
+    """The one-line error (exit 2) of evaluate_omniglot.py on `data`'s checkpoint with these flags."""
+    with pytest.raises(SystemExit) as exit_info:
+        _cli(data, tmp_path, "--model", str(data["ckpt"]), *flags)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
 def _moved(final, start) -> bool:
     """Every tensor changed and every value is finite (NaN parameters also differ from their start)."""
     return all(torch.isfinite(a).all() and not torch.equal(a, b) for a, b in zip(final, start, strict=True))
@@ -178,10 +186,7 @@ def test_paper_settings_show_the_papers_values():
                                              "needs 10 classes"),
                                             (("--learner", "er", "--reset", "last"), "--pln-reset all")])
 def test_table2_flags_are_checked(tiny, tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_info:
-        _cli(tiny, tmp_path, "--model", str(tiny["ckpt"]), *flags)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
+    err = _refusal(tiny, tmp_path, capsys, *flags)
     assert err.startswith("error: ") and message in err and "\n" not in err
 
 
@@ -299,10 +304,7 @@ def test_search_classes_selection_searches_there_and_reports_on_the_evaluation_c
      "needs 4 classes per task, but the search split has 3"),
 ])
 def test_search_classes_flags_are_checked(held_out_selection, tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_info:
-        _cli(held_out_selection, tmp_path, "--model", str(held_out_selection["ckpt"]), *flags)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
+    err = _refusal(held_out_selection, tmp_path, capsys, *flags)
     assert err.startswith("error: ") and message in err and "\n" not in err
     assert not any(tmp_path.rglob("results.json"))
 
